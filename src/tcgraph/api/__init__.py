@@ -1,0 +1,1 @@
+"""The front doors: GraphQL (and the pieces it is built from)."""

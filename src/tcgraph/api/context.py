@@ -1,0 +1,28 @@
+"""What every resolver of one request shares: settings, counters, loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from tcgraph.config import Settings
+from tcgraph.loaders import Loaders
+from tcgraph.store.pool import Database, SqlStats
+
+
+@dataclass
+class Context:
+    """Built once per request (GraphQL or REST), inside the running event loop."""
+
+    settings: Settings
+    db: Database
+    loaders: Loaders
+    request: Any = None
+    response: Any = None
+
+    @classmethod
+    def create(cls, pool: asyncpg.Pool, settings: Settings, **extra: Any) -> "Context":
+        db = Database(pool, SqlStats())
+        return cls(settings=settings, db=db, loaders=Loaders(db, settings.batch_size), **extra)

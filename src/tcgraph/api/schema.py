@@ -1,0 +1,129 @@
+"""The root Query type and the schema built from it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import QueryDepthLimiter, SchemaExtension
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import Info
+
+from tcgraph.api.types import (
+    IndexedTask, LabelHistory, Namespace, Task, TaskFilter, TaskGroup, TaskStatus, task_filter,
+)
+from tcgraph.config import Settings
+from tcgraph.errors import LimitExceeded
+from tcgraph.model import split_index_path
+from tcgraph.timefmt import format_time, parse_time
+
+
+def _keys(info: Info, argument: str, values: list[str]) -> list[str]:
+    maximum = info.context.settings.max_keys
+    if len(values) > maximum:
+        raise LimitExceeded("max_keys", len(values), maximum, f"`{argument}` has too many keys")
+    return values
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The task with this id, or null.")
+    async def task(self, info: Info, task_id: strawberry.ID) -> Optional[Task]:
+        found = await info.context.loaders.task.load(str(task_id))
+        return Task(_task=found) if found is not None else None
+
+    @strawberry.field(description="One entry per id, in order; null where no task matches.")
+    async def tasks(self, info: Info, task_ids: list[strawberry.ID]) -> list[Optional[Task]]:
+        found = await info.context.loaders.task.load_many(_keys(info, "taskIds", task_ids))
+        return [Task(_task=t) if t is not None else None for t in found]
+
+    @strawberry.field(description="The status of the task with this id, or null.")
+    async def status(self, info: Info, task_id: strawberry.ID) -> Optional[TaskStatus]:
+        found = await info.context.loaders.task.load(str(task_id))
+        return TaskStatus(_task=found) if found is not None else None
+
+    @strawberry.field(description="One status per id, in order; null where no task matches.")
+    async def statuses(
+        self, info: Info, task_ids: list[strawberry.ID]
+    ) -> list[Optional[TaskStatus]]:
+        found = await info.context.loaders.task.load_many(_keys(info, "taskIds", task_ids))
+        return [TaskStatus(_task=t) if t is not None else None for t in found]
+
+    @strawberry.field(description="The task at an index path; null if absent or expired.")
+    async def indexed_task(self, info: Info, index_path: str) -> Optional[IndexedTask]:
+        found = await info.context.loaders.index_entry.load(split_index_path(index_path))
+        return IndexedTask(_entry=found, _path=index_path) if found is not None else None
+
+    @strawberry.field(description="One entry per path, in order; null where absent or expired.")
+    async def indexed_tasks(
+        self, info: Info, index_paths: list[str]
+    ) -> list[Optional[IndexedTask]]:
+        paths = _keys(info, "indexPaths", index_paths)
+        found = await info.context.loaders.index_entry.load_many(
+            [split_index_path(p) for p in paths])
+        return [IndexedTask(_entry=e, _path=p) if e is not None else None
+                for e, p in zip(found, paths)]
+
+    @strawberry.field(description="The history of one label (tags.label, else metadata.name).")
+    def label(self, label: str, filter: Optional[TaskFilter] = None) -> LabelHistory:
+        return LabelHistory(label=label, _filter=task_filter(filter))
+
+    @strawberry.field(description="One history per label, in order.")
+    def labels(
+        self, info: Info, labels: list[str], filter: Optional[TaskFilter] = None
+    ) -> list[LabelHistory]:
+        chosen = task_filter(filter)
+        return [LabelHistory(label=label, _filter=chosen)
+                for label in _keys(info, "labels", labels)]
+
+    @strawberry.field(description="The task group with this id, or null if it has no tasks.")
+    async def task_group(self, info: Info, task_group_id: strawberry.ID) -> Optional[TaskGroup]:
+        exists = await info.context.loaders.task_group_exists.load(str(task_group_id))
+        return TaskGroup(task_group_id=task_group_id) if exists else None
+
+    @strawberry.field(description='An index namespace ("" is the root), or null if absent.')
+    async def namespace(self, info: Info, path: str) -> Optional[Namespace]:
+        found = await info.context.loaders.namespace.load(path)
+        return Namespace(_namespace=found) if found is not None else None
+
+
+class SqlReport(SchemaExtension):
+    """Adds `extensions.sql = {statements, rows, ms}` for the request."""
+
+    def get_results(self) -> dict[str, object]:
+        context = self.execution_context.context
+        return {"sql": context.db.stats.as_dict()} if context is not None else {}
+
+
+def _parse_datetime(value: object) -> datetime:
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise GraphQLError(f"DateTime: {e}") from None
+
+
+SCALARS = {
+    datetime: strawberry.scalar(
+        name="DateTime",
+        description="A timestamp as Taskcluster writes it: 2026-11-23T12:00:00.000Z",
+        serialize=format_time,
+        parse_value=_parse_datetime,
+    ),
+}
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """The schema, with the limits and reporting `settings` ask for."""
+    settings = settings or Settings()
+    extensions: list = [lambda: QueryDepthLimiter(max_depth=settings.max_depth)]
+    if settings.explain:
+        extensions.append(SqlReport)
+    return strawberry.Schema(
+        query=Query, extensions=extensions, config=StrawberryConfig(scalar_map=SCALARS))
+
+
+def sdl() -> str:
+    """The published schema (`schema.graphql`)."""
+    return build_schema().as_str() + "\n"

@@ -1,0 +1,201 @@
+"""The `tcgraph` command: serve, migrate, import, demo, schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import asyncpg
+
+from tcgraph import __version__
+from tcgraph.config import Settings
+from tcgraph.store.embedded import EmbeddedPostgres
+from tcgraph.store.migrate import migrate
+
+log = logging.getLogger("tcgraph")
+
+
+def _database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", help="PostgreSQL URL (env TCGRAPH_DATABASE_URL); "
+                        "without one, an embedded PostgreSQL runs in --data-dir")
+    parser.add_argument("--data-dir", type=Path,
+                        help="where the embedded PostgreSQL keeps its data (env TCGRAPH_DATA_DIR; "
+                             "default: a per-user data directory)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tcgraph", description="A GraphQL gateway for CI task data.")
+    parser.add_argument("--version", action="version", version=f"tcgraph {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    serve = verbs.add_parser("serve", help="serve GraphQL over HTTP",
+                             description="Migrate the database, fill an empty one with demo data "
+                                         "(embedded default, or --demo), and serve /graphql.")
+    _database_options(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--demo", action="store_true", default=None,
+                       help="fill an empty database with demo data (always on for the embedded default)")
+    serve.add_argument("--explain", action="store_true", default=None,
+                       help="report extensions.sql = {statements, rows, ms} in every response "
+                            "(env TCGRAPH_EXPLAIN=1)")
+
+    migrate_ = verbs.add_parser("migrate", help="apply pending database migrations",
+                                description="Apply pending migrations, each exactly once.")
+    _database_options(migrate_)
+
+    import_ = verbs.add_parser(
+        "import", help="import Taskcluster JSON / JSON Lines dumps",
+        description="Import queue.listTaskGroup pages, queue.task/status responses, queue.tasks/"
+                    "statuses batch responses and index entries. Each file is one transaction: "
+                    "on bad input nothing from that file is written and the command fails.")
+    _database_options(import_)
+    import_.add_argument("paths", nargs="+", metavar="PATH", help="a file, or - for stdin")
+
+    demo = verbs.add_parser("demo", help="write a synthetic dataset",
+                            description="Write a deterministic synthetic dataset.")
+    _database_options(demo)
+    demo.add_argument("--tasks", type=int, default=2000, help="number of tasks (default 2000)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+
+    verbs.add_parser("schema", help="print the GraphQL schema (SDL)",
+                     description="Print the schema; schema.graphql is this output.")
+    return parser
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """The configured database URL, or an embedded PostgreSQL for as long as needed."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    url = embedded.start()
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+async def _migrate(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def _fill_if_empty(url: str, settings: Settings) -> bool:
+    from tcgraph.demo import write_demo
+    from tcgraph.store.pool import open_pool
+
+    pool = await open_pool(url, settings.with_(pool_min_size=1, pool_max_size=2))
+    try:
+        if await pool.fetchval("SELECT EXISTS (SELECT 1 FROM tasks)"):
+            return False
+        await write_demo(pool)
+        return True
+    finally:
+        await pool.close()
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from tcgraph.server import create_app
+
+    with _database(settings) as url:
+        applied = asyncio.run(_migrate(url))
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        if settings.demo or not settings.database_url:
+            if asyncio.run(_fill_if_empty(url, settings)):
+                log.info("the database was empty: wrote the demo dataset")
+        app = create_app(settings, url)
+        print(f"tcgraph: open http://{settings.host}:{settings.port}/graphql", file=sys.stderr)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                    lifespan="on")
+    return 0
+
+
+async def _import(url: str, settings: Settings, paths: Sequence[str]) -> int:
+    from tcgraph.importer import ImportFailed, import_source
+    from tcgraph.store.pool import open_pool
+
+    pool = await open_pool(url, settings.with_(pool_min_size=1, pool_max_size=1))
+    failed = 0
+    try:
+        for path in paths:
+            try:
+                summary = await import_source(pool, path, progress=True)
+            except ImportFailed as e:
+                print(f"tcgraph import: {e} (nothing from this file was written)", file=sys.stderr)
+                failed += 1
+                continue
+            except OSError as e:
+                print(f"tcgraph import: {path}: {e.strerror or e}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"{summary.source}: {summary.tasks} tasks, {summary.statuses} statuses, "
+                  f"{summary.index_entries} index entries", file=sys.stderr)
+    finally:
+        await pool.close()
+    return 1 if failed else 0
+
+
+async def _demo(url: str, settings: Settings, tasks: int, seed: int) -> None:
+    from tcgraph.demo import write_demo
+    from tcgraph.store.pool import open_pool
+
+    pool = await open_pool(url, settings.with_(pool_min_size=1, pool_max_size=2))
+    try:
+        summary = await write_demo(pool, tasks=tasks, seed=seed)
+    finally:
+        await pool.close()
+    print(f"demo: {summary.tasks} tasks, {summary.index_entries} index entries", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tcgraph` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.verb == "schema":
+        from tcgraph.api.schema import sdl
+
+        sys.stdout.write(sdl())
+        return 0
+    try:
+        settings = Settings.from_env(
+            database_url=args.database_url, data_dir=args.data_dir,
+            host=getattr(args, "host", None), port=getattr(args, "port", None),
+            demo=getattr(args, "demo", None), explain=getattr(args, "explain", None),
+        )
+    except ValueError as e:
+        print(f"tcgraph: {e}", file=sys.stderr)
+        return 2
+    if args.verb == "serve":
+        return _serve(settings)
+    with _database(settings) as url:
+        applied = asyncio.run(_migrate(url))
+        if args.verb == "migrate":
+            print(f"applied: {', '.join(applied)}" if applied else "up to date", file=sys.stderr)
+            return 0
+        if args.verb == "import":
+            return asyncio.run(_import(url, settings, args.paths))
+        if args.verb == "demo":
+            if args.tasks < 1:
+                print("tcgraph demo: --tasks must be at least 1", file=sys.stderr)
+                return 2
+            asyncio.run(_demo(url, settings, args.tasks, args.seed))
+            return 0
+    raise AssertionError(f"unhandled verb {args.verb}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""One settings object, from command-line flags and `TCGRAPH_*` variables.
+
+Flags win over variables, variables over defaults. Every limit the gateway
+enforces is here, with its default, so the README can list them from one place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    """The per-user directory for the embedded PostgreSQL cluster."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tcgraph"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable. Field `x_y` is read from `TCGRAPH_X_Y`."""
+
+    database_url: str | None = None
+    data_dir: Path = default_data_dir()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    demo: bool = False
+    explain: bool = False
+    # Limits. A request over any of them is refused before any SQL runs.
+    max_keys: int = 10_000  # keys in one list argument (taskIds, labels, ...)
+    default_page_size: int = 100
+    max_page_size: int = 1_000
+    max_depth: int = 12  # nesting depth of a document
+    batch_size: int = 5_000  # keys per SQL statement; larger batches are chunked
+    statement_timeout_ms: int = 15_000
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    graphiql: bool = True
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+        """Read `TCGRAPH_*` variables, then apply the overrides that are not None."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = environ.get(f"TCGRAPH_{field.name.upper()}")
+            if raw is not None and raw != "":
+                values[field.name] = _parse(field.name, raw, type(getattr(cls(), field.name)))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def with_(self, **changes: object) -> "Settings":
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def validate(self) -> None:
+        for name in ("max_keys", "default_page_size", "max_page_size", "max_depth",
+                     "batch_size", "statement_timeout_ms", "pool_min_size", "pool_max_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TCGRAPH_{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.default_page_size > self.max_page_size:
+            raise ValueError("TCGRAPH_DEFAULT_PAGE_SIZE must not exceed TCGRAPH_MAX_PAGE_SIZE")
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("TCGRAPH_POOL_MIN_SIZE must not exceed TCGRAPH_POOL_MAX_SIZE")
+
+
+def _parse(name: str, raw: str, kind: type) -> object:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"TCGRAPH_{name.upper()} must be a boolean (1/0, true/false), got {raw!r}")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"TCGRAPH_{name.upper()} must be an integer, got {raw!r}") from None
+    if kind is type(Path()) or issubclass(kind, Path):
+        return Path(raw).expanduser()
+    return raw

@@ -1,0 +1,43 @@
+"""Errors a client can act on.
+
+Each carries a machine-readable `extensions` dict (`code`, and the details that
+name what was wrong). GraphQL copies `extensions` into the error it reports;
+the REST front door turns the same errors into HTTP 400 bodies.
+"""
+
+from __future__ import annotations
+
+
+class ClientError(Exception):
+    """The request was wrong; retrying it unchanged will fail the same way."""
+
+    code = "BAD_REQUEST"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extensions: dict[str, object] = {"code": self.code, **details}
+
+
+class LimitExceeded(ClientError):
+    """A documented limit (keys, page size, ...) was exceeded."""
+
+    code = "LIMIT_EXCEEDED"
+
+    def __init__(self, limit: str, value: int, maximum: int, what: str) -> None:
+        super().__init__(
+            f"{what}: {value} is over the limit of {maximum} ({limit})",
+            limit=limit, value=value, maximum=maximum,
+        )
+
+
+class BadCursor(ClientError):
+    """A pagination cursor that this connection did not hand out."""
+
+    code = "BAD_CURSOR"
+
+
+class BadInput(ClientError):
+    """An argument value that is well-typed but unusable."""
+
+    code = "BAD_USER_INPUT"

@@ -1,0 +1,137 @@
+"""One DataLoader per kind of key, created per request.
+
+Within a request every lookup of the same kind that is requested in the same
+tick of the event loop is answered by one SQL statement (see store.queries);
+batches larger than `Settings.batch_size` keys are split into several
+statements. The loaders also cache: a task reached twice costs nothing more,
+and tasks found by label or page are primed into the task loader.
+
+Loaders hold per-request state and must be built inside the running event
+loop (aiodataloader binds to it), which is why `Loaders` is built per request.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Awaitable, Callable, Hashable, Sequence, TypeVar
+
+from aiodataloader import DataLoader
+
+from tcgraph.model import IndexEntry, Namespace, Page, State, Task, TaskFilter
+from tcgraph.store import queries
+from tcgraph.store.pool import Database
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+LabelKey = tuple[str, TaskFilter]
+LabelPageKey = tuple[str, TaskFilter, tuple[datetime, str] | None, int]
+GroupPageKey = tuple[str, State | None, str | None, int]
+PageKey = tuple[str, str | None, int]
+
+
+async def _by_group(
+    keys: Sequence[K],
+    group_of: Callable[[K], Hashable],
+    load: Callable[[Hashable, list[K]], Awaitable[list[V]]],
+) -> list[V]:
+    """Answer `keys` with one `load` per group of keys that share one statement."""
+    groups: dict[Hashable, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        groups[group_of(key)].append(i)
+    answers: list[V] = [None] * len(keys)  # type: ignore[list-item]
+    for group, positions in groups.items():
+        found = await load(group, [keys[i] for i in positions])
+        for i, value in zip(positions, found):
+            answers[i] = value
+    return answers
+
+
+class Loaders:
+    """The DataLoaders of one request, all sharing its `Database` (and counters)."""
+
+    def __init__(self, db: Database, batch_size: int) -> None:
+        self.db = db
+
+        def loader(fn: Callable[[list], Awaitable[list]]) -> DataLoader:
+            return DataLoader(batch_load_fn=fn, max_batch_size=batch_size)
+
+        self.task = loader(self._tasks)
+        self.index_entry = loader(self._index_entries)
+        self.latest = loader(self._latest("latest"))
+        self.last_success = loader(self._latest("success"))
+        self.last_failure = loader(self._latest("failure"))
+        self.label_history = loader(self._label_history)
+        self.task_group_exists = loader(self._task_groups_exist)
+        self.task_group_page = loader(self._task_group_pages)
+        self.dependents_page = loader(self._dependent_pages)
+        self.namespace = loader(self._namespaces)
+        self.child_namespaces_page = loader(self._child_namespace_pages)
+        self.namespace_tasks_page = loader(self._namespace_entry_pages)
+
+    def _prime(self, tasks: Sequence[Task | None]) -> None:
+        for task in tasks:
+            if task is not None:
+                self.task.prime(task.task_id, task)
+
+    def _prime_pages(self, pages: Sequence[Page]) -> None:
+        for page in pages:
+            self._prime(page.rows)
+
+    async def _tasks(self, task_ids: list[str]) -> list[Task | None]:
+        found = await queries.tasks_by_id(self.db, task_ids)
+        return [found.get(task_id) for task_id in task_ids]
+
+    async def _index_entries(self, keys: list[tuple[str, str]]) -> list[IndexEntry | None]:
+        return await queries.index_entries(self.db, keys)
+
+    def _latest(self, outcome: str) -> Callable[[list[LabelKey]], Awaitable[list[Task | None]]]:
+        async def load(keys: list[LabelKey]) -> list[Task | None]:
+            async def one_filter(task_filter: Hashable, group: list[LabelKey]) -> list[Task | None]:
+                assert isinstance(task_filter, TaskFilter)
+                found = await queries.latest_by_label(
+                    self.db, [label for label, _ in group], task_filter, outcome)
+                self._prime(found)
+                return found
+
+            return await _by_group(keys, lambda key: key[1], one_filter)
+
+        return load
+
+    async def _label_history(self, keys: list[LabelPageKey]) -> list[Page]:
+        async def one_filter(task_filter: Hashable, group: list[LabelPageKey]) -> list[Page]:
+            assert isinstance(task_filter, TaskFilter)
+            pages = await queries.label_history(
+                self.db, [(label, after, limit) for label, _, after, limit in group], task_filter)
+            self._prime_pages(pages)
+            return pages
+
+        return await _by_group(keys, lambda key: key[1], one_filter)
+
+    async def _task_groups_exist(self, group_ids: list[str]) -> list[bool]:
+        found = await queries.task_groups_exist(self.db, group_ids)
+        return [group_id in found for group_id in group_ids]
+
+    async def _task_group_pages(self, keys: list[GroupPageKey]) -> list[Page]:
+        async def load(_: Hashable, group: list[GroupPageKey]) -> list[Page]:
+            pages = await queries.task_group_pages(self.db, group)
+            self._prime_pages(pages)
+            return pages
+
+        # With and without a state filter rely on different indexes.
+        return await _by_group(keys, lambda key: key[1] is None, load)
+
+    async def _dependent_pages(self, keys: list[PageKey]) -> list[Page]:
+        pages = await queries.dependent_pages(self.db, keys)
+        self._prime_pages(pages)
+        return pages
+
+    async def _namespaces(self, paths: list[str]) -> list[Namespace | None]:
+        return await queries.namespaces(self.db, paths)
+
+    async def _child_namespace_pages(self, keys: list[PageKey]) -> list[Page]:
+        return await queries.child_namespace_pages(self.db, keys)
+
+    async def _namespace_entry_pages(self, keys: list[PageKey]) -> list[Page]:
+        return await queries.namespace_entry_pages(self.db, keys)

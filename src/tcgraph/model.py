@@ -1,0 +1,120 @@
+"""Frozen rows shared by the layers.
+
+These are what crosses from the store to the API: neither asyncpg records nor
+Strawberry types leak across. Timestamps are timezone-aware datetimes; JSON
+documents that are usually passed through untouched (task definitions, index
+data) stay as raw JSON text until something needs to look inside them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class State(str, enum.Enum):
+    """A task's state, derived from its last run as the queue does."""
+
+    UNSCHEDULED = "unscheduled"
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXCEPTION = "exception"
+
+
+RESOLVED_STATES = frozenset({State.COMPLETED, State.FAILED, State.EXCEPTION})
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One run of a task, as in the `runs` list of `queue.status`."""
+
+    run_id: int
+    state: State
+    reason_created: str
+    reason_resolved: str | None
+    worker_group: str | None
+    worker_id: str | None
+    taken_until: datetime | None
+    scheduled: datetime
+    started: datetime | None
+    resolved: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task: its definition (raw JSON text) and its current status."""
+
+    task_id: str
+    task_group_id: str
+    scheduler_id: str
+    task_queue_id: str
+    project_id: str
+    label: str | None
+    priority: str
+    retries: int
+    retries_left: int
+    created: datetime
+    deadline: datetime
+    expires: datetime
+    state: State
+    runs: tuple[Run, ...]
+    definition: str
+
+    @property
+    def provisioner_id(self) -> str:
+        return self.task_queue_id.split("/", 1)[0]
+
+    @property
+    def worker_type(self) -> str:
+        return self.task_queue_id.split("/", 1)[1] if "/" in self.task_queue_id else ""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """An index entry: `namespace.name` points at a task."""
+
+    namespace: str
+    name: str
+    task_id: str
+    rank: float
+    data: str
+    expires: datetime
+
+    @property
+    def path(self) -> str:
+        return f"{self.namespace}.{self.name}" if self.namespace else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A namespace of the index, browsable by prefix."""
+
+    path: str
+    expires: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Restricts label lookups; every field that is set must match."""
+
+    project_id: str | None = None
+    scheduler_id: str | None = None
+    task_queue_id: str | None = None
+    tags: str | None = None  # a JSON object, matched by containment
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a keyset-paginated list: `rows` plus whether more follow."""
+
+    rows: tuple
+    has_next: bool
+
+
+def split_index_path(path: str) -> tuple[str, str]:
+    """`a.b.c` -> (`a.b`, `c`), the way the index service splits a path."""
+    namespace, _, name = path.rpartition(".")
+    return namespace, name

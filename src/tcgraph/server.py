@@ -1,0 +1,56 @@
+"""The Starlette application: routes, and the pool's life from start to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tcgraph.api.graphql import GraphQLApp
+from tcgraph.api.schema import build_schema
+from tcgraph.config import Settings
+from tcgraph.store.pool import open_pool
+
+_READY_TIMEOUT_S = 2.0
+
+
+async def live(request: Request) -> JSONResponse:
+    """The process is up (says nothing about the database)."""
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> JSONResponse:
+    """The database answers: ready to serve queries."""
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT_S):
+            await request.app.state.pool.fetchval("SELECT 1")
+    except Exception as e:  # any failure to answer means not ready, whatever its kind
+        return JSONResponse({"status": "unavailable", "reason": type(e).__name__}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings, database_url: str) -> Starlette:
+    """The ASGI app serving `database_url` (already migrated) with `settings`."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.pool = await open_pool(database_url, settings)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    graphql = GraphQLApp(build_schema(settings), settings)
+    routes = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/health/live", live, methods=["GET"]),
+        Route("/health/ready", ready, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.settings = settings
+    return app

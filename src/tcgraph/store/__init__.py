@@ -1,0 +1,1 @@
+"""PostgreSQL: the pool, the migrations, the embedded server and every SQL statement."""

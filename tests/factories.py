@@ -1,0 +1,109 @@
+"""Taskcluster-shaped test data, written straight through the store's write SQL.
+
+API tests use this instead of the importer so that an importer bug cannot hide
+(or fake) a read-path result; the importer has round-trip tests of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import orjson
+
+from tcgraph.store import queries
+from tcgraph.timefmt import format_time
+
+BASE = datetime(2026, 11, 1, tzinfo=timezone.utc)
+FAR = datetime(2099, 1, 1, tzinfo=timezone.utc)
+_counter = itertools.count()
+_RANK = {"pending": 1, "running": 2, "completed": 3, "failed": 3, "exception": 3}
+
+
+def slug(n: int | None = None) -> str:
+    """A deterministic 22-character taskId."""
+    n = next(_counter) if n is None else n
+    return base64.urlsafe_b64encode(n.to_bytes(16, "big")).decode()[:22]
+
+
+@dataclass
+class FakeTask:
+    task_id: str = field(default_factory=slug)
+    task_group_id: str = "group-a"
+    label: str | None = "build-linux64/opt"
+    created: datetime = BASE
+    state: str = "completed"  # the last run's state; "unscheduled" for no runs
+    runs: int = 1
+    dependencies: list[str] = field(default_factory=list)
+    project_id: str = "gecko"
+    scheduler_id: str = "gecko-level-3"
+    task_queue_id: str = "gecko-3/b-linux"
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def definition(self) -> dict:
+        provisioner, worker_type = self.task_queue_id.split("/")
+        tags = dict(self.tags)
+        if self.label is not None:
+            tags.setdefault("label", self.label)
+        return {
+            "provisionerId": provisioner, "workerType": worker_type,
+            "taskQueueId": self.task_queue_id, "schedulerId": self.scheduler_id,
+            "projectId": self.project_id, "taskGroupId": self.task_group_id,
+            "dependencies": self.dependencies, "requires": "all-completed",
+            "routes": [f"index.test.{self.task_id}"], "priority": "low", "retries": 5,
+            "created": format_time(self.created),
+            "deadline": format_time(self.created + timedelta(days=1)),
+            "expires": format_time(self.created + timedelta(days=365)),
+            "scopes": [], "payload": {"command": ["true"]},
+            "metadata": {"name": self.label or "unnamed", "description": "a test task",
+                         "owner": "nobody@example.com", "source": "https://example.com/src"},
+            "tags": tags, "extra": {},
+        }
+
+    def run_list(self) -> list[dict]:
+        if self.state == "unscheduled":
+            return []
+        runs = []
+        for run_id in range(self.runs):
+            last = run_id == self.runs - 1
+            state = self.state if last else "exception"
+            run = {"runId": run_id, "state": state, "reasonCreated": "scheduled" if run_id == 0
+                   else "retry", "scheduled": format_time(self.created + timedelta(minutes=1))}
+            if state != "pending":
+                run.update(workerGroup="us-east-1", workerId=f"i-{run_id}",
+                           takenUntil=format_time(self.created + timedelta(minutes=30)),
+                           started=format_time(self.created + timedelta(minutes=2)))
+            if state in ("completed", "failed", "exception"):
+                run.update(reasonResolved="completed" if state == "completed" else state,
+                           resolved=format_time(self.created + timedelta(minutes=20)))
+            runs.append(run)
+        return runs
+
+
+async def store(pool: asyncpg.Pool, tasks: list[FakeTask] = (),
+                entries: list[tuple[str, str, float, datetime]] = ()) -> None:
+    """Write tasks (definition + status) and index entries (path, task_id, rank, expires)."""
+    async with pool.acquire() as conn, conn.transaction():
+        if tasks:
+            await queries.upsert_tasks(conn, [
+                (t.task_id, t.task_group_id, t.scheduler_id, t.task_queue_id, t.project_id,
+                 t.label, "low", 5, t.created, t.created + timedelta(days=1),
+                 t.created + timedelta(days=365), orjson.dumps(t.definition()).decode(),
+                 t.dependencies)
+                for t in tasks
+            ])
+            missing = await queries.update_statuses(conn, [
+                (t.task_id, t.state, orjson.dumps(t.run_list()).decode(), 5 - max(t.runs - 1, 0),
+                 (len(t.run_list()) * 10 + _RANK.get(t.state, 0)) if t.run_list() else 0)
+                for t in tasks
+            ])
+            assert missing == []
+        if entries:
+            rows = []
+            for path, task_id, rank, expires in entries:
+                namespace, _, name = path.rpartition(".")
+                rows.append((namespace, name, task_id, rank, '{"k": 1}', expires))
+            await queries.upsert_index_entries(conn, rows)
