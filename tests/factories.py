@@ -90,7 +90,8 @@ async def store(pool: asyncpg.Pool, tasks: list[FakeTask] = (),
         if tasks:
             await queries.upsert_tasks(conn, [
                 (t.task_id, t.task_group_id, t.scheduler_id, t.task_queue_id, t.project_id,
-                 t.label, "low", 5, t.created, t.created + timedelta(days=1),
+                 t.definition()["tags"].get("label") or t.definition()["metadata"]["name"],
+                 "low", 5, t.created, t.created + timedelta(days=1),
                  t.created + timedelta(days=365), orjson.dumps(t.definition()).decode(),
                  t.dependencies)
                 for t in tasks
