@@ -1,0 +1,88 @@
+"""The HTTP front door, served by a real uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+from typing import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+
+from factories import FakeTask, store
+from servers import serving
+from tcgraph.config import Settings
+from tcgraph.server import create_app
+
+
+@pytest.fixture
+async def base_url(pool, settings: Settings, database_url: str) -> AsyncIterator[str]:
+    await store(pool, [FakeTask(task_id="t1", label="build")])
+    with serving(create_app(settings, database_url)) as url:
+        yield url
+
+
+async def test_post_and_get_with_sql_report(base_url: str) -> None:
+    query = '{ task(taskId: "t1") { taskId label status { state } } }'
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        posted = await client.post("/graphql", json={"query": query})
+        got = await client.get("/graphql", params={"query": query})
+    for response in (posted, got):
+        assert response.status_code == 200
+        body = response.json()
+        assert body["data"] == {"task": {"taskId": "t1", "label": "build",
+                                         "status": {"state": "COMPLETED"}}}
+        assert body["extensions"]["sql"]["statements"] == 1
+        assert body["extensions"]["sql"]["rows"] == 1
+        assert body["extensions"]["sql"]["ms"] >= 0
+
+
+async def test_sql_report_is_off_unless_asked(pool, settings: Settings, database_url: str) -> None:
+    with serving(create_app(settings.with_(explain=False), database_url)) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            body = (await client.post("/graphql", json={"query": "{ task(taskId: \"x\") { taskId } }"})).json()
+    assert body == {"data": {"task": None}}
+
+
+async def test_each_request_has_its_own_counters(base_url: str) -> None:
+    query = '{ a: task(taskId: "t1") { taskId } b: tasks(taskIds: ["t1", "t2"]) { taskId } }'
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        bodies = await asyncio.gather(*[client.post("/graphql", json={"query": query})
+                                        for _ in range(10)])
+    for response in bodies:
+        assert response.json()["extensions"]["sql"]["statements"] == 1
+
+
+async def test_health(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        assert (await client.get("/health/live")).json() == {"status": "ok"}
+        ready = await client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json() == {"status": "ok"}
+
+
+async def test_ready_is_503_when_the_database_is_gone(
+        database_url: str, server_url: str, settings: Settings) -> None:
+    name = urlsplit(database_url).path.lstrip("/")
+    with serving(create_app(settings, database_url)) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/health/ready")).status_code == 200
+            admin = await asyncpg.connect(server_url)
+            try:
+                await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+            ready = await client.get("/health/ready")
+            live = await client.get("/health/live")
+    assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+    assert live.status_code == 200
+
+
+async def test_mutations_and_bad_documents(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        syntax = await client.post("/graphql", json={"query": "{ task("})
+        unknown = await client.post("/graphql", json={"query": "{ nope }"})
+        not_json = await client.post("/graphql", content=b"{", headers={"content-type": "application/json"})
+    assert "Syntax Error" in syntax.json()["errors"][0]["message"]
+    assert "Cannot query field 'nope'" in unknown.json()["errors"][0]["message"]
+    assert not_json.status_code == 400
