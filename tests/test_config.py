@@ -1,0 +1,31 @@
+from pathlib import Path
+
+import pytest
+
+from tcgraph.config import Settings
+
+
+def test_defaults_are_the_documented_limits() -> None:
+    s = Settings.from_env({})
+    assert (s.max_keys, s.default_page_size, s.max_page_size) == (10_000, 100, 1_000)
+    assert s.database_url is None and s.explain is False
+
+
+def test_environment_then_flags() -> None:
+    env = {"TCGRAPH_MAX_KEYS": "50", "TCGRAPH_EXPLAIN": "yes", "TCGRAPH_PORT": "9000",
+           "TCGRAPH_DATA_DIR": "/tmp/x", "TCGRAPH_DATABASE_URL": "postgresql://h/db"}
+    s = Settings.from_env(env, port=9100, database_url=None)
+    assert (s.max_keys, s.explain, s.port) == (50, True, 9100)
+    assert s.data_dir == Path("/tmp/x") and s.database_url == "postgresql://h/db"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"TCGRAPH_MAX_KEYS": "many"}, "TCGRAPH_MAX_KEYS must be an integer, got 'many'"),
+    ({"TCGRAPH_EXPLAIN": "maybe"}, "TCGRAPH_EXPLAIN must be a boolean"),
+    ({"TCGRAPH_MAX_PAGE_SIZE": "0"}, "TCGRAPH_MAX_PAGE_SIZE must be at least 1"),
+    ({"TCGRAPH_DEFAULT_PAGE_SIZE": "500", "TCGRAPH_MAX_PAGE_SIZE": "100"},
+     "TCGRAPH_DEFAULT_PAGE_SIZE must not exceed"),
+])
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)
