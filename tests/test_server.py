@@ -86,3 +86,26 @@ async def test_mutations_and_bad_documents(base_url: str) -> None:
     assert "Syntax Error" in syntax.json()["errors"][0]["message"]
     assert "Cannot query field 'nope'" in unknown.json()["errors"][0]["message"]
     assert not_json.status_code == 400
+
+
+async def test_graphql_answers_503_while_the_database_is_gone_and_recovers(
+        database_url: str, server_url: str, settings: Settings) -> None:
+    name = urlsplit(database_url).path.lstrip("/")
+    query = {"query": '{ task(taskId: "x") { taskId } }'}
+    with serving(create_app(settings, database_url)) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.post("/graphql", json=query)).status_code == 200
+            admin = await asyncpg.connect(server_url)
+            try:
+                # Refuse new connections and end the open ones, as an outage would.
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+                down = await client.post("/graphql", json=query)
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            finally:
+                await admin.close()
+            back = await client.post("/graphql", json=query)
+    assert down.status_code == 503
+    assert down.json()["errors"][0]["extensions"]["code"] == "DATABASE_UNAVAILABLE"
+    assert back.status_code == 200 and back.json()["data"] == {"task": None}

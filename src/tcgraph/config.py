@@ -36,6 +36,7 @@ class Settings:
     statement_timeout_ms: int = 15_000
     pool_min_size: int = 1
     pool_max_size: int = 10
+    pool_timeout_ms: int = 5_000  # wait for a free connection, then answer 503
     graphiql: bool = True
 
     @classmethod
@@ -57,9 +58,11 @@ class Settings:
 
     def validate(self) -> None:
         for name in ("max_keys", "default_page_size", "max_page_size", "max_depth",
-                     "batch_size", "statement_timeout_ms", "pool_min_size", "pool_max_size"):
+                     "batch_size", "statement_timeout_ms", "pool_max_size", "pool_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TCGRAPH_{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.pool_min_size < 0:
+            raise ValueError("TCGRAPH_POOL_MIN_SIZE must not be negative")
         if self.default_page_size > self.max_page_size:
             raise ValueError("TCGRAPH_DEFAULT_PAGE_SIZE must not exceed TCGRAPH_MAX_PAGE_SIZE")
         if self.pool_min_size > self.pool_max_size:

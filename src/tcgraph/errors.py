@@ -41,3 +41,31 @@ class BadInput(ClientError):
     """An argument value that is well-typed but unusable."""
 
     code = "BAD_USER_INPUT"
+
+
+class ServiceUnavailable(Exception):
+    """The request was fine but cannot be answered now; it may succeed later."""
+
+    code = "SERVICE_UNAVAILABLE"
+    http_status = 503
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extensions: dict[str, object] = {"code": self.code, **details}
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """PostgreSQL is down, unreachable, or every pooled connection is busy."""
+
+    code = "DATABASE_UNAVAILABLE"
+
+
+class StatementTimeout(ServiceUnavailable):
+    """A statement ran past `statement_timeout` and PostgreSQL cancelled it."""
+
+    code = "STATEMENT_TIMEOUT"
+
+
+# The codes for which an HTTP response as a whole should say 503.
+UNAVAILABLE_CODES = frozenset({DatabaseUnavailable.code, StatementTimeout.code})

@@ -24,5 +24,5 @@ class Context:
 
     @classmethod
     def create(cls, pool: asyncpg.Pool, settings: Settings, **extra: Any) -> "Context":
-        db = Database(pool, SqlStats())
+        db = Database(pool, SqlStats(), acquire_timeout=settings.pool_timeout_ms / 1000)
         return cls(settings=settings, db=db, loaders=Loaders(db, settings.batch_size), **extra)

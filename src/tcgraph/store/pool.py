@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -10,6 +12,9 @@ import asyncpg
 import orjson
 
 from tcgraph.config import Settings
+from tcgraph.errors import DatabaseUnavailable, StatementTimeout
+
+log = logging.getLogger(__name__)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -22,20 +27,50 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def open_pool(url: str, settings: Settings) -> asyncpg.Pool:
-    """A pool whose every connection carries the statement timeout."""
-    pool = await asyncpg.create_pool(
-        url,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        init=_init_connection,
-        server_settings={
-            "application_name": "tcgraph",
-            "statement_timeout": str(settings.statement_timeout_ms),
-        },
-    )
-    assert pool is not None
-    return pool
+async def open_pool(url: str, settings: Settings, *, tolerate_outage: bool = False) -> asyncpg.Pool:
+    """A pool whose every connection carries the statement timeout.
+
+    With `tolerate_outage`, a database that cannot be reached now still gives
+    a pool (with no warm connections): the server starts, answers 503 while
+    the database is away, and connects on its own once it is back.
+    """
+
+    async def create(min_size: int) -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=settings.pool_max_size,
+            init=_init_connection,
+            server_settings={
+                "application_name": "tcgraph",
+                "statement_timeout": str(settings.statement_timeout_ms),
+            },
+        )
+        assert pool is not None
+        return pool
+
+    try:
+        return await create(settings.pool_min_size)
+    except _CONNECTION_ERRORS:
+        if not tolerate_outage:
+            raise
+        log.warning("the database is unavailable; serving 503 until it is back")
+        return await create(0)
+
+
+# What a lost or refused connection looks like from asyncpg: the socket's own
+# errors, PostgreSQL refusing connections (starting up, shutting down, too
+# many clients), and a connection that closed under a running statement.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+)
 
 
 @dataclass
@@ -53,15 +88,43 @@ class SqlStats:
 class Database:
     """The pool as one request sees it: every statement it runs is counted."""
 
-    def __init__(self, pool: asyncpg.Pool, stats: SqlStats | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, stats: SqlStats | None = None,
+                 acquire_timeout: float = 5.0) -> None:
         self.pool = pool
         self.stats = stats if stats is not None else SqlStats()
+        self.acquire_timeout = acquire_timeout
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[asyncpg.Record]:
-        """Run one statement on a pooled connection and return its rows."""
+        """Run one statement on a pooled connection and return its rows.
+
+        Raises DatabaseUnavailable when no connection can be had within the
+        acquire timeout or the connection is lost, and StatementTimeout when
+        PostgreSQL cancels the statement: both mean "try again later", never
+        a wrong answer.
+        """
         started = time.perf_counter()
         try:
-            rows = await self.pool.fetch(sql, *args)
+            try:
+                conn = await self.pool.acquire(timeout=self.acquire_timeout)
+            except asyncio.TimeoutError:
+                raise DatabaseUnavailable(
+                    f"no database connection became free within {self.acquire_timeout:g} s"
+                ) from None
+            except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as e:
+                # Whatever stops us connecting (refused, shutting down, the
+                # database closed to connections) is an outage to the client.
+                log.warning("cannot connect to the database: %s: %s", type(e).__name__, e)
+                raise DatabaseUnavailable("the database is unavailable") from None
+            try:
+                rows = await conn.fetch(sql, *args)
+            except asyncpg.QueryCanceledError:
+                raise StatementTimeout(
+                    "the database cancelled a statement that ran too long") from None
+            except _CONNECTION_ERRORS as e:
+                log.warning("lost the database connection: %s: %s", type(e).__name__, e)
+                raise DatabaseUnavailable("the database is unavailable") from None
+            finally:
+                await self.pool.release(conn)
         finally:
             self.stats.statements += 1
             self.stats.ms += (time.perf_counter() - started) * 1000
