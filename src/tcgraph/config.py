@@ -38,6 +38,12 @@ class Settings:
     pool_max_size: int = 10
     pool_timeout_ms: int = 5_000  # wait for a free connection, then answer 503
     graphiql: bool = True
+    root_url: str = ""  # the public root URL the references name; default: the request's
+    cors_origins: str = ""  # comma-separated browser origins allowed to call tcgraph
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":

@@ -7,10 +7,13 @@ import contextlib
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from tcgraph.api import graphiql, references, rest
 from tcgraph.api.graphql import GraphQLApp
 from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
@@ -39,7 +42,7 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.pool = await open_pool(database_url, settings)
+        app.state.pool = await open_pool(database_url, settings, tolerate_outage=True)
         try:
             yield
         finally:
@@ -50,7 +53,16 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
         Route("/graphql", graphql, methods=["GET", "POST"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
+        *rest.routes,
+        *references.routes,
+        *([Mount(graphiql.STATIC_PATH, graphiql.static_files(), name="graphiql-static")]
+          if settings.graphiql else []),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # Pages on other origins may call tcgraph from a browser only if their origin is listed.
+    cors_origins = settings.cors_origin_list
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[
+        Middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
+                   allow_headers=["content-type", "authorization"]),
+    ] if cors_origins else [])
     app.state.settings = settings
     return app

@@ -1,0 +1,143 @@
+"""GraphiQL, served entirely by tcgraph: the page at `/graphql` and every file it loads.
+
+Decision tasks and private networks often reach no CDN, so the page refers to
+nothing but this server. The files come from npm packages pinned in
+`package.json` / `package-lock.json` and are copied into `static/graphiql/`
+by `scripts/fetch-graphiql`; until that has run, the page says so.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
+
+STATIC_DIR = Path(__file__).parent / "static" / "graphiql"
+STATIC_PATH = "/graphiql/static"
+# In load order: GraphiQL's UMD build expects React and ReactDOM as globals.
+SCRIPTS = ("react.production.min.js", "react-dom.production.min.js", "graphiql.min.js")
+STYLESHEETS = ("graphiql.min.css",)
+ASSETS = SCRIPTS + STYLESHEETS
+
+_EXAMPLE = """\
+# tcgraph: Taskcluster tasks, statuses, index paths and labels.
+# Press Ctrl-Enter (or the play button) to run; the Docs panel lists every field.
+query Example($taskIds: [ID!]! = []) {
+  statuses(taskIds: $taskIds) {
+    taskId
+    state
+    expires
+  }
+}
+"""
+
+# The query and variables are read from `?q=` and `?variables=` (`?query=`
+# would make /graphql run the query instead of showing the page), and kept
+# there while editing so that the address can be shared.
+_BOOT = """\
+const params = new URLSearchParams(window.location.search);
+function remember(name, value) {
+  if (value) { params.set(name, value); } else { params.delete(name); }
+  const search = params.toString();
+  history.replaceState(null, "", window.location.pathname + (search ? "?" + search : ""));
+}
+const fetcher = GraphiQL.createFetcher({ url: window.location.pathname });
+ReactDOM.createRoot(document.getElementById("graphiql")).render(
+  React.createElement(GraphiQL, {
+    fetcher: fetcher,
+    defaultQuery: %(example)s,
+    query: params.get("q") ?? undefined,
+    variables: params.get("variables") ?? undefined,
+    onEditQuery: function (query) { remember("q", query); },
+    onEditVariables: function (variables) { remember("variables", variables); },
+  }),
+);
+"""
+
+_PAGE = """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>tcgraph · GraphiQL</title>
+<link rel="icon" href="data:,">
+%(stylesheets)s
+<style>body { margin: 0; } #graphiql { height: 100vh; }</style>
+</head>
+<body>
+<div id="graphiql">Loading GraphiQL…</div>
+%(scripts)s
+<script>
+%(boot)s</script>
+</body>
+</html>
+"""
+
+_MISSING = """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>tcgraph · GraphiQL is not installed</title>
+<link rel="icon" href="data:,">
+<style>body { font-family: sans-serif; max-width: 46em; margin: 3em auto; line-height: 1.5; }
+code, pre { background: #f2f2f2; padding: 0.1em 0.3em; }</style>
+</head>
+<body>
+<h1>GraphiQL is not installed</h1>
+<p>tcgraph serves GraphiQL's files itself (it never loads them from a CDN), and they
+have not been fetched into this installation. In the tcgraph checkout, run</p>
+<pre>scripts/fetch-graphiql</pre>
+<p>(it needs Node.js and npm), then reload this page.</p>
+<p>Missing from <code>%(directory)s</code>: %(missing)s.</p>
+<p>The GraphQL endpoint itself works: POST queries to this address.</p>
+</body>
+</html>
+"""
+
+
+def missing_assets() -> list[str]:
+    """The files the page needs that are not in `STATIC_DIR`."""
+    return [name for name in ASSETS if not (STATIC_DIR / name).is_file()]
+
+
+def page(request: Request) -> HTMLResponse:
+    """The GraphiQL page, or a page explaining how to install it (503) if its files are missing."""
+    missing = missing_assets()
+    if missing:
+        return HTMLResponse(_MISSING % {
+            "directory": html.escape(str(STATIC_DIR)),
+            "missing": ", ".join(f"<code>{html.escape(name)}</code>" for name in missing),
+        }, status_code=503)
+    # Relative to the host, not absolute: a proxy may serve tcgraph under a prefix.
+    base = html.escape(request.scope.get("root_path", "") + STATIC_PATH)
+    return HTMLResponse(_PAGE % {
+        "stylesheets": "\n".join(f'<link rel="stylesheet" href="{base}/{name}">'
+                                 for name in STYLESHEETS),
+        "scripts": "\n".join(f'<script src="{base}/{name}"></script>' for name in SCRIPTS),
+        "boot": _BOOT % {"example": _js_string(_EXAMPLE)},
+    })
+
+
+def static_files() -> StaticFiles:
+    """The ASGI app serving `STATIC_DIR`, to mount at `STATIC_PATH`."""
+    return _Assets(directory=STATIC_DIR, check_dir=False)
+
+
+class _Assets(StaticFiles):
+    async def check_config(self) -> None:
+        # Before `scripts/fetch-graphiql` runs the directory does not exist:
+        # answer 404 (the page explains why) rather than StaticFiles' 500.
+        if self.directory is not None and os.path.isdir(self.directory):
+            await super().check_config()
+
+
+def _js_string(text: str) -> str:
+    """`text` as a JavaScript string literal that is also safe inside <script>."""
+    return json.dumps(text).replace("<", "\\u003c")
