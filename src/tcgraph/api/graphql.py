@@ -1,4 +1,11 @@
-"""The GraphQL endpoint: Strawberry's ASGI view with a per-request context."""
+"""The GraphQL endpoint: Strawberry's ASGI view with a per-request context.
+
+It speaks GraphQL over HTTP as the spec asks: a client that accepts
+`application/graphql-response+json` gets that media type, and a request that
+never reached execution (a parse, validation or variable error) is a 400
+without a `data` entry. Clients that only accept `application/json` get the
+traditional answer: 200, and the errors in the body.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
 
 from tcgraph.api import graphiql
 from tcgraph.api.context import Context
 from tcgraph.config import Settings
 from tcgraph.errors import UNAVAILABLE_CODES
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+
+
+def _accepts_graphql_response_json(request: Request) -> bool:
+    for part in request.headers.get("accept", "").split(","):
+        media_type, *params = (p.strip() for p in part.split(";"))
+        if media_type.lower() == GRAPHQL_RESPONSE_JSON and "q=0" not in params:
+            return True
+    return False
+
+
+def _is_request_error(result: ExecutionResult) -> bool:
+    # Errors raised while executing carry the path of their field; a document
+    # that failed to parse, validate or coerce its variables has none.
+    return result.data is None and bool(result.errors) and all(
+        not e.path for e in result.errors)
 
 
 class GraphQLApp(GraphQL):
@@ -32,6 +58,7 @@ class GraphQLApp(GraphQL):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Any:
         # A fresh context per request: loaders must not share caches across
         # requests (data changes between them) and bind to the running loop.
+        request.state.sub_response = response
         return Context.create(request.app.state.pool, self.settings,
                               request=request, response=response)
 
@@ -40,14 +67,34 @@ class GraphQLApp(GraphQL):
         # file from this server.
         return graphiql.page(request)
 
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        processed = await super().process_result(request, result)
+        if _accepts_graphql_response_json(request):
+            sub_response = request.state.sub_response
+            sub_response.media_type = GRAPHQL_RESPONSE_JSON
+            if _is_request_error(result):
+                processed.pop("data", None)
+                sub_response.status_code = 400
+        return processed
+
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        results = response_data if isinstance(response_data, list) else [response_data]
+        status = sub_response.status_code or 200
         # An answer the database could not give is a 503 as a whole, so load
         # balancers and clients retry it, whatever else the document asked.
-        results = response_data if isinstance(response_data, list) else [response_data]
         if any((error.get("extensions") or {}).get("code") in UNAVAILABLE_CODES
                for result in results for error in result.get("errors") or ()):
-            sub_response.status_code = 503
-        return super().create_response(response_data, sub_response)
+            status = 503
+        response = Response(
+            self.encode_json(response_data),
+            status_code=status,
+            media_type=getattr(sub_response, "media_type", None) or "application/json",
+        )
+        response.headers.raw.extend(
+            (k, v) for k, v in sub_response.headers.raw if k.lower() != b"content-type")
+        if sub_response.background:
+            response.background = sub_response.background
+        return response
