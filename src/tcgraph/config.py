@@ -32,6 +32,7 @@ class Settings:
     default_page_size: int = 100
     max_page_size: int = 1_000
     max_depth: int = 12  # nesting depth of a document
+    max_body_bytes: int = 4_000_000  # request body; 10,000 long index paths fit
     batch_size: int = 5_000  # keys per SQL statement; larger batches are chunked
     statement_timeout_ms: int = 15_000
     pool_min_size: int = 1
@@ -63,7 +64,7 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def validate(self) -> None:
-        for name in ("max_keys", "default_page_size", "max_page_size", "max_depth",
+        for name in ("max_keys", "max_body_bytes", "default_page_size", "max_page_size", "max_depth",
                      "batch_size", "statement_timeout_ms", "pool_max_size", "pool_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TCGRAPH_{name.upper()} must be at least 1, got {getattr(self, name)}")

@@ -15,6 +15,7 @@ from starlette.routing import Mount, Route
 
 from tcgraph.api import graphiql, references, rest
 from tcgraph.api.graphql import GraphQLApp
+from tcgraph.api.middleware import REQUEST_ID_HEADER, BodyLimit, RequestId
 from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
 from tcgraph.store.pool import open_pool
@@ -58,11 +59,16 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
         *([Mount(graphiql.STATIC_PATH, graphiql.static_files(), name="graphiql-static")]
           if settings.graphiql else []),
     ]
+    middleware = [
+        Middleware(RequestId),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+    ]
     # Pages on other origins may call tcgraph from a browser only if their origin is listed.
-    cors_origins = settings.cors_origin_list
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[
-        Middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
-                   allow_headers=["content-type", "authorization"]),
-    ] if cors_origins else [])
+    if settings.cors_origin_list:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"], allow_headers=["content-type", "authorization"],
+            expose_headers=[REQUEST_ID_HEADER]))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.settings = settings
     return app
