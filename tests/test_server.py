@@ -109,3 +109,46 @@ async def test_graphql_answers_503_while_the_database_is_gone_and_recovers(
     assert down.status_code == 503
     assert down.json()["errors"][0]["extensions"]["code"] == "DATABASE_UNAVAILABLE"
     assert back.status_code == 200 and back.json()["data"] == {"task": None}
+
+
+READ_ONLY_ROLE = """
+CREATE ROLE {role} LOGIN;
+GRANT CONNECT ON DATABASE "{db}" TO {role};
+GRANT USAGE ON SCHEMA public TO {role};
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
+ALTER ROLE {role} SET default_transaction_read_only = on;
+"""
+
+
+async def test_serves_from_a_read_only_role(
+        pool, database_url: str, server_url: str, settings: Settings) -> None:
+    """The docs' read-only role is enough to serve, and cannot write."""
+    await store(pool, [FakeTask(task_id="t1", label="build")])
+    name = urlsplit(database_url).path.lstrip("/")
+    role = f"reader_{name[-12:]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(READ_ONLY_ROLE.format(role=role, db=name))
+    finally:
+        await admin.close()
+    parts = urlsplit(database_url)
+    reader_url = parts._replace(netloc=f"{role}@{parts.hostname or ''}").geturl()
+    try:
+        with serving(create_app(settings, reader_url)) as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                body = (await client.post("/graphql", json={
+                    "query": '{ task(taskId: "t1") { label status { state } } }'})).json()
+        assert body["data"] == {"task": {"label": "build", "status": {"state": "COMPLETED"}}}
+        reader = await asyncpg.connect(reader_url)
+        try:
+            with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+                await reader.execute("UPDATE tasks SET label = 'x'")
+        finally:
+            await reader.close()
+    finally:
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(f"DROP ROLE {role}")
+        finally:
+            await admin.close()

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                              description="Migrate the database, fill an empty one with demo data "
                                          "(embedded default, or --demo), and serve /graphql.")
     _database_options(serve)
+    serve.add_argument("--read-database-url",
+                       help="serve reads from this URL (a replica or read-only role; env "
+                            "TCGRAPH_READ_DATABASE_URL); migrations use --database-url")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--demo", action="store_true", default=None,
@@ -117,7 +120,7 @@ def _serve(settings: Settings) -> int:
         if settings.demo or not settings.database_url:
             if asyncio.run(_fill_if_empty(url, settings)):
                 log.info("the database was empty: wrote the demo dataset")
-        app = create_app(settings, url)
+        app = create_app(settings, settings.read_database_url or url)
         print(f"tcgraph: open http://{settings.host}:{settings.port}/graphql", file=sys.stderr)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
                     lifespan="on")
@@ -173,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(
             database_url=args.database_url, data_dir=args.data_dir,
+            read_database_url=getattr(args, "read_database_url", None),
             host=getattr(args, "host", None), port=getattr(args, "port", None),
             demo=getattr(args, "demo", None), explain=getattr(args, "explain", None),
         )

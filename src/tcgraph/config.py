@@ -22,6 +22,9 @@ class Settings:
     """Everything configurable. Field `x_y` is read from `TCGRAPH_X_Y`."""
 
     database_url: str | None = None
+    # Serve reads from here (a read replica, pgbouncer, or a read-only role);
+    # migrations and imports always use database_url.
+    read_database_url: str | None = None
     data_dir: Path = default_data_dir()
     host: str = "127.0.0.1"
     port: int = 8000
