@@ -29,3 +29,9 @@ def test_environment_then_flags() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env(env)
+
+
+def test_to_env_round_trips() -> None:
+    s = Settings(database_url="postgresql://h/db", explain=True, max_keys=7, data_dir=Path("/d"),
+                 cors_origins="https://a.example")
+    assert Settings.from_env(s.to_env()) == s

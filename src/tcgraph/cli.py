@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -43,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                             "TCGRAPH_READ_DATABASE_URL); migrations use --database-url")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--workers", type=int,
+                       help="server processes (env TCGRAPH_WORKERS; default 1)")
     serve.add_argument("--demo", action="store_true", default=None,
                        help="fill an empty database with demo data (always on for the embedded default)")
     serve.add_argument("--explain", action="store_true", default=None,
@@ -108,6 +112,10 @@ async def _fill_if_empty(url: str, settings: Settings) -> bool:
         await pool.close()
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _serve(settings: Settings) -> int:
     import uvicorn
 
@@ -120,10 +128,22 @@ def _serve(settings: Settings) -> int:
         if settings.demo or not settings.database_url:
             if asyncio.run(_fill_if_empty(url, settings)):
                 log.info("the database was empty: wrote the demo dataset")
-        app = create_app(settings, settings.read_database_url or url)
         print(f"tcgraph: open http://{settings.host}:{settings.port}/graphql", file=sys.stderr)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                    lifespan="on")
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the
+        # signal again; ours turns that into a normal exit so the embedded
+        # PostgreSQL is stopped on the way out instead of being left running.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _exit_on_signal)
+        if settings.workers == 1:
+            app = create_app(settings, settings.read_database_url or url)
+            uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                        lifespan="on")
+        else:
+            # Worker processes build their own app from the environment.
+            os.environ.update(settings.with_(database_url=url).to_env())
+            uvicorn.run("tcgraph.server:app_from_environment", factory=True,
+                        workers=settings.workers, host=settings.host, port=settings.port,
+                        log_level="info", lifespan="on")
     return 0
 
 
@@ -178,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             database_url=args.database_url, data_dir=args.data_dir,
             read_database_url=getattr(args, "read_database_url", None),
             host=getattr(args, "host", None), port=getattr(args, "port", None),
+            workers=getattr(args, "workers", None),
             demo=getattr(args, "demo", None), explain=getattr(args, "explain", None),
         )
     except ValueError as e:

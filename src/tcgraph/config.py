@@ -28,6 +28,7 @@ class Settings:
     data_dir: Path = default_data_dir()
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = 1  # server processes; each has its own pool
     demo: bool = False
     explain: bool = False
     # Limits. A request over any of them is refused before any SQL runs.
@@ -63,11 +64,22 @@ class Settings:
         settings.validate()
         return settings
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as `TCGRAPH_*` variables: `from_env` reads them back."""
+        env = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            env[f"TCGRAPH_{field.name.upper()}"] = (
+                ("1" if value else "0") if isinstance(value, bool) else str(value))
+        return env
+
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def validate(self) -> None:
-        for name in ("max_keys", "max_body_bytes", "default_page_size", "max_page_size", "max_depth",
+        for name in ("workers", "max_keys", "max_body_bytes", "default_page_size", "max_page_size", "max_depth",
                      "batch_size", "statement_timeout_ms", "pool_max_size", "pool_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TCGRAPH_{name.upper()} must be at least 1, got {getattr(self, name)}")

@@ -72,3 +72,12 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.settings = settings
     return app
+
+
+def app_from_environment() -> Starlette:
+    """The app as `TCGRAPH_*` variables describe it (for `serve --workers N`)."""
+    settings = Settings.from_env()
+    url = settings.read_database_url or settings.database_url
+    if not url:
+        raise RuntimeError("TCGRAPH_DATABASE_URL must be set")
+    return create_app(settings, url)
