@@ -1,0 +1,361 @@
+"""The printed table, the targets, the JSON and the plot."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+# Series, in the order they are printed and plotted.
+SERIES = ("floor", "tcgraph", "floor/http", "tcgraph/http", "postgraphile/http",
+          "rest-batch/http", "rest-per-item/http")
+SERIES_NOTES = {
+    "floor": "hand-written SQL + orjson, in process",
+    "tcgraph": "schema.execute, in process",
+    "floor/http": "the floor as a Starlette endpoint on tcgraph's uvicorn",
+    "tcgraph/http": "POST /graphql on uvicorn",
+    "postgraphile/http": "PostGraphile v4 over SQL functions taking the key arrays",
+    "rest-batch/http": "W4 (b): Taskcluster batch REST, following continuationTokens",
+    "rest-per-item/http": "W4 (a): one REST call per item, sequential, one keep-alive connection",
+}
+
+
+@dataclass
+class Result:
+    workload: str
+    keys: int
+    series: str
+    times_ms: list[float] = field(default_factory=list)
+    calls: int | None = None  # documents / REST calls in one run
+    requests: int | None = None  # HTTP requests in one run (None in process)
+    statements: int | None = None  # SQL statements in one run, as the series reports them
+    pg_statements: int | None = None  # top-level statements pg_stat_statements saw in one run
+    sql_ms: float | None = None  # of the warm-up run, time waiting on those statements
+    peak_rss_mb: float | None = None
+    check: str = ""  # "ok", or what differed from the floor's answer
+    error: str = ""
+    fast_path: dict | None = None  # tcgraph in process: FastPath taken/fallbacks during the run
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.times_ms) if self.times_ms else None
+
+    @property
+    def best(self) -> float | None:
+        return min(self.times_ms) if self.times_ms else None
+
+    @property
+    def sql(self) -> int | None:
+        """The statement count shown: the series' own count, else pg_stat_statements'."""
+        return self.statements if self.statements is not None else self.pg_statements
+
+    def as_dict(self) -> dict:
+        return {
+            "workload": self.workload, "keys": self.keys, "series": self.series,
+            "median_ms": _round(self.median), "min_ms": _round(self.best),
+            "runs_ms": [_round(t) for t in self.times_ms], "calls": self.calls,
+            "http_requests": self.requests, "sql_statements": self.statements,
+            "pg_stat_statements": self.pg_statements, "sql_ms": _round(self.sql_ms),
+            "peak_rss_mb": _round(self.peak_rss_mb, 1),
+            "check": self.check, "error": self.error, "fast_path": self.fast_path,
+        }
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def index(results: list[Result]) -> dict[tuple[str, int, str], Result]:
+    return {(r.workload, r.keys, r.series): r for r in results}
+
+
+def ratio(results: list[Result], r: Result, other_series: str) -> float | None:
+    other = index(results).get((r.workload, r.keys, other_series))
+    if other is None or other.median is None or r.median is None or other.median == 0:
+        return None
+    return r.median / other.median
+
+
+def floor_of(series: str) -> str:
+    return "floor/http" if series.endswith("/http") else "floor"
+
+
+def keys_label(workload: str, keys: int) -> str:
+    if workload == "W3":
+        return f"{keys:,} tasks"
+    if workload == "W4":
+        return f"{keys:,}+{keys:,}"
+    return f"{keys:,}"
+
+
+def table(results: list[Result]) -> str:
+    header = ("workload", "keys", "series", "median ms", "min ms", "SQL", "SQL ms", "HTTP",
+              "peak RSS MB", "x floor", "x PostGraphile", "check")
+    rows = [header]
+    order = {s: i for i, s in enumerate(SERIES)}
+    for r in sorted(results, key=lambda r: (r.workload, r.keys, order.get(r.series, 99))):
+        x_floor = (ratio(results, r, floor_of(r.series))
+                   if not r.series.startswith("floor") else None)
+        x_peer = ratio(results, r, "postgraphile/http") if r.series == "tcgraph/http" else None
+        rows.append((
+            r.workload, keys_label(r.workload, r.keys), r.series,
+            _num(r.median), _num(r.best),
+            "-" if r.sql is None else str(r.sql),
+            "-" if r.sql_ms is None else _num(r.sql_ms),
+            "-" if r.requests is None else f"{r.requests:,}",
+            "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
+            "-" if x_floor is None else f"{x_floor:.2f}",
+            "-" if x_peer is None else f"{x_peer:.2f}",
+            r.error or r.check,
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) if i in (0, 1, 2, 11) else cell.rjust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+# --- targets --------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    met: bool | None  # None: not measured in this run
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"target": self.name, "met": self.met, "detail": self.detail}
+
+    def line(self) -> str:
+        mark = {True: "MET    ", False: "NOT MET", None: "n/a    "}[self.met]
+        return f"{mark} {self.name}: {self.detail}"
+
+
+def targets(results: list[Result], plans: list | None, big: int) -> list[Target]:
+    at = index(results)
+    out: list[Target] = []
+
+    def get(w: str, k: int, s: str) -> Result | None:
+        r = at.get((w, k, s))
+        return r if r is not None and r.median is not None else None
+
+    for w in ("W1", "W2"):
+        t, f = get(w, big, "tcgraph/http"), get(w, big, "floor/http")
+        name = f"{w} at {big:,} keys over HTTP <= 2x the floor on the same uvicorn (stretch 1.5x)"
+        if t and f:
+            x = t.median / f.median
+            out.append(Target(name, x <= 2.0, f"{x:.2f}x ({t.median:.0f} ms vs {f.median:.0f} ms)"
+                              + ("; stretch met" if x <= 1.5 else "; stretch not met")))
+        else:
+            out.append(Target(name, None, "not measured"))
+
+    name = "W3 at most 4 SQL statements a page"
+    w3 = [r for (w, _, s), r in at.items() if w == "W3" and s in ("tcgraph", "tcgraph/http")
+          and r.statements is not None and r.calls]
+    if w3:
+        worst = max(w3, key=lambda r: r.statements / r.calls)
+        per_page = worst.statements / worst.calls
+        out.append(Target(name, per_page <= 4, f"{worst.statements} statements for {worst.calls} "
+                          f"pages ({per_page:.1f} a page)"))
+    else:
+        out.append(Target(name, None, "not measured"))
+
+    name = "W4 (c) one request, >= 50x faster than (a)"
+    c = next((r for (w, _, s), r in at.items() if w == "W4" and s == "tcgraph/http"
+              and r.median), None)
+    a = next((r for (w, _, s), r in at.items() if w == "W4" and s == "rest-per-item/http"
+              and r.median), None)
+    if c and a:
+        x = a.median / c.median
+        out.append(Target(name, c.requests == 1 and x >= 50,
+                          f"(c) {c.requests} request, {c.median:.0f} ms; (a) {a.requests:,} "
+                          f"requests, {a.median:,.0f} ms: {x:.0f}x"))
+    else:
+        out.append(Target(name, None, "not measured"))
+
+    name = "faster than PostGraphile v4 on every workload both express"
+    pairs = [(r, at[(r.workload, r.keys, "postgraphile/http")]) for r in results
+             if r.series == "tcgraph/http" and r.median
+             and (r.workload, r.keys, "postgraphile/http") in at
+             and at[(r.workload, r.keys, "postgraphile/http")].median]
+    if pairs:
+        slower = [f"{t.workload}@{keys_label(t.workload, t.keys)} {t.median / p.median:.2f}x"
+                  for t, p in pairs if t.median >= p.median]
+        faster = [f"{t.workload}@{keys_label(t.workload, t.keys)} {t.median / p.median:.2f}x"
+                  for t, p in pairs if t.median < p.median]
+        detail = (f"slower on {', '.join(slower)}" if slower else "faster on all") + \
+            (f"; faster on {', '.join(faster)}" if faster and slower else
+             f" ({', '.join(faster)})" if faster else "")
+        out.append(Target(name, not slower, detail))
+    else:
+        out.append(Target(name, None, "PostGraphile not measured"))
+
+    name = f"peak RSS < 300 MB answering a {big:,}-key document (tcgraph over HTTP)"
+    big_docs = [r for r in results if r.series == "tcgraph/http" and r.keys == big
+                and r.peak_rss_mb is not None and r.workload in ("W1", "W2")]
+    if big_docs:
+        worst = max(big_docs, key=lambda r: r.peak_rss_mb)
+        out.append(Target(name, worst.peak_rss_mb < 300,
+                          ", ".join(f"{r.workload} {r.peak_rss_mb:.0f} MB" for r in big_docs)))
+    else:
+        out.append(Target(name, None, "not measured"))
+
+    name = "every loader statement an index lookup (EXPLAIN)"
+    if plans:
+        mine = [p for p in plans if p.used_by != "floor"]
+        bad = [f"{p.name} scans {', '.join(p.seq_scans)} sequentially" for p in mine
+               if not p.index_only]
+        out.append(Target(name, not bad, "; ".join(bad) if bad else
+                          f"{len(mine)} statements, custom and generic plans: index scans only"))
+    else:
+        out.append(Target(name, None, "not explained"))
+    return out
+
+
+# --- files ------------------------------------------------------------------------
+
+
+def write_json(path: Path, meta: dict, results: list[Result], goals: list[Target],
+               plans: list | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "meta": meta,
+        "series": SERIES_NOTES,
+        "results": [r.as_dict() for r in results],
+        "targets": [t.as_dict() for t in goals],
+        "plans": [p.as_dict() for p in plans or []],
+    }
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+COLORS = {
+    "floor": "#7f7f7f", "floor/http": "#222222", "tcgraph": "#6baed6",
+    "tcgraph/http": "#08519c", "postgraphile/http": "#d95f02",
+    "rest-batch/http": "#74c476", "rest-per-item/http": "#a50f15",
+}
+
+
+def plot(path: Path, results: list[Result], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), gridspec_kw={"width_ratios": [1, 1, 1.3]})
+    for ax, workload, what in ((axes[0], "W1", "labels -> latest -> status"),
+                               (axes[1], "W2", "index paths -> task -> status + runs")):
+        for series in SERIES:
+            points = sorted((r.keys, r.median) for r in results
+                            if r.workload == workload and r.series == series and r.median)
+            if len(points) < 1:
+                continue
+            xs, ys = zip(*points)
+            dashed = "--" if not series.endswith("/http") else "-"
+            ax.plot(xs, ys, dashed, marker="o", label=series, color=COLORS.get(series))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("keys in one document")
+        ax.set_ylabel("median latency, ms")
+        ax.set_title(f"{workload}: {what}")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    ax = axes[2]
+    bars = [(f"{r.workload} {r.series}", r.median, COLORS.get(r.series, "#999999"))
+            for w in ("W3", "W4") for s in SERIES for r in results
+            if r.workload == w and r.series == s and r.median]
+    if bars:
+        labels, values, colors = zip(*bars)
+        ax.barh(range(len(bars)), values, color=colors)
+        ax.set_yticks(range(len(bars)))
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("median latency, ms (log)")
+        ax.set_title("W3: 5,000-task group, 5 pages | W4: 900 labels + 900 paths")
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:,.0f}" if v >= 10 else f" {v:.1f}", va="center", fontsize=7)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def dumps_meta(meta: dict[str, Any]) -> str:
+    return orjson.dumps(meta, option=orjson.OPT_INDENT_2).decode()
+
+
+# --- docs/performance.md ------------------------------------------------------
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """`text` with what lies between `<!-- bench:NAME:start -->` and `...:end -->` replaced."""
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        return text
+    return text[:i + len(start)] + "\n" + body.strip("\n") + "\n" + text[j:]
+
+
+def results_markdown(meta: dict, printed: str, goals: list[Target]) -> str:
+    data = meta.get("dataset", {})
+    machine = meta.get("machine", {})
+    load = ", ".join(f"{x:.1f}" for x in machine.get("load_avg_at_end", ()))
+    lines = [
+        f"Made by `{meta.get('command')}` on {meta.get('date')} (commit {meta.get('git')}), "
+        f"{machine.get('cpus')} CPUs ({machine.get('cpu')}), load average at the end {load}; "
+        f"{data.get('stored_tasks', 0):,} tasks, {data.get('labels', 0):,} labels, "
+        f"{data.get('index_entries', 0):,} index entries, {data.get('database_size')}; "
+        f"PostgreSQL {meta.get('postgres', {}).get('version')}, "
+        f"PostGraphile {meta.get('postgraphile') or 'not run'}; {meta.get('duration_s')} s in all.",
+        "",
+        "```",
+        printed.rstrip(),
+        "```",
+        "",
+        "Targets, as `python -m bench` judged them:",
+        "",
+    ]
+    lines += [f"- {'**met**' if t.met else '**not met**' if t.met is False else 'n/a'}: "
+              f"{t.name}: {t.detail}" for t in goals]
+    for note in meta.get("notes", []):
+        lines.append(f"- note: {note}")
+    return "\n".join(lines)
+
+
+def update_docs(path: Path, meta: dict, printed: str, goals: list[Target],
+                plans_md: str | None) -> bool:
+    """Rewrite the generated sections of docs/performance.md; False if it has none."""
+    if not path.exists():
+        return False
+    text = path.read_text()
+    new = replace_section(text, "results", results_markdown(meta, printed, goals))
+    if plans_md is not None:
+        new = replace_section(new, "plans", plans_md)
+    if new == text:
+        return False
+    path.write_text(new)
+    return True

