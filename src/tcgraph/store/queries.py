@@ -3,8 +3,9 @@
 Reads take arrays of keys and answer a whole DataLoader batch in one statement:
 `= ANY($1)` for plain key lookups, and `unnest(...) WITH ORDINALITY` plus a
 LATERAL probe where each key needs its own ordered, limited scan (latest per
-label, one page per parent). A LATERAL probe stays an index lookup under every
-plan PostgreSQL may choose, where a plain join can fall back to hashing a table.
+label, one page per parent). A LATERAL probe with a LIMIT stays an index lookup
+under every plan PostgreSQL may choose, where a plain join (or a LATERAL
+subquery the planner flattens into one) can fall back to hashing a table.
 
 Writes take a connection inside the importer's transaction.
 """
@@ -254,13 +255,16 @@ async def dependent_pages(
 
 # --- index ---------------------------------------------------------------
 
-# index_entries_pkey: one probe per (namespace, name).
+# index_entries_pkey: one probe per (namespace, name). The LIMIT keeps the
+# subquery from being flattened into a join, which at thousands of keys the
+# planner would answer by hashing the whole table.
 _ENTRIES_BY_PATH = f"""
 SELECT k.ord, {_ENTRY_COLUMNS}
 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(namespace, name, ord)
 CROSS JOIN LATERAL (
     SELECT * FROM index_entries e
     WHERE e.namespace = k.namespace AND e.name = k.name AND e.expires > now()
+    LIMIT 1
 ) e"""
 
 
@@ -273,11 +277,15 @@ async def index_entries(db: Database, keys: Sequence[tuple[str, str]]) -> list[I
     return found
 
 
-# index_namespaces_pkey
+# index_namespaces_pkey: a probe per path (LIMIT: see _ENTRIES_BY_PATH).
 _NAMESPACES = """
 SELECT k.ord, n.expires
 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(parent, name, ord)
-JOIN index_namespaces n ON n.parent = k.parent AND n.name = k.name AND n.expires > now()"""
+CROSS JOIN LATERAL (
+    SELECT n.expires FROM index_namespaces n
+    WHERE n.parent = k.parent AND n.name = k.name AND n.expires > now()
+    LIMIT 1
+) n"""
 
 
 async def namespaces(db: Database, paths: Sequence[str]) -> list[Namespace | None]:
