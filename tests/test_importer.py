@@ -159,7 +159,7 @@ async def test_list_task_group_page_round_trips(pool: asyncpg.Pool, tmp_path: Pa
     assert [(r.run_id, r.state, r.reason_created, r.reason_resolved, r.worker_id)
             for r in a.runs] == [(0, State.EXCEPTION, "scheduled", "worker-shutdown", "i-0"),
                                  (1, State.COMPLETED, "retry", "completed", "i-1")]
-    assert a.runs[1].resolved == utc("2026-11-01T10:20:00.000Z")
+    assert a.runs[1].resolved == "2026-11-01T10:20:00.000Z"
     stored_runs = await pool.fetchval("SELECT runs::text FROM tasks WHERE task_id = $1", TASK_A)
     assert orjson.loads(stored_runs) == runs
 

@@ -87,10 +87,6 @@ class JSON(Response):
 # --- Taskcluster's shapes ------------------------------------------------
 
 
-def _time(value: datetime | None) -> str | None:
-    return format_time(value) if value is not None else None
-
-
 def run_json(run: model.Run) -> dict[str, object]:
     """One entry of `queue.status`'s `runs`."""
     fields: dict[str, object | None] = {
@@ -100,10 +96,11 @@ def run_json(run: model.Run) -> dict[str, object]:
         "reasonResolved": run.reason_resolved,
         "workerGroup": run.worker_group,
         "workerId": run.worker_id,
-        "takenUntil": _time(run.taken_until),
-        "scheduled": format_time(run.scheduled),
-        "started": _time(run.started),
-        "resolved": _time(run.resolved),
+        # Run timestamps are stored in Taskcluster's format already.
+        "takenUntil": run.taken_until,
+        "scheduled": run.scheduled,
+        "started": run.started,
+        "resolved": run.resolved,
     }
     # The queue leaves out what a run does not have yet rather than writing null.
     return {name: value for name, value in fields.items() if value is not None}

@@ -112,6 +112,7 @@ class TaskMetadata:
 
 @strawberry.type(description="One run of a task, as in `queue.status`.")
 class TaskRun:
+    # Run timestamps are stored as Taskcluster's text; DateTime passes it through.
     _run: strawberry.Private[model.Run]
 
     @strawberry.field
@@ -138,20 +139,20 @@ class TaskRun:
     def worker_id(self) -> Optional[str]:
         return self._run.worker_id
 
-    @strawberry.field
-    def taken_until(self) -> Optional[datetime]:
+    @strawberry.field(graphql_type=Optional[datetime])
+    def taken_until(self) -> Optional[str]:
         return self._run.taken_until
 
-    @strawberry.field
-    def scheduled(self) -> datetime:
+    @strawberry.field(graphql_type=datetime)
+    def scheduled(self) -> str:
         return self._run.scheduled
 
-    @strawberry.field
-    def started(self) -> Optional[datetime]:
+    @strawberry.field(graphql_type=Optional[datetime])
+    def started(self) -> Optional[str]:
         return self._run.started
 
-    @strawberry.field
-    def resolved(self) -> Optional[datetime]:
+    @strawberry.field(graphql_type=Optional[datetime])
+    def resolved(self) -> Optional[str]:
         return self._run.resolved
 
 

@@ -32,10 +32,6 @@ _ENTRY_COLUMNS = "e.namespace, e.name, e.task_id, e.rank, e.data::text AS data, 
 _BEFORE_ALL = ""
 
 
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def _run(raw: dict) -> Run:
     return Run(
         run_id=raw["runId"],
@@ -44,10 +40,10 @@ def _run(raw: dict) -> Run:
         reason_resolved=raw.get("reasonResolved"),
         worker_group=raw.get("workerGroup"),
         worker_id=raw.get("workerId"),
-        taken_until=_time(raw.get("takenUntil")),
-        scheduled=datetime.fromisoformat(raw["scheduled"]),
-        started=_time(raw.get("started")),
-        resolved=_time(raw.get("resolved")),
+        taken_until=raw.get("takenUntil"),
+        scheduled=raw["scheduled"],
+        started=raw.get("started"),
+        resolved=raw.get("resolved"),
     )
 
 
