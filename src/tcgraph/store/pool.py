@@ -120,8 +120,11 @@ class Database:
             except asyncpg.QueryCanceledError:
                 raise StatementTimeout(
                     "the database cancelled a statement that ran too long") from None
-            except _CONNECTION_ERRORS as e:
+            except (*_CONNECTION_ERRORS, asyncpg.InternalClientError) as e:
+                # The protocol state of a connection that broke mid-statement
+                # cannot be trusted: close it so the pool opens a new one.
                 log.warning("lost the database connection: %s: %s", type(e).__name__, e)
+                conn.terminate()
                 raise DatabaseUnavailable("the database is unavailable") from None
             finally:
                 await self.pool.release(conn)
