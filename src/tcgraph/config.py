@@ -43,6 +43,9 @@ class Settings:
     pool_max_size: int = 10
     pool_timeout_ms: int = 5_000  # wait for a free connection, then answer 503
     graphiql: bool = True
+    # Answer documents through the compiled executor where it can (same
+    # answers as the standard one, several times faster on large lists).
+    fast_path: bool = True
     root_url: str = ""  # the public root URL the references name; default: the request's
     cors_origins: str = ""  # comma-separated browser origins allowed to call tcgraph
 

@@ -12,12 +12,14 @@ loop (aiodataloader binds to it), which is why `Loaders` is built per request.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from datetime import datetime
-from typing import Awaitable, Callable, Hashable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Hashable, Sequence, TypeVar
 
 from aiodataloader import DataLoader
 
+from tcgraph.errors import ServiceUnavailable
 from tcgraph.model import IndexEntry, Namespace, Page, State, Task, TaskFilter
 from tcgraph.store import queries
 from tcgraph.store.pool import Database
@@ -69,6 +71,62 @@ class Loaders:
         self.namespace = loader(self._namespaces)
         self.child_namespaces_page = loader(self._child_namespace_pages)
         self.namespace_tasks_page = loader(self._namespace_entry_pages)
+
+    async def load_all(self, loader: DataLoader, keys: Sequence[Hashable]) -> list[Any]:
+        """`loader.load_many(keys)` for large key lists, without the per-key queue and gather.
+
+        Answers from the loader's cache where it can (keys loaded or primed
+        earlier in the request, including loads still in flight) and calls the
+        loader's batch function directly for the rest: distinct keys only, in
+        chunks of its `max_batch_size`, run concurrently as the loader itself
+        would. The answers are cached in the loader, so later `load` calls
+        (and the standard executor, after a fallback) reuse them.
+
+        A failed batch clears its keys from the cache, as the loader does, so a
+        later `load` tries again; except when the database is unavailable or
+        timed out (`ServiceUnavailable`): then the keys stay failed, and a later
+        `load` in this request fails the same way at once instead of waiting
+        for the same outage twice.
+        """
+        if not loader.cache:
+            return list(await loader.load_many(keys))
+        cache = loader._cache
+        cache_key = loader.get_cache_key
+        create_future = loader.loop.create_future
+        found: list[asyncio.Future] = []
+        missing: list[Hashable] = []
+        pending: list[asyncio.Future] = []
+        for key in keys:
+            if key is None:
+                raise TypeError("The loader.load() function must be called with a value, "
+                                "but got: None.")
+            ck = cache_key(key)
+            future = cache.get(ck)
+            if future is None:
+                future = cache[ck] = create_future()
+                missing.append(key)
+                pending.append(future)
+            found.append(future)
+        if missing:
+            size = loader.max_batch_size or len(missing)
+            if len(missing) <= size:
+                await _dispatch(loader, missing, pending)
+            else:
+                await asyncio.gather(*(
+                    _dispatch(loader, missing[i:i + size], pending[i:i + size])
+                    for i in range(0, len(missing), size)))
+        return [future.result() if future.done() else await future for future in found]
+
+    def release(self) -> None:
+        """Forget every row cached for this request, once its answer is built.
+
+        The loaders refer to each other (and to this object) in a cycle, so
+        without this the rows live on until the next full garbage collection.
+        A later load in the request queries again.
+        """
+        for value in vars(self).values():
+            if isinstance(value, DataLoader):
+                value.clear_all()
 
     def _prime(self, tasks: Sequence[Task | None]) -> None:
         for task in tasks:
@@ -135,3 +193,33 @@ class Loaders:
 
     async def _namespace_entry_pages(self, keys: list[PageKey]) -> list[Page]:
         return await queries.namespace_entry_pages(self.db, keys)
+
+
+async def _dispatch(loader: DataLoader, keys: list[Hashable],
+                    futures: list[asyncio.Future]) -> None:
+    """Run `loader`'s batch function for one chunk of keys and settle their futures."""
+    try:
+        values = list(await loader.batch_load_fn(keys))
+        if len(values) != len(keys):
+            raise TypeError(f"the batch function returned {len(values)} values for "
+                            f"{len(keys)} keys")
+    except Exception as error:
+        if not isinstance(error, ServiceUnavailable):
+            for key in keys:
+                loader.clear(key)
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: whoever loads the key gets it raised
+        return
+    except BaseException:  # cancelled: nobody may wait on these futures for ever
+        for future in futures:
+            future.cancel()
+        raise
+    for future, value in zip(futures, values):
+        if not future.done():
+            if isinstance(value, Exception):
+                future.set_exception(value)
+                future.exception()
+            else:
+                future.set_result(value)

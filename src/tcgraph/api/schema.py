@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
+from typing import Any, Optional
 
 import strawberry
 from graphql import GraphQLError
@@ -11,6 +11,7 @@ from strawberry.extensions import QueryDepthLimiter, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
+from tcgraph.api import executor
 from tcgraph.api.types import (
     IndexedTask, LabelHistory, Namespace, Task, TaskFilter, TaskGroup, TaskStatus, task_filter,
 )
@@ -114,14 +115,44 @@ SCALARS = {
 }
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+class Schema(strawberry.Schema):
+    """Strawberry's schema with the compiled fast path (api/executor.py) in `execute`.
+
+    The fast path answers inside Strawberry's own pipeline, as the last
+    extension of the request, so parsing, validation (the depth limit), the
+    other extensions and error handling stay Strawberry's; whatever it cannot
+    answer runs on the standard executor. `fast_path.enabled = False` turns it off.
+    """
+
+    def __init__(self, *args: Any, fast_path: bool = True, **kwargs: Any) -> None:
+        self.fast_path = executor.FastPath(self, enabled=fast_path)
+        super().__init__(*args, **kwargs)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        token = executor.activate(self.fast_path)
+        try:
+            return await super().execute(*args, **kwargs)
+        finally:
+            executor.deactivate(token)
+
+    def get_extensions(self, sync: bool = False) -> list[SchemaExtension]:
+        extensions = super().get_extensions(sync)
+        if not sync:
+            fast = executor.extension_for(extensions)
+            if fast is not None:
+                extensions.append(fast)
+        return extensions
+
+
+def build_schema(settings: Settings | None = None) -> Schema:
     """The schema, with the limits and reporting `settings` ask for."""
     settings = settings or Settings()
     extensions: list = [lambda: QueryDepthLimiter(max_depth=settings.max_depth)]
     if settings.explain:
         extensions.append(SqlReport)
-    return strawberry.Schema(
-        query=Query, extensions=extensions, config=StrawberryConfig(scalar_map=SCALARS))
+    return Schema(
+        query=Query, extensions=extensions, config=StrawberryConfig(scalar_map=SCALARS),
+        fast_path=getattr(settings, "fast_path", True))
 
 
 def sdl() -> str:
