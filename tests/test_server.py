@@ -42,7 +42,8 @@ async def test_sql_report_is_off_unless_asked(pool, settings: Settings, database
     with serving(create_app(settings.with_(explain=False), database_url)) as url:
         async with httpx.AsyncClient(base_url=url) as client:
             body = (await client.post("/graphql", json={"query": "{ task(taskId: \"x\") { taskId } }"})).json()
-    assert body == {"data": {"task": None}}
+    assert body["data"] == {"task": None} and "sql" not in body["extensions"]
+    assert body["extensions"]["cost"] == {"requestedQueryCost": 1, "maximumAvailable": 250_000}
 
 
 async def test_each_request_has_its_own_counters(base_url: str) -> None:

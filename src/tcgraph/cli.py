@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 import asyncpg
 
 from tcgraph import __version__
+from tcgraph.api.middleware import RequestIdFilter
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
@@ -187,7 +188,10 @@ async def _demo(url: str, settings: Settings, tasks: int, seed: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tcgraph` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(levelname)s %(name)s [%(request_id)s]: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     if args.verb == "schema":
         from tcgraph.api.schema import sdl
 

@@ -171,16 +171,21 @@ def _collect(resolution: Resolution, request: _Request, data: dict[str, Any]) ->
 
 def _data(response: httpx.Response) -> dict[str, Any]:
     """The `data` of a GraphQL answer, or the exception that describes what went wrong."""
-    if not response.is_success:
-        raise TcGraphHTTPError(response.status_code, response.text, str(response.request.url))
     try:
         body = response.json()
     except ValueError:
+        if not response.is_success:
+            raise TcGraphHTTPError(
+                response.status_code, response.text, str(response.request.url)) from None
         raise TcGraphError(
             f"the answer from {response.request.url} is not JSON: {response.text[:_EXCERPT]}"
         ) from None
     if not isinstance(body, dict):
         raise TcGraphError(f"the answer from {response.request.url} is not a GraphQL response")
+    # A refused document (a limit, a bad document) is a 4xx with GraphQL
+    # errors in the body: those say more than the status does.
+    if not response.is_success and not (400 <= response.status_code < 500 and body.get("errors")):
+        raise TcGraphHTTPError(response.status_code, response.text, str(response.request.url))
     if body.get("errors"):
         raise TcGraphQueryError(list(body["errors"]))
     if not isinstance(body.get("data"), dict):

@@ -37,12 +37,19 @@ class Settings:
     max_page_size: int = 1_000
     max_depth: int = 12  # nesting depth of a document
     max_body_bytes: int = 4_000_000  # request body; 10,000 long index paths fit
+    max_aliases: int = 100  # aliases in one document
+    max_tokens: int = 20_000  # lexical tokens in one document (send keys as variables)
+    max_cost: int = 250_000  # objects a document may ask for (see limits.py)
     batch_size: int = 5_000  # keys per SQL statement; larger batches are chunked
     statement_timeout_ms: int = 15_000
     pool_min_size: int = 1
     pool_max_size: int = 10
     pool_timeout_ms: int = 5_000  # wait for a free connection, then answer 503
     graphiql: bool = True
+    # Production switches: no introspection, and errors without internals
+    # (unexpected ones are logged with the request id the response carries).
+    introspection: bool = True
+    mask_errors: bool = False
     # Answer documents through the compiled executor where it can (same
     # answers as the standard one, several times faster on large lists).
     fast_path: bool = True
@@ -82,7 +89,8 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def validate(self) -> None:
-        for name in ("workers", "max_keys", "max_body_bytes", "default_page_size", "max_page_size", "max_depth",
+        for name in ("workers", "max_keys", "max_body_bytes", "max_aliases", "max_tokens",
+                     "max_cost", "default_page_size", "max_page_size", "max_depth",
                      "batch_size", "statement_timeout_ms", "pool_max_size", "pool_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TCGRAPH_{name.upper()} must be at least 1, got {getattr(self, name)}")

@@ -12,8 +12,9 @@ def format_time(value: datetime | str) -> str:
     """
     if isinstance(value, str):
         return value
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # isoformat pads the year to four digits (strftime's %Y does not) and is
+    # about twice as fast; in UTC it always ends in "+00:00".
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_time(value: object) -> datetime:

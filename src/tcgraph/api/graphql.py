@@ -23,7 +23,7 @@ from strawberry.types import ExecutionResult
 from tcgraph.api import graphiql
 from tcgraph.api.context import Context
 from tcgraph.config import Settings
-from tcgraph.errors import UNAVAILABLE_CODES
+from tcgraph.errors import UNAVAILABLE_CODES, LimitExceeded
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
@@ -77,6 +77,12 @@ class GraphQLApp(GraphQL):
                 sub_response.status_code = 400
         return processed
 
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson refuses what json.loads lets through or chokes on (bytes
+        # that are not UTF-8, lone surrogates, nesting past 1,024 levels) with
+        # a JSONDecodeError, which Strawberry answers as a 400.
+        return orjson.loads(data)
+
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
@@ -85,9 +91,13 @@ class GraphQLApp(GraphQL):
         status = sub_response.status_code or 200
         # An answer the database could not give is a 503 as a whole, so load
         # balancers and clients retry it, whatever else the document asked.
-        if any((error.get("extensions") or {}).get("code") in UNAVAILABLE_CODES
-               for result in results for error in result.get("errors") or ()):
+        codes = {(error.get("extensions") or {}).get("code")
+                 for result in results for error in result.get("errors") or ()}
+        if codes & UNAVAILABLE_CODES:
             status = 503
+        elif LimitExceeded.code in codes:
+            # Over a documented limit: nothing was (or will be) done for it.
+            status = 400
         response = Response(
             self.encode_json(response_data),
             status_code=status,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import logging
 import uuid
 
 import orjson
@@ -12,6 +13,14 @@ REQUEST_ID_HEADER = "x-request-id"
 
 # The id of the request being served, for log records and masked errors.
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every log record, for the log format to show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
 
 
 def _valid_id(value: str) -> bool:

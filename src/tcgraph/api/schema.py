@@ -7,7 +7,10 @@ from typing import Any, Optional
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import QueryDepthLimiter, SchemaExtension
+from strawberry.extensions import (
+    DisableIntrospection, MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
@@ -16,7 +19,9 @@ from tcgraph.api.types import (
     IndexedTask, LabelHistory, Namespace, Task, TaskFilter, TaskGroup, TaskStatus, task_filter,
 )
 from tcgraph.config import Settings
-from tcgraph.errors import LimitExceeded
+from tcgraph.api.middleware import request_id
+from tcgraph.errors import ClientError, LimitExceeded, ServiceUnavailable
+from tcgraph.limits import Limits
 from tcgraph.model import split_index_path
 from tcgraph.timefmt import format_time, parse_time
 
@@ -135,6 +140,12 @@ class Schema(strawberry.Schema):
         finally:
             executor.deactivate(token)
 
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        # Errors about the request (bad documents, limits, cursors, outages)
+        # are answered to the client; only the unexpected ones are worth a
+        # traceback in the log.
+        super().process_errors([e for e in errors if _unexpected(e)], execution_context)
+
     def get_extensions(self, sync: bool = False) -> list[SchemaExtension]:
         extensions = super().get_extensions(sync)
         if not sync:
@@ -144,10 +155,42 @@ class Schema(strawberry.Schema):
         return extensions
 
 
+def _unexpected(error: GraphQLError) -> bool:
+    """Mask what the client cannot act on: anything but our coded errors and GraphQL's own."""
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return False  # parse, validation and rule errors: about the document itself
+    return not isinstance(original, (ClientError, ServiceUnavailable))
+
+
+class _MaskUnexpected(MaskErrors):
+    """Masks unexpected errors; the message names the request id of the logged traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=_unexpected)
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        masked = super().anonymise_error(error)
+        rid = request_id.get()
+        masked.message = (f"Unexpected error (request {rid}); "
+                          "the server log has the details.")
+        masked.extensions = {"code": "INTERNAL_ERROR", "requestId": rid}
+        return masked
+
+
 def build_schema(settings: Settings | None = None) -> Schema:
     """The schema, with the limits and reporting `settings` ask for."""
     settings = settings or Settings()
-    extensions: list = [lambda: QueryDepthLimiter(max_depth=settings.max_depth)]
+    extensions: list = [
+        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+        lambda: QueryDepthLimiter(max_depth=settings.max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: Limits(settings),
+    ]
+    if not settings.introspection:
+        extensions.append(DisableIntrospection)
+    if settings.mask_errors:
+        extensions.append(_MaskUnexpected)
     if settings.explain:
         extensions.append(SqlReport)
     return Schema(

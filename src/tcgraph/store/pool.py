@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 
 from tcgraph.config import Settings
-from tcgraph.errors import DatabaseUnavailable, StatementTimeout
+from tcgraph.errors import BadInput, DatabaseUnavailable, StatementTimeout
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,11 @@ class Database:
                 raise DatabaseUnavailable("the database is unavailable") from None
             try:
                 rows = await conn.fetch(sql, *args)
+            except (asyncpg.CharacterNotInRepertoireError,
+                    asyncpg.UntranslatableCharacterError) as e:
+                # A key with U+0000 (or another character PostgreSQL cannot
+                # store) can match nothing; say so instead of failing.
+                raise BadInput(f"a key holds a character PostgreSQL cannot compare: {e}") from None
             except asyncpg.QueryCanceledError:
                 raise StatementTimeout(
                     "the database cancelled a statement that ran too long") from None

@@ -1,0 +1,92 @@
+"""Document-wide limits: cost, depth, aliases, tokens; and the production switches."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+import pytest
+from graphql import parse
+
+from factories import FakeTask, store
+from graphql_helpers import execute
+from servers import serving
+from tcgraph.api import types
+from tcgraph.config import Settings
+from tcgraph.limits import document_cost
+from tcgraph.server import create_app
+
+
+@pytest.mark.parametrize("document, variables, cost", [
+    ("{ task(taskId: \"x\") { taskId } }", {}, 1),
+    ("{ task(taskId: \"x\") { taskId status { state } } }", {}, 2),
+    ("query ($l: [String!]!) { labels(labels: $l) { latest { status { state } } } }",
+     {"l": ["a"] * 10_000}, 30_000),
+    ("{ tasks(taskIds: [\"a\", \"b\"]) { taskId } }", {}, 2),
+    ("{ taskGroup(taskGroupId: \"g\") { tasks(first: 1000) { nodes { taskId } } } }", {},
+     1 * (1 + 1000 * 2)),
+    ("{ label(label: \"x\") { history { nodes { taskId } } } }", {}, 1 + 100 * 2),
+    ("query { ...F } fragment F on Query { task(taskId: \"x\") { ... on Task { status { state } } } }",
+     {}, 2),
+])
+def test_document_cost(document: str, variables: dict, cost: int) -> None:
+    assert document_cost(parse(document), None, variables, Settings()) == cost
+
+
+async def test_over_cost_is_refused_before_any_sql(pool: asyncpg.Pool, settings: Settings) -> None:
+    tight = settings.with_(max_cost=50)
+    result = await execute(pool, tight, """{ taskGroup(taskGroupId: "g") {
+        tasks(first: 100) { nodes { taskId } } } }""")
+    assert result.data is None and result.statements == 0
+    assert result.errors[0]["extensions"] == {"code": "LIMIT_EXCEEDED", "limit": "max_cost",
+                                              "value": 201, "maximum": 50}
+    assert "max_cost" in result.errors[0]["message"]
+
+
+@pytest.mark.parametrize("setting, document, limit", [
+    ({"max_depth": 2}, '{ task(taskId: "x") { status { task { taskId } } } }', "max_depth"),
+    ({"max_aliases": 2}, '{ a: task(taskId: "x") { taskId } b: task(taskId: "y") { taskId } '
+                         'c: task(taskId: "z") { taskId } }', "max_aliases"),
+    ({"max_tokens": 10}, '{ task(taskId: "x") { taskId status { state } } }', "max_tokens"),
+])
+async def test_document_limits_are_coded_400s(
+        pool: asyncpg.Pool, settings: Settings, database_url: str, setting: dict, document: str,
+        limit: str) -> None:
+    with serving(create_app(settings.with_(**setting), database_url)) as url:
+        response = httpx.post(f"{url}/graphql", json={"query": document})
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "LIMIT_EXCEEDED"
+    assert error["extensions"]["limit"] == limit
+    assert error["extensions"]["maximum"] == next(iter(setting.values()))
+    assert response.json()["extensions"]["sql"]["statements"] == 0
+
+
+async def test_introspection_can_be_switched_off(pool: asyncpg.Pool, settings: Settings) -> None:
+    on = await execute(pool, settings, "{ __schema { queryType { name } } }")
+    off = await execute(pool, settings.with_(introspection=False), "{ __schema { queryType { name } } }")
+    assert on.data == {"__schema": {"queryType": {"name": "Query"}}}
+    assert off.data is None and "introspection" in off.errors[0]["message"].lower()
+
+
+async def test_masked_errors_name_the_request_id_and_hide_internals(
+        pool: asyncpg.Pool, settings: Settings, database_url: str,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    await store(pool, [FakeTask(task_id="t1")])
+
+    def broken(self: types.Task) -> dict:
+        raise RuntimeError("secret internals: password=hunter2")
+
+    monkeypatch.setattr(types.Task, "_definition", broken)
+    document = {"query": '{ task(taskId: "t1") { taskId metadata { name } } }'}
+    with serving(create_app(settings.with_(mask_errors=True, fast_path=False), database_url)) as url:
+        masked = httpx.post(f"{url}/graphql", json=document, headers={"x-request-id": "req-42"})
+        cursor = httpx.post(f"{url}/graphql", json={"query": '{ taskGroup(taskGroupId: "group-a") { '
+                                                     'tasks(after: "junk") { nodes { taskId } } } }'})
+    error = masked.json()["errors"][0]
+    assert "hunter2" not in masked.text and "RuntimeError" not in masked.text
+    assert error["extensions"] == {"code": "INTERNAL_ERROR", "requestId": "req-42"}
+    assert "req-42" in error["message"]
+    assert any("hunter2" in r.getMessage() or (r.exc_info and "hunter2" in str(r.exc_info[1]))
+               for r in caplog.records)
+    # Errors the client can act on are not masked.
+    assert cursor.json()["errors"][0]["extensions"]["code"] == "BAD_CURSOR"
