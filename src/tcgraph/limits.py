@@ -23,7 +23,8 @@ from graphql.language import (
     FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, IntValueNode,
     ListValueNode, OperationDefinitionNode, SelectionSetNode, VariableNode,
 )
-from strawberry.extensions import SchemaExtension
+from graphql.validation import ValidationContext, ValidationRule
+from strawberry.extensions import QueryDepthLimiter, SchemaExtension
 from graphql.execution import ExecutionResult
 
 from tcgraph.config import Settings
@@ -141,3 +142,30 @@ class Limits(SchemaExtension):
             return {}
         return {"cost": {"requestedQueryCost": self.cost,
                          "maximumAvailable": self.settings.max_cost}}
+
+
+class DepthLimiter(QueryDepthLimiter):
+    """Strawberry's depth limit, refusing documents too deep even to measure.
+
+    Its rule follows fragment spreads by recursion, so a long enough chain of
+    fragments (a few kilobytes) exhausts Python's stack before any depth is
+    reached; that document is refused as over `max_depth` instead.
+    """
+
+    def __init__(self, max_depth: int) -> None:
+        super().__init__(max_depth=max_depth)
+        (measure,) = self.validation_rules
+
+        class Guarded(measure):  # type: ignore[misc, valid-type]
+            def __init__(self, context: ValidationContext) -> None:
+                try:
+                    super().__init__(context)
+                except RecursionError:
+                    ValidationRule.__init__(self, context)
+                    context.report_error(GraphQLError(
+                        f"the document nests fragments too deeply to measure; its depth is "
+                        f"over the limit of {max_depth} (max_depth)",
+                        extensions={"code": "LIMIT_EXCEEDED", "limit": "max_depth",
+                                    "maximum": max_depth}))
+
+        self.validation_rules = [Guarded]
