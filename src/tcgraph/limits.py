@@ -41,16 +41,26 @@ _RULE_MESSAGES = (
 )
 
 
+# GraphQL's Int is 32-bit; anything else is refused by validation anyway.
+_INT_RANGE = range(-2**31, 2**31)
+# Costs are capped here so that an absurd document still reports a number
+# JSON (and every client) can hold.
+_MAX_REPORTED_COST = 2**53
+
+
 def _count(node: Any, variables: dict[str, Any]) -> int | None:
     if isinstance(node, VariableNode):
         node = variables.get(node.name.value)
         if isinstance(node, list):
             return len(node)
-        return node if isinstance(node, int) else None
+        if isinstance(node, int) and not isinstance(node, bool) and node in _INT_RANGE:
+            return node
+        return None
     if isinstance(node, ListValueNode):
         return len(node.values)
     if isinstance(node, IntValueNode):
-        return int(node.value)
+        value = int(node.value)
+        return value if value in _INT_RANGE else None
     return None
 
 
@@ -92,6 +102,8 @@ def document_cost(document: Any, operation_name: str | None, variables: dict[str
             elif field.name.value in ("history", "tasks", "dependents", "namespaces"):
                 items = settings.default_page_size  # a connection without `first`
             total += max(items, 0) * (1 + cost(field.selection_set, False))
+            if total > _MAX_REPORTED_COST:
+                return _MAX_REPORTED_COST
         return total
 
     return cost(chosen.selection_set, True)

