@@ -41,6 +41,7 @@ class Sample:
     started: float  # seconds since the run began
     ms: float
     status: int  # 0: the connection failed
+    error: str = ""  # the exception's name, when status is 0
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Report:
     p50_ms: float
     p99_ms: float
     statuses: dict[str, int]
+    connection_errors: dict[str, int]
     rss_mb_start: float
     rss_mb_end: float
     rss_mb_peak: float
@@ -95,12 +97,13 @@ async def _client(client: httpx.AsyncClient, mix: list, rng: random.Random, begi
     while time.monotonic() < until:
         method, path, body = rng.choice(mix)
         started = time.monotonic()
+        error = ""
         try:
             response = await client.request(method, path, json=body)
             status = response.status_code
-        except httpx.HTTPError:
-            status = 0
-        samples.append(Sample(started - begin, (time.monotonic() - started) * 1000, status))
+        except httpx.HTTPError as e:
+            status, error = 0, f"{type(e).__name__}: {e}"[:200]
+        samples.append(Sample(started - begin, (time.monotonic() - started) * 1000, status, error))
 
 
 def _rss_mb(pid: int) -> float:
@@ -173,7 +176,9 @@ async def _run(base: str, pid: int, keys: dataset.Keys, args: argparse.Namespace
         per_second=round(len(samples) / elapsed, 1),
         p50_ms=round(statistics.median(ok), 1) if ok else float("nan"),
         p99_ms=round(ok[min(len(ok) - 1, int(len(ok) * 0.99))], 1) if ok else float("nan"),
-        statuses=dict(statuses), rss_mb_start=round(rss[0], 1), rss_mb_end=round(rss[-1], 1),
+        statuses=dict(statuses),
+        connection_errors=dict(Counter(s.error for s in samples if s.status == 0)),
+        rss_mb_start=round(rss[0], 1), rss_mb_end=round(rss[-1], 1),
         rss_mb_peak=round(max(rss), 1), outage=outage)
 
 

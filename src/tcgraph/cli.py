@@ -113,6 +113,14 @@ async def _fill_if_empty(url: str, settings: Settings) -> bool:
         await pool.close()
 
 
+# Idle keep-alive connections are closed after this long. uvicorn's default
+# (5 s) equals common clients' own idle expiry (httpx: 5 s), so a client could
+# send a request on a connection at the very moment the server closes it; it
+# must also outlast load balancers' idle timeouts (often 60 s), so that they,
+# not tcgraph, close idle connections.
+_KEEP_ALIVE_S = 75
+
+
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -138,13 +146,13 @@ def _serve(settings: Settings) -> int:
         if settings.workers == 1:
             app = create_app(settings, settings.read_database_url or url)
             uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                        lifespan="on")
+                        lifespan="on", timeout_keep_alive=_KEEP_ALIVE_S)
         else:
             # Worker processes build their own app from the environment.
             os.environ.update(settings.with_(database_url=url).to_env())
             uvicorn.run("tcgraph.server:app_from_environment", factory=True,
                         workers=settings.workers, host=settings.host, port=settings.port,
-                        log_level="info", lifespan="on")
+                        log_level="info", lifespan="on", timeout_keep_alive=_KEEP_ALIVE_S)
     return 0
 
 
