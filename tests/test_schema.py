@@ -9,19 +9,12 @@ import asyncpg
 import orjson
 
 from factories import BASE, FAR, FakeTask, store
-from graphql_helpers import execute
+from graphql_helpers import STATUS_FIELDS, TASK_FIELDS, execute
 from tcgraph.api.schema import build_schema, sdl
 from tcgraph.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TASK_FIELDS = """taskId taskGroupId label schedulerId taskQueueId provisionerId workerType
-    projectId priority retries created deadline expires
-    metadata { name description owner source } tags routes definition"""
-STATUS_FIELDS = """taskId provisionerId workerType taskQueueId schedulerId projectId taskGroupId
-    priority deadline expires retriesLeft state
-    runs { runId state reasonCreated reasonResolved workerGroup workerId takenUntil scheduled
-           started resolved }"""
 
 
 def test_published_schema_is_what_the_code_builds() -> None:

@@ -63,13 +63,6 @@ async def seed(pool: asyncpg.Pool) -> None:
     ])
 
 
-TASK_FIELDS = """taskId taskGroupId label schedulerId taskQueueId provisionerId workerType
-    projectId priority retries created deadline expires
-    metadata { name description owner source } tags routes definition"""
-STATUS_FIELDS = """taskId provisionerId workerType taskQueueId schedulerId projectId taskGroupId
-    priority deadline expires retriesLeft state
-    runs { runId state reasonCreated reasonResolved workerGroup workerId takenUntil scheduled
-           started resolved }"""
 PAGE_INFO = "pageInfo { hasNextPage hasPreviousPage startCursor endCursor }"
 
 

