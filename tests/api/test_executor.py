@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from factories import BASE, FAR, FakeTask, slug, store
+from graphql_helpers import STATUS_FIELDS, TASK_FIELDS
 from tcgraph import pagination
 from tcgraph.api import executor
 from tcgraph.api.context import Context
