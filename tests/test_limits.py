@@ -90,3 +90,14 @@ async def test_masked_errors_name_the_request_id_and_hide_internals(
                for r in caplog.records)
     # Errors the client can act on are not masked.
     assert cursor.json()["errors"][0]["extensions"]["code"] == "BAD_CURSOR"
+
+
+async def test_an_oversized_first_is_refused_before_any_sql(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    # The group does not exist: without the check before execution, the
+    # connection would never be resolved and the limit never seen.
+    result = await execute(pool, settings, """{ taskGroup(taskGroupId: "none") {
+        tasks(first: 1001) { nodes { taskId } } } }""")
+    assert result.data is None and result.statements == 0
+    assert result.errors[0]["extensions"] == {"code": "LIMIT_EXCEEDED", "limit": "max_page_size",
+                                              "value": 1001, "maximum": 1000}

@@ -67,6 +67,12 @@ def _count(node: Any, variables: dict[str, Any]) -> int | None:
 def document_cost(document: Any, operation_name: str | None, variables: dict[str, Any] | None,
                   settings: Settings) -> int:
     """The cost of the operation `operation_name` (or the only one) in `document`."""
+    return document_demands(document, operation_name, variables, settings)[0]
+
+
+def document_demands(document: Any, operation_name: str | None,
+                     variables: dict[str, Any] | None, settings: Settings) -> tuple[int, int]:
+    """(cost, the largest `first` any connection asks for) of the chosen operation."""
     variables = variables or {}
     fragments = {d.name.value: d for d in document.definitions
                  if isinstance(d, FragmentDefinitionNode)}
@@ -74,7 +80,8 @@ def document_cost(document: Any, operation_name: str | None, variables: dict[str
     chosen = next((o for o in operations
                    if operation_name is None or (o.name and o.name.value == operation_name)), None)
     if chosen is None:
-        return 0
+        return 0, 0
+    largest_first = 0
 
     def fields(selection_set: SelectionSetNode | None, seen: frozenset[str]) -> Iterator[FieldNode]:
         for selection in selection_set.selections if selection_set else ():
@@ -88,6 +95,7 @@ def document_cost(document: Any, operation_name: str | None, variables: dict[str
                     yield from fields(fragments[name].selection_set, seen | {name})
 
     def cost(selection_set: SelectionSetNode | None, root: bool) -> int:
+        nonlocal largest_first
         total = 0
         for field in fields(selection_set, frozenset()):
             if field.selection_set is None:
@@ -99,6 +107,7 @@ def document_cost(document: Any, operation_name: str | None, variables: dict[str
             elif "first" in arguments:
                 first = _count(arguments["first"], variables)
                 items = first if first is not None else settings.default_page_size
+                largest_first = max(largest_first, items)
             elif field.name.value in ("history", "tasks", "dependents", "namespaces"):
                 items = settings.default_page_size  # a connection without `first`
             total += max(items, 0) * (1 + cost(field.selection_set, False))
@@ -106,7 +115,7 @@ def document_cost(document: Any, operation_name: str | None, variables: dict[str
                 return _MAX_REPORTED_COST
         return total
 
-    return cost(chosen.selection_set, True)
+    return cost(chosen.selection_set, True), largest_first
 
 
 def _annotate(error: GraphQLError, settings: Settings) -> None:
@@ -139,9 +148,18 @@ class Limits(SchemaExtension):
     async def on_execute(self) -> Any:  # an async generator hook
         ec = self.execution_context
         if ec.graphql_document is not None and not ec.result:
-            self.cost = document_cost(ec.graphql_document, ec.operation_name, ec.variables,
-                                      self.settings)
-            if self.cost > self.settings.max_cost:
+            self.cost, largest_first = document_demands(
+                ec.graphql_document, ec.operation_name, ec.variables, self.settings)
+            maximum = self.settings.max_page_size
+            if largest_first > maximum:
+                # Refused here, before any SQL, even where the connection's
+                # parent would turn out not to exist.
+                ec.result = ExecutionResult(data=None, errors=[GraphQLError(
+                    f"`first` is too large: {largest_first} is over the limit of {maximum} "
+                    f"(max_page_size)",
+                    extensions={"code": "LIMIT_EXCEEDED", "limit": "max_page_size",
+                                "value": largest_first, "maximum": maximum})])
+            elif self.cost > self.settings.max_cost:
                 ec.result = ExecutionResult(data=None, errors=[GraphQLError(
                     f"the document's cost of {self.cost} is over the limit of "
                     f"{self.settings.max_cost} (max_cost): ask for fewer keys or smaller pages",

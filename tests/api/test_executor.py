@@ -222,7 +222,7 @@ CORPUS: dict[str, Case] = {
         "{cursor(pagination.DEPENDENTS, G3[0])}") {{ nodes {{ taskId }} }} }} }}""",
                                          path="fallback"),
     "first too large": Case("""{ label(label: "build") { history(first: 5000) {
-        nodes { taskId } } } }""", path="fallback"),
+        nodes { taskId } } } }""", path="none"),
     "first negative": Case("""{ namespace(path: "") { namespaces(first: -1) { nodes { path } } } }""",
                            path="fallback"),
     "bad filter tags": Case("""{ label(label: "x", filter: {tags: [1]}) { latest { taskId } } }""",
