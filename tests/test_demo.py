@@ -167,9 +167,10 @@ async def test_write_demo(pool: asyncpg.Pool) -> None:
     # Each completed task's revision route resolves to it; cache routes to it or a newer push.
     completed_ids = [r["task_id"] for r in await pool.fetch(
         "SELECT task_id FROM tasks WHERE state = 'completed'")]
-    completed = list((await queries.tasks_by_id(db, completed_ids)).values())
-    paths = [(t, route.removeprefix("index."))
-             for t in completed for route in orjson.loads(t.definition)["routes"]
+    completed = await queries.tasks_by_id(db, completed_ids)
+    definitions = await queries.definitions_by_id(db, completed_ids)
+    paths = [(completed[t], route.removeprefix("index."))
+             for t, text in definitions.items() for route in orjson.loads(text)["routes"]
              if route.startswith("index.")]
     resolved = await queries.index_entries(db, [p.rpartition(".")[::2] for _, p in paths])
     assert all(e is not None for e in resolved)

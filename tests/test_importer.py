@@ -154,7 +154,8 @@ async def test_list_task_group_page_round_trips(pool: asyncpg.Pool, tmp_path: Pa
         GROUP, "gecko-level-3", "gecko-3/b-linux", "firefox", "build-linux64/opt", "low", 3, 2)
     assert (a.created, a.deadline, a.expires) == (
         utc(build["created"]), utc(build["deadline"]), utc(build["expires"]))
-    assert orjson.loads(a.definition) == build
+    stored = await queries.definitions_by_id(Database(pool), [TASK_A, TASK_B])
+    assert orjson.loads(stored[TASK_A]) == build
     assert a.state is State.COMPLETED
     assert [(r.run_id, r.state, r.reason_created, r.reason_resolved, r.worker_id)
             for r in a.runs] == [(0, State.EXCEPTION, "scheduled", "worker-shutdown", "i-0"),
@@ -165,7 +166,7 @@ async def test_list_task_group_page_round_trips(pool: asyncpg.Pool, tmp_path: Pa
 
     assert (b.label, b.task_queue_id, b.priority, b.state, b.runs, b.retries_left) == (
         "test-linux64/opt-xpcshell-1", "gecko-t/t-linux", "very-low", State.UNSCHEDULED, (), 3)
-    assert orjson.loads(b.definition) == test
+    assert orjson.loads(stored[TASK_B]) == test
     assert [tuple(r) for r in await pool.fetch(
         "SELECT task_id, dependency_id FROM task_dependencies")] == [(TASK_B, TASK_A)]
     assert await pool.fetchval("SELECT status_rank FROM tasks WHERE task_id = $1", TASK_A) == 23
@@ -189,7 +190,8 @@ async def test_bare_definition_takes_its_task_id_from_the_file_name(
     # Taskcluster's default expiry: a year after the deadline.
     assert task.deadline == utc("2026-02-28T12:00:00Z")
     assert task.expires == utc("2027-02-28T12:00:00Z")
-    assert orjson.loads(task.definition) == bare | {
+    stored = await queries.definitions_by_id(Database(pool), [TASK_C])
+    assert orjson.loads(stored[TASK_C]) == bare | {
         "created": "2026-02-28T12:00:00.000Z", "deadline": "2026-02-28T12:00:00.000Z",
         "expires": "2027-02-28T12:00:00.000Z",
     }
@@ -204,6 +206,7 @@ async def test_queue_tasks_then_statuses(pool: asyncpg.Pool, tmp_path: Path) -> 
     await import_source(pool, write(tmp_path / "tasks.json", tasks_page))
     await import_source(pool, write(tmp_path / "one-task.json", single))
     before = await queries.tasks_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
+    definitions_before = await queries.definitions_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
     assert {t.state for t in before.values()} == {State.UNSCHEDULED}
     assert before[TASK_C].task_queue_id == "p/w"
 
@@ -221,8 +224,8 @@ async def test_queue_tasks_then_statuses(pool: asyncpg.Pool, tmp_path: Path) -> 
     assert (after[TASK_B].state, after[TASK_B].retries_left) == (State.FAILED, 0)
     assert (after[TASK_C].state, after[TASK_C].runs[0].started) == (State.PENDING, None)
     # The definitions are untouched by statuses.
-    assert [after[t].definition for t in (TASK_A, TASK_B, TASK_C)] == [
-        before[t].definition for t in (TASK_A, TASK_B, TASK_C)]
+    assert await queries.definitions_by_id(Database(pool), [TASK_A, TASK_B, TASK_C]) == \
+        definitions_before
 
 
 async def test_state_comes_from_the_last_run(pool: asyncpg.Pool, tmp_path: Path) -> None:
@@ -302,7 +305,7 @@ async def test_timestamps_are_normalised_to_taskclusters_format(
         "taskGroupId": GROUP, "tasks": [{"status": status(TASK_A, runs), "task": task}]}))
 
     stored = (await queries.tasks_by_id(Database(pool), [TASK_A]))[TASK_A]
-    as_json = orjson.loads(stored.definition)
+    as_json = orjson.loads((await queries.definitions_by_id(Database(pool), [TASK_A]))[TASK_A])
     assert (as_json["created"], as_json["deadline"], as_json["expires"]) == (
         "2026-11-01T10:00:00.123Z", "2026-11-02T10:00:00.000Z", "2027-11-01T10:30:00.500Z")
     assert stored.created == datetime(2026, 11, 1, 10, 0, 0, 123000, tzinfo=timezone.utc)

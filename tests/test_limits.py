@@ -73,7 +73,7 @@ async def test_masked_errors_name_the_request_id_and_hide_internals(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     await store(pool, [FakeTask(task_id="t1")])
 
-    def broken(self: types.Task) -> dict:
+    async def broken(self: types.Task, info: object) -> dict:
         raise RuntimeError("secret internals: password=hunter2")
 
     monkeypatch.setattr(types.Task, "_definition", broken)

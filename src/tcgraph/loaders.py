@@ -60,6 +60,7 @@ class Loaders:
             return DataLoader(batch_load_fn=fn, max_batch_size=batch_size)
 
         self.task = loader(self._tasks)
+        self.definition = loader(self._definitions)
         self.index_entry = loader(self._index_entries)
         self.latest = loader(self._latest("latest"))
         self.last_success = loader(self._latest("success"))
@@ -139,6 +140,10 @@ class Loaders:
 
     async def _tasks(self, task_ids: list[str]) -> list[Task | None]:
         found = await queries.tasks_by_id(self.db, task_ids)
+        return [found.get(task_id) for task_id in task_ids]
+
+    async def _definitions(self, task_ids: list[str]) -> list[str | None]:
+        found = await queries.definitions_by_id(self.db, task_ids)
         return [found.get(task_id) for task_id in task_ids]
 
     async def _index_entries(self, keys: list[tuple[str, str]]) -> list[IndexEntry | None]:

@@ -50,7 +50,7 @@ class Run:
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """A task: its definition (raw JSON text) and its current status."""
+    """A task: its columns, its current status, and its definition once loaded."""
 
     task_id: str
     task_group_id: str
@@ -66,7 +66,10 @@ class Task:
     expires: datetime
     state: State
     runs: tuple[Run, ...]
-    definition: str
+    # The definition (raw JSON text) is fetched only for documents that read
+    # it (loaders.definition): most questions are about status, and shipping
+    # 1-2 KB of definition per task would dominate their cost.
+    definition: str | None = None
 
     @property
     def provisioner_id(self) -> str:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import gc
 import logging
 import threading
@@ -489,7 +490,8 @@ class PlanField:
 @dataclass(frozen=True)
 class _Code:
     build: Callable[..., list[dict]]
-    uses_definition: bool
+    uses_definition: bool  # build() takes the parsed definitions
+    reads_definition: bool  # the sources need their definitions loaded first
 
 
 @dataclass(eq=False)
@@ -541,7 +543,10 @@ class Selection:
         source = (f"def build({', '.join(params)}):\n"
                   f"    return [{{{', '.join(entries)}}} {loop}]\n")
         exec(compile(source, f"<tcgraph fast path: {self.type_name}>", "exec"), namespace)
-        return _Code(namespace["build"], uses_definition)
+        reads_definition = uses_definition or any(
+            isinstance(f.spec, Leaf) and "definition" in f.spec.expression(raw)
+            for f in self.fields)
+        return _Code(namespace["build"], uses_definition, reads_definition)
 
 
 def _names(expression: str) -> set[str]:
@@ -881,16 +886,29 @@ class _Run:
         self.pending: list[tuple[PlanField, list, list | None, list[dict]]] = []
 
     async def execute(self, root: Selection) -> dict[str, Any]:
-        data = self.process(root, [None])[0]
+        data = (await self.process(root, [None]))[0]
         while self.pending:
             await self._level()
         return data
 
-    def process(self, selection: Selection, sources: list) -> list[dict]:
+    async def _with_definitions(self, sources: list) -> list:
+        """`sources` (tasks) with their definitions, loaded in one batch if missing."""
+        missing = [s.task_id for s in sources if s.definition is None]
+        if not missing:
+            return sources
+        loaders = self.loaders
+        texts = dict(zip(missing, await loaders.load_all(loaders.definition, missing)))
+        return [s if s.definition is not None
+                else dataclasses.replace(s, definition=texts.get(s.task_id) or "{}")
+                for s in sources]
+
+    async def process(self, selection: Selection, sources: list) -> list[dict]:
         """The result dicts of `sources`; relations are left null and queued."""
         if not sources:
             return []
         code = selection.code(self.raw)
+        if code.reads_definition:
+            sources = await self._with_definitions(sources)
         definitions = ([orjson.loads(s.definition) for s in sources]
                        if code.uses_definition else None)
         arguments: list[Any] = [sources] if definitions is None else [sources, definitions]
@@ -898,7 +916,7 @@ class _Run:
             spec: Embed = f.spec
             children = spec.children(sources, definitions, self.bound[f.index])
             if spec.many:
-                flat = self.process(f.child, [c for group in children for c in group])
+                flat = await self.process(f.child, [c for group in children for c in group])
                 grouped, start = [], 0
                 for group in children:
                     end = start + len(group)
@@ -906,7 +924,7 @@ class _Run:
                     start = end
                 arguments.append(grouped)
             else:
-                arguments.append(self.process(f.child, children))
+                arguments.append(await self.process(f.child, children))
         dicts = code.build(*arguments)
         for f in selection.relations:
             self.pending.append((f, sources, definitions, dicts))
@@ -945,10 +963,10 @@ class _Run:
             for i in by_loader[name]:
                 keys, counts = prepared[i]
                 end = start + len(keys)
-                self._attach(requests[i], values[start:end], counts)
+                await self._attach(requests[i], values[start:end], counts)
                 start = end
 
-    def _attach(self, request: tuple, values: list, counts: list[int] | None) -> None:
+    async def _attach(self, request: tuple, values: list, counts: list[int] | None) -> None:
         f, sources, _, dicts = request
         spec: Relation = f.spec
         key, bound, wrap = f.key, self.bound[f.index], spec.wrap
@@ -957,7 +975,7 @@ class _Run:
             for count in counts or ():
                 groups.append([v for v in values[start:start + count] if v is not None])
                 start += count
-            flat = self.process(f.child, [v for group in groups for v in group])
+            flat = await self.process(f.child, [v for group in groups for v in group])
             start = 0
             for d, group in zip(dicts, groups):
                 end = start + len(group)
@@ -975,7 +993,7 @@ class _Run:
                     continue
             positions.append(i)
             children.append(value)
-        built = self.process(f.child, children)
+        built = await self.process(f.child, children)
         if spec.shape == "list":  # a root list: one source, one item per key
             items: list[Any] = [None] * len(values)
             for i, d in zip(positions, built):

@@ -326,10 +326,10 @@ def _not_found(what: str) -> ApiError:
 async def task(call: Call) -> object:
     """`queue.task`: the definition as stored."""
     task_id = call.request.path_params["taskId"]
-    found = await call.context.loaders.task.load(task_id)
-    if found is None:
+    definition = await call.context.loaders.definition.load(task_id)
+    if definition is None:
         raise _not_found(f"`{task_id}` does not correspond to a task that exists.")
-    return orjson.Fragment(found.definition)
+    return orjson.Fragment(definition)
 
 
 async def status(call: Call) -> object:
@@ -345,9 +345,10 @@ async def tasks(call: Call) -> object:
     """`queue.tasks`: definitions of the tasks that exist among `taskIds`."""
     body = _body_object(call, {"taskIds"})
     page = key_slice(call, _key_list(call, body, "taskIds"))
-    found = await call.context.loaders.task.load_many(page.keys)
-    return page.reply({"tasks": [{"taskId": t.task_id, "task": orjson.Fragment(t.definition)}
-                                 for t in found if t is not None]})
+    found = await call.context.loaders.definition.load_many(page.keys)
+    return page.reply({"tasks": [{"taskId": task_id, "task": orjson.Fragment(definition)}
+                                 for task_id, definition in zip(page.keys, found)
+                                 if definition is not None]})
 
 
 async def statuses(call: Call) -> object:

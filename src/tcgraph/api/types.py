@@ -222,9 +222,12 @@ class Task:
     _task: strawberry.Private[model.Task]
     _parsed: strawberry.Private[Optional[dict]] = None
 
-    def _definition(self) -> dict:
+    async def _definition(self, info: Info) -> dict:
         if self._parsed is None:
-            self._parsed = orjson.loads(self._task.definition)
+            text = self._task.definition
+            if text is None:
+                text = await _context(info).loaders.definition.load(self._task.task_id)
+            self._parsed = orjson.loads(text) if text is not None else {}
         return self._parsed
 
     @strawberry.field
@@ -280,28 +283,28 @@ class Task:
         return self._task.expires
 
     @strawberry.field
-    def metadata(self) -> TaskMetadata:
-        meta = self._definition().get("metadata") or {}
+    async def metadata(self, info: Info) -> TaskMetadata:
+        meta = (await self._definition(info)).get("metadata") or {}
         return TaskMetadata(
             name=meta.get("name", ""), description=meta.get("description", ""),
             owner=meta.get("owner", ""), source=meta.get("source", ""),
         )
 
     @strawberry.field
-    def tags(self) -> JSON:
-        return self._definition().get("tags") or {}
+    async def tags(self, info: Info) -> JSON:
+        return (await self._definition(info)).get("tags") or {}
 
     @strawberry.field
-    def routes(self) -> list[str]:
-        return list(self._definition().get("routes") or [])
+    async def routes(self, info: Info) -> list[str]:
+        return list((await self._definition(info)).get("routes") or [])
 
     @strawberry.field(description="The definition exactly as `queue.task` returns it.")
-    def definition(self) -> JSON:
-        return self._definition()
+    async def definition(self, info: Info) -> JSON:
+        return await self._definition(info)
 
     @strawberry.field(description="The tasks this task depends on (those that are stored).")
     async def dependencies(self, info: Info) -> list[Task]:
-        ids = self._definition().get("dependencies") or []
+        ids = (await self._definition(info)).get("dependencies") or []
         found = await _context(info).loaders.task.load_many(ids)
         return [Task(_task=task) for task in found if task is not None]
 

@@ -21,9 +21,10 @@ import orjson
 from tcgraph.model import IndexEntry, Namespace, Page, Run, State, Task, TaskFilter
 from tcgraph.store.pool import Database
 
+# Everything but the definition, which definitions_by_id fetches when needed.
 _TASK_COLUMNS = """t.task_id, t.task_group_id, t.scheduler_id, t.task_queue_id, t.project_id,
     t.label, t.priority, t.retries, t.retries_left, t.created, t.deadline, t.expires,
-    t.state, t.runs, t.definition::text AS definition"""
+    t.state, t.runs"""
 
 _ENTRY_COLUMNS = "e.namespace, e.name, e.task_id, e.rank, e.data::text AS data, e.expires"
 
@@ -67,7 +68,6 @@ def _task(r: asyncpg.Record) -> Task:
         expires=r["expires"],
         state=_STATES[r["state"]],
         runs=tuple(map(_run, r["runs"])),
-        definition=r["definition"],
     )
 
 
@@ -101,6 +101,17 @@ _TASKS_BY_ID = f"SELECT {_TASK_COLUMNS} FROM tasks t WHERE t.task_id = ANY($1::t
 async def tasks_by_id(db: Database, task_ids: Sequence[str]) -> dict[str, Task]:
     """The tasks that exist among `task_ids`, by id."""
     return {r["task_id"]: _task(r) for r in await db.fetch(_TASKS_BY_ID, list(task_ids))}
+
+
+# tasks_pkey
+_DEFINITIONS_BY_ID = """
+SELECT t.task_id, t.definition::text AS definition FROM tasks t WHERE t.task_id = ANY($1::text[])"""
+
+
+async def definitions_by_id(db: Database, task_ids: Sequence[str]) -> dict[str, str]:
+    """The stored definitions (JSON text) of the tasks that exist among `task_ids`."""
+    rows = await db.fetch(_DEFINITIONS_BY_ID, list(task_ids))
+    return {r["task_id"]: r["definition"] for r in rows}
 
 
 _FILTER = """
