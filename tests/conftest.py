@@ -9,6 +9,7 @@ copy (`CREATE DATABASE ... TEMPLATE`), which takes milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from factories import store
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
@@ -76,21 +78,58 @@ def template_database(server_url: str) -> Iterator[str]:
     asyncio.run(drop())
 
 
+async def _admin(server_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _create_database(server_url: str, template: str) -> tuple[str, str]:
+    """A new copy of the migrated template: (its name, its URL)."""
+    name = f"tcgraph_test_{uuid.uuid4().hex[:12]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name, with_database(server_url, name)
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 async def database_url(server_url: str, template_database: str) -> AsyncIterator[str]:
     """A fresh, migrated, empty database for this test alone."""
-    name = f"tcgraph_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    finally:
-        await conn.close()
-    yield with_database(server_url, name)
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    name, url = await _create_database(server_url, template_database)
+    yield url
+    await _drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def filled_database(server_url: str, template_database: str):
+    """`with filled_database(tasks, entries) as url:` a database holding them.
+
+    For module-scoped servers, where the per-test `database_url` cannot serve.
+    """
+
+    @contextlib.contextmanager
+    def create(tasks: list = (), entries: list = ()) -> Iterator[str]:
+        name, url = asyncio.run(_create_database(server_url, template_database))
+
+        async def fill() -> None:
+            pool = await open_pool(url, Settings())
+            try:
+                await store(pool, list(tasks), entries=list(entries))
+            finally:
+                await pool.close()
+
+        try:
+            asyncio.run(fill())
+            yield url
+        finally:
+            asyncio.run(_drop_database(server_url, name))
+
+    return create
 
 
 @pytest.fixture

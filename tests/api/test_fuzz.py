@@ -13,17 +13,13 @@ The runs are derandomized (the same examples every run) and small, for CI.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import graphql
 import httpx
 import pytest
@@ -36,12 +32,11 @@ except ImportError:  # the test extras predate them: skip locally, fail in CI
         raise
     pytest.skip("hypothesis and hypothesis-graphql are not installed", allow_module_level=True)
 
-from factories import BASE, FAR, FakeTask, store
+from factories import BASE, FAR, FakeTask
 from servers import serving
 from tcgraph.config import Settings
 from tcgraph.errors import ClientError, ServiceUnavailable
 from tcgraph.server import create_app
-from tcgraph.store.pool import open_pool
 
 SDL = (Path(__file__).resolve().parents[2] / "schema.graphql").read_text()
 
@@ -96,31 +91,10 @@ NAMESPACES = ["", "gecko", "gecko.v2", "gecko.v2.autoland", "gecko.v2.autoland.l
 
 
 @pytest.fixture(scope="module")
-def fuzz_url(server_url: str, template_database: str) -> Iterator[str]:
+def fuzz_url(filled_database) -> Iterator[str]:
     """A database of its own for the module: the server outlives every example."""
-    name = f"tcgraph_fuzz_{uuid.uuid4().hex[:12]}"
-    url = urlunsplit(urlsplit(server_url)._replace(path="/" + name))
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    async def fill() -> None:
-        pool = await open_pool(url, Settings())
-        try:
-            await store(pool, TASKS, entries=ENTRIES)
-        finally:
-            await pool.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
-    try:
-        asyncio.run(fill())
+    with filled_database(TASKS, ENTRIES) as url:
         yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 class Unexpected(logging.Handler):

@@ -7,15 +7,12 @@ last ones run a real uvicorn on 127.0.0.1 with 3,000 tasks and call it through t
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import re
 import types
-import uuid
 from datetime import timedelta
 from typing import AsyncIterator, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -365,35 +362,14 @@ CLIENT_TASKS = 3000
 
 
 @pytest.fixture(scope="module")
-def dataset(server_url: str, template_database: str) -> Iterator[tuple[str, list[FakeTask]]]:
+def dataset(filled_database) -> Iterator[tuple[str, list[FakeTask]]]:
     """A database with 3,000 tasks (every 10th failed), each indexed under `tcgraph.test.<n>`."""
     # The `database_url` fixture is per test; one server with 3,000 tasks serves the module.
-    name = f"tcgraph_rest_{uuid.uuid4().hex[:12]}"
-    url = urlunsplit(urlsplit(server_url)._replace(path="/" + name))
     known = [FakeTask(label=f"task-{n}", state="failed" if n % 10 == 0 else "completed",
                       created=BASE + timedelta(seconds=n)) for n in range(CLIENT_TASKS)]
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    async def fill() -> None:
-        pool = await open_pool(url, Settings())
-        try:
-            await store(pool, known, entries=[(f"tcgraph.test.{n}", t.task_id, 1, FAR)
-                                              for n, t in enumerate(known)])
-        finally:
-            await pool.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
-    try:
-        asyncio.run(fill())
+    entries = [(f"tcgraph.test.{n}", t.task_id, 1, FAR) for n, t in enumerate(known)]
+    with filled_database(known, entries) as url:
         yield url, known
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
