@@ -221,7 +221,3 @@ async def w4(pool: asyncpg.Pool, variables: dict) -> tuple[bytes, int, float]:
 FLOORS: dict[str, Callable[[asyncpg.Pool, dict], Awaitable[tuple[bytes, int, float]]]] = {
     "W1": w1, "W2": w2, "W3": w3, "W4": w4,
 }
-
-# The floor's statements, for docs/performance.md's EXPLAIN section.
-STATEMENTS = {"W1": W1_SQL, "W2": W2_SQL, "W3": W3_SQL, "W4 labels": W4_LABELS_SQL,
-              "W4 paths": W4_PATHS_SQL}

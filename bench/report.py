@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -302,10 +301,6 @@ def plot(path: Path, results: list[Result], title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def dumps_meta(meta: dict[str, Any]) -> str:
-    return orjson.dumps(meta, option=orjson.OPT_INDENT_2).decode()
 
 
 # --- docs/performance.md ------------------------------------------------------

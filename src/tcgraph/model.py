@@ -24,9 +24,6 @@ class State(str, enum.Enum):
     EXCEPTION = "exception"
 
 
-RESOLVED_STATES = frozenset({State.COMPLETED, State.FAILED, State.EXCEPTION})
-
-
 @dataclass(frozen=True, slots=True)
 class Run:
     """One run of a task, as in the `runs` list of `queue.status`.

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Iterable, Sequence
 
 import asyncpg
-import orjson
 
 from tcgraph.model import IndexEntry, Namespace, Page, Run, State, Task, TaskFilter
 from tcgraph.store.pool import Database
@@ -525,8 +524,3 @@ async def upsert_index_entries(conn: asyncpg.Connection, rows: Sequence[tuple]) 
         keys = sorted(spans)
         await conn.execute(_UPSERT_NAMESPACES, [k[0] for k in keys], [k[1] for k in keys],
                            [spans[k] for k in keys])
-
-
-def json_text(value: object) -> str:
-    """JSON text for a jsonb parameter."""
-    return orjson.dumps(value).decode()
