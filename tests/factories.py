@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import orjson
 
-from tcgraph.store import queries
+from tcgraph.store import writes
 from tcgraph.timefmt import format_time
 
 BASE = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -88,7 +88,7 @@ async def store(pool: asyncpg.Pool, tasks: list[FakeTask] = (),
     """Write tasks (definition + status) and index entries (path, task_id, rank, expires)."""
     async with pool.acquire() as conn, conn.transaction():
         if tasks:
-            await queries.upsert_tasks(conn, [
+            await writes.upsert_tasks(conn, [
                 (t.task_id, t.task_group_id, t.scheduler_id, t.task_queue_id, t.project_id,
                  t.definition()["tags"].get("label") or t.definition()["metadata"]["name"],
                  "low", 5, t.created, t.created + timedelta(days=1),
@@ -96,7 +96,7 @@ async def store(pool: asyncpg.Pool, tasks: list[FakeTask] = (),
                  t.dependencies)
                 for t in tasks
             ])
-            missing = await queries.update_statuses(conn, [
+            missing = await writes.update_statuses(conn, [
                 (t.task_id, t.state, orjson.dumps(t.run_list()).decode(), 5 - max(t.runs - 1, 0),
                  (len(t.run_list()) * 10 + _RANK.get(t.state, 0)) if t.run_list() else 0)
                 for t in tasks
@@ -107,4 +107,4 @@ async def store(pool: asyncpg.Pool, tasks: list[FakeTask] = (),
             for path, task_id, rank, expires in entries:
                 namespace, _, name = path.rpartition(".")
                 rows.append((namespace, name, task_id, rank, '{"k": 1}', expires))
-            await queries.upsert_index_entries(conn, rows)
+            await writes.upsert_index_entries(conn, rows)

@@ -34,7 +34,7 @@ import asyncpg
 import orjson
 
 from tcgraph.model import State, split_index_path
-from tcgraph.store import queries
+from tcgraph.store import writes
 
 # Rows per write statement: large enough that round trips do not dominate,
 # small enough that one statement stays well inside the statement timeout.
@@ -737,11 +737,11 @@ class _Writer:
     async def _write(self, alone: list[tuple], with_status: list[tuple], statuses: list[_Held],
                      entries: list[tuple]) -> None:
         if alone:
-            await queries.upsert_tasks(self.conn, alone)
+            await writes.upsert_tasks(self.conn, alone)
         if with_status:
-            await queries.upsert_tasks_with_statuses(self.conn, with_status)
+            await writes.upsert_tasks_with_statuses(self.conn, with_status)
         if statuses:
-            missing = await queries.update_statuses(self.conn, [row for row, _, _ in statuses])
+            missing = await writes.update_statuses(self.conn, [row for row, _, _ in statuses])
             by_id = {held[0][0]: held for held in statuses}
             for task_id in missing:
                 held = by_id[task_id]
@@ -752,7 +752,7 @@ class _Writer:
                 if task_id not in self.waiting and (later is None or later[0][4] < held[0][4]):
                     self.waiting[task_id] = held
         if entries:
-            await queries.upsert_index_entries(self.conn, entries)
+            await writes.upsert_index_entries(self.conn, entries)
 
     async def finish(self, source: str) -> None:
         """Write everything left, then the statuses that waited for their task."""
@@ -762,7 +762,7 @@ class _Writer:
         missing: list[str] = []
         for start in range(0, len(waiting), BATCH_SIZE):
             batch = [row for row, _, _ in waiting[start:start + BATCH_SIZE]]
-            missing += await queries.update_statuses(self.conn, batch)
+            missing += await writes.update_statuses(self.conn, batch)
         if missing:
             _, location, path = self.waiting[missing[0]]
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
