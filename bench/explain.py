@@ -13,6 +13,7 @@ A statement is an index lookup when no plan node scans a table sequentially.
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import asdict, dataclass
 
@@ -21,7 +22,6 @@ import asyncpg
 from bench import floor
 from bench.dataset import Keys
 from tcgraph.model import split_index_path
-from tcgraph.store import queries
 
 
 @dataclass
@@ -46,9 +46,13 @@ _SEQ = re.compile(r"Seq Scan on (\w+)")
 
 
 def _statement(name: str) -> str | None:
-    """A statement of tcgraph.store.queries by its module-level name (None if renamed)."""
-    value: object = queries
-    for part in name.split("."):
+    """A statement of tcgraph.store.queries by `module.NAME[.key]` (None if renamed)."""
+    module, _, rest = name.partition(".")
+    try:
+        value: object = importlib.import_module(f"tcgraph.store.queries.{module}")
+    except ImportError:
+        return None
+    for part in rest.split("."):
         value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
         if value is None:
             return None
@@ -75,15 +79,15 @@ async def plans(url: str, keys: Keys, size: int = 10_000) -> tuple[list[Plan], l
             "AND NOT dependency_id = ANY($1::text[])", page_ids)]
         no_filter = (None, None, None, None)
         wanted = [
-            ("latest_by_label", "_LATEST_BY_LABEL.latest", "W1, W4 (labels -> latest)",
+            ("latest_by_label", "tasks._LATEST_BY_LABEL.latest", "W1, W4 (labels -> latest)",
              (labels, *no_filter), len(labels)),
-            ("index_entries", "_ENTRIES_BY_PATH", "W2, W4 (index paths)",
+            ("index_entries", "index_entries._ENTRIES_BY_PATH", "W2, W4 (index paths)",
              (namespaces, names), len(paths)),
-            ("tasks_by_id", "_TASKS_BY_ID", "W2, W4 (entry -> task)", (task_ids,), len(task_ids)),
-            ("task_groups_exist", "_GROUPS_EXIST", "W3 (taskGroup)", ([keys.w3_group],), 1),
-            ("task_group_page", "_GROUP_PAGE_ANY_STATE", "W3 (a page of 1,000)",
+            ("tasks_by_id", "tasks._TASKS_BY_ID", "W2, W4 (entry -> task)", (task_ids,), len(task_ids)),
+            ("task_groups_exist", "tasks._GROUPS_EXIST", "W3 (taskGroup)", ([keys.w3_group],), 1),
+            ("task_group_page", "tasks._GROUP_PAGE_ANY_STATE", "W3 (a page of 1,000)",
              ([keys.w3_group], [None], [None], [1000]), 1),
-            ("tasks_by_id (dependencies)", "_TASKS_BY_ID",
+            ("tasks_by_id (dependencies)", "tasks._TASKS_BY_ID",
              "W3 (dependencies not on the page)", (dep_ids,), len(dep_ids)),
         ]
         found: list[Plan] = []

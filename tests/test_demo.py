@@ -11,7 +11,7 @@ import orjson
 
 from tcgraph.demo import BASE_TIME, DECISION_LABEL, generate, write_demo
 from tcgraph.model import State, TaskFilter
-from tcgraph.store import queries
+from tcgraph.store.queries import index_entries, index_namespaces, tasks
 from tcgraph.store.pool import Database
 
 SLUGID = re.compile(r"[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]")
@@ -152,7 +152,7 @@ async def test_write_demo(pool: asyncpg.Pool) -> None:
 
     db = Database(pool)
     # latest points at the newest completed build of the project.
-    [latest] = await queries.index_entries(
+    [latest] = await index_entries.index_entries(
         db, [("gecko.v2.mozilla-central.latest.firefox", "linux64-opt")])
     assert latest is not None
     newest_build = await pool.fetchval("""
@@ -161,24 +161,24 @@ async def test_write_demo(pool: asyncpg.Pool) -> None:
           AND definition -> 'metadata' ->> 'source' LIKE '%/mozilla-central/%'
         ORDER BY created DESC LIMIT 1""")
     assert latest.task_id == newest_build
-    [success] = await queries.latest_by_label(db, ["build-linux64/opt"], TaskFilter(), "success")
+    [success] = await tasks.latest_by_label(db, ["build-linux64/opt"], TaskFilter(), "success")
     assert success is not None and success.state is State.COMPLETED
 
     # Each completed task's revision route resolves to it; cache routes to it or a newer push.
     completed_ids = [r["task_id"] for r in await pool.fetch(
         "SELECT task_id FROM tasks WHERE state = 'completed'")]
-    completed = await queries.tasks_by_id(db, completed_ids)
-    definitions = await queries.definitions_by_id(db, completed_ids)
+    completed = await tasks.tasks_by_id(db, completed_ids)
+    definitions = await tasks.definitions_by_id(db, completed_ids)
     paths = [(completed[t], route.removeprefix("index."))
              for t, text in definitions.items() for route in orjson.loads(text)["routes"]
              if route.startswith("index.")]
-    resolved = await queries.index_entries(db, [p.rpartition(".")[::2] for _, p in paths])
+    resolved = await index_entries.index_entries(db, [p.rpartition(".")[::2] for _, p in paths])
     assert all(e is not None for e in resolved)
     for (task, path), found in zip(paths, resolved):
         if ".revision." in path:
             assert found.task_id == task.task_id
         else:
-            holder = (await queries.tasks_by_id(db, [found.task_id]))[found.task_id]
+            holder = (await tasks.tasks_by_id(db, [found.task_id]))[found.task_id]
             assert holder.label == task.label and holder.created >= task.created
     assert any(p.startswith("gecko.cache.level-3.test.") for _, p in paths)
 

@@ -14,7 +14,7 @@ import pytest
 from tcgraph import importer
 from tcgraph.importer import ImportFailed, ImportSummary, import_documents, import_source
 from tcgraph.model import State, TaskFilter
-from tcgraph.store import queries
+from tcgraph.store.queries import index_entries, index_namespaces, tasks
 from tcgraph.store.pool import Database
 
 GROUP = "G" * 22
@@ -147,14 +147,14 @@ async def test_list_task_group_page_round_trips(pool: asyncpg.Pool, tmp_path: Pa
     assert summary == ImportSummary(source=str(tmp_path / "group.json"), tasks=2, statuses=2,
                                     index_entries=0)
 
-    found = await queries.tasks_by_id(Database(pool), [TASK_A, TASK_B])
+    found = await tasks.tasks_by_id(Database(pool), [TASK_A, TASK_B])
     a, b = found[TASK_A], found[TASK_B]
     assert (a.task_group_id, a.scheduler_id, a.task_queue_id, a.project_id, a.label,
             a.priority, a.retries, a.retries_left) == (
         GROUP, "gecko-level-3", "gecko-3/b-linux", "firefox", "build-linux64/opt", "low", 3, 2)
     assert (a.created, a.deadline, a.expires) == (
         utc(build["created"]), utc(build["deadline"]), utc(build["expires"]))
-    stored = await queries.definitions_by_id(Database(pool), [TASK_A, TASK_B])
+    stored = await tasks.definitions_by_id(Database(pool), [TASK_A, TASK_B])
     assert orjson.loads(stored[TASK_A]) == build
     assert a.state is State.COMPLETED
     assert [(r.run_id, r.state, r.reason_created, r.reason_resolved, r.worker_id)
@@ -183,14 +183,14 @@ async def test_bare_definition_takes_its_task_id_from_the_file_name(
     }
     await import_source(pool, write(tmp_path / f"{TASK_C}.json", bare))
 
-    task = (await queries.tasks_by_id(Database(pool), [TASK_C]))[TASK_C]
+    task = (await tasks.tasks_by_id(Database(pool), [TASK_C]))[TASK_C]
     assert (task.scheduler_id, task.project_id, task.priority, task.retries, task.retries_left,
             task.task_queue_id, task.label, task.state) == (
         "-", "none", "lowest", 5, 5, "proj-a/ci", "lint", State.UNSCHEDULED)
     # Taskcluster's default expiry: a year after the deadline.
     assert task.deadline == utc("2026-02-28T12:00:00Z")
     assert task.expires == utc("2027-02-28T12:00:00Z")
-    stored = await queries.definitions_by_id(Database(pool), [TASK_C])
+    stored = await tasks.definitions_by_id(Database(pool), [TASK_C])
     assert orjson.loads(stored[TASK_C]) == bare | {
         "created": "2026-02-28T12:00:00.000Z", "deadline": "2026-02-28T12:00:00.000Z",
         "expires": "2027-02-28T12:00:00.000Z",
@@ -205,8 +205,8 @@ async def test_queue_tasks_then_statuses(pool: asyncpg.Pool, tmp_path: Path) -> 
                                                    provisionerId=None, workerType=None)}
     await import_source(pool, write(tmp_path / "tasks.json", tasks_page))
     await import_source(pool, write(tmp_path / "one-task.json", single))
-    before = await queries.tasks_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
-    definitions_before = await queries.definitions_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
+    before = await tasks.tasks_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
+    definitions_before = await tasks.definitions_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
     assert {t.state for t in before.values()} == {State.UNSCHEDULED}
     assert before[TASK_C].task_queue_id == "p/w"
 
@@ -219,12 +219,12 @@ async def test_queue_tasks_then_statuses(pool: asyncpg.Pool, tmp_path: Path) -> 
     await import_source(pool, write(tmp_path / "status.json",
                                     {"status": status(TASK_C, [run(0, "pending")])}))
 
-    after = await queries.tasks_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
+    after = await tasks.tasks_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
     assert (after[TASK_A].state, after[TASK_A].runs[0].worker_id) == (State.RUNNING, "i-0")
     assert (after[TASK_B].state, after[TASK_B].retries_left) == (State.FAILED, 0)
     assert (after[TASK_C].state, after[TASK_C].runs[0].started) == (State.PENDING, None)
     # The definitions are untouched by statuses.
-    assert await queries.definitions_by_id(Database(pool), [TASK_A, TASK_B, TASK_C]) == \
+    assert await tasks.definitions_by_id(Database(pool), [TASK_A, TASK_B, TASK_C]) == \
         definitions_before
 
 
@@ -232,7 +232,7 @@ async def test_state_comes_from_the_last_run(pool: asyncpg.Pool, tmp_path: Path)
     stale = status(TASK_A, [run(0, "completed")]) | {"state": "pending"}
     await import_source(pool, write(tmp_path / "group.json", {
         "taskGroupId": GROUP, "tasks": [{"status": stale, "task": definition()}]}))
-    assert (await queries.tasks_by_id(Database(pool), [TASK_A]))[TASK_A].state is State.COMPLETED
+    assert (await tasks.tasks_by_id(Database(pool), [TASK_A]))[TASK_A].state is State.COMPLETED
 
 
 async def test_index_entries_are_split_at_the_last_dot(pool: asyncpg.Pool, tmp_path: Path) -> None:
@@ -245,7 +245,7 @@ async def test_index_entries_are_split_at_the_last_dot(pool: asyncpg.Pool, tmp_p
     await import_source(pool, write(tmp_path / "one.json", entry("toplevel", TASK_B, 2)))
     assert summary.index_entries == 2
 
-    latest, revision, top = await queries.index_entries(Database(pool), [
+    latest, revision, top = await index_entries.index_entries(Database(pool), [
         ("gecko.v2.mozilla-central.latest.firefox", "linux64-opt"),
         ("gecko.v2.mozilla-central.revision.abc.firefox", "linux64-opt"),
         ("", "toplevel"),
@@ -255,7 +255,7 @@ async def test_index_entries_are_split_at_the_last_dot(pool: asyncpg.Pool, tmp_p
         TASK_A, 1700000000.0, {"note": "latest", "n": [1, 2.5]}, utc("2030-01-01T00:00:00Z"))
     assert latest.path == "gecko.v2.mozilla-central.latest.firefox.linux64-opt"
     assert (top.task_id, top.rank) == (TASK_B, 2.0)
-    namespaces = await queries.namespaces(Database(pool), [
+    namespaces = await index_namespaces.namespaces(Database(pool), [
         "gecko", "gecko.v2.mozilla-central.latest.firefox",
         "gecko.v2.mozilla-central.latest.firefox.linux64-opt"])
     assert [n is not None for n in namespaces] == [True, True, False]
@@ -270,9 +270,9 @@ async def test_a_list_of_documents(pool: asyncpg.Pool, tmp_path: Path) -> None:
     ]
     summary = await import_source(pool, write(tmp_path / "all.json", documents))
     assert (summary.tasks, summary.statuses, summary.index_entries) == (2, 2, 1)
-    found = await queries.tasks_by_id(Database(pool), [TASK_A, TASK_B])
+    found = await tasks.tasks_by_id(Database(pool), [TASK_A, TASK_B])
     assert (found[TASK_A].state, found[TASK_B].state) == (State.UNSCHEDULED, State.RUNNING)
-    assert (await queries.latest_by_label(Database(pool), ["other"], TaskFilter()))[0] \
+    assert (await tasks.latest_by_label(Database(pool), ["other"], TaskFilter()))[0] \
         == found[TASK_B]
 
 
@@ -290,7 +290,7 @@ async def test_json_lines(pool: asyncpg.Pool, tmp_path: Path, name: str) -> None
     )
     summary = await import_source(pool, str(path))
     assert (summary.tasks, summary.statuses, summary.index_entries) == (2, 2, 1)
-    found = await queries.tasks_by_id(Database(pool), [TASK_A, TASK_B])
+    found = await tasks.tasks_by_id(Database(pool), [TASK_A, TASK_B])
     assert (found[TASK_A].state, found[TASK_B].state) == (State.COMPLETED, State.PENDING)
 
 
@@ -304,8 +304,8 @@ async def test_timestamps_are_normalised_to_taskclusters_format(
     await import_source(pool, write(tmp_path / "g.json", {
         "taskGroupId": GROUP, "tasks": [{"status": status(TASK_A, runs), "task": task}]}))
 
-    stored = (await queries.tasks_by_id(Database(pool), [TASK_A]))[TASK_A]
-    as_json = orjson.loads((await queries.definitions_by_id(Database(pool), [TASK_A]))[TASK_A])
+    stored = (await tasks.tasks_by_id(Database(pool), [TASK_A]))[TASK_A]
+    as_json = orjson.loads((await tasks.definitions_by_id(Database(pool), [TASK_A]))[TASK_A])
     assert (as_json["created"], as_json["deadline"], as_json["expires"]) == (
         "2026-11-01T10:00:00.123Z", "2026-11-02T10:00:00.000Z", "2027-11-01T10:30:00.500Z")
     assert stored.created == datetime(2026, 11, 1, 10, 0, 0, 123000, tzinfo=timezone.utc)
@@ -343,7 +343,7 @@ async def test_an_older_status_never_replaces_a_newer_one(
     older = status(TASK_A, [run(0, "running")])  # rank 12
     await import_source(pool, write_lines(tmp_path / "a.jsonl", [
         task, {"status": newer}, {"status": older}]))
-    assert (await queries.tasks_by_id(Database(pool), [TASK_A]))[TASK_A].state is State.RUNNING
+    assert (await tasks.tasks_by_id(Database(pool), [TASK_A]))[TASK_A].state is State.RUNNING
     assert await pool.fetchval("SELECT status_rank FROM tasks") == 22
 
     # A later file with the older status changes nothing either...
@@ -352,7 +352,7 @@ async def test_an_older_status_never_replaces_a_newer_one(
     # ...and one with a newer status replaces it.
     await import_source(pool, write(tmp_path / "new.json", {
         "status": status(TASK_A, [run(0, "exception"), run(1, "completed")])}))
-    stored = (await queries.tasks_by_id(Database(pool), [TASK_A]))[TASK_A]
+    stored = (await tasks.tasks_by_id(Database(pool), [TASK_A]))[TASK_A]
     assert (stored.state, len(stored.runs)) == (State.COMPLETED, 2)
 
 
@@ -378,7 +378,7 @@ async def test_statuses_may_come_before_their_definitions(
         {"status": status(TASK_A, [run(0, "running")])},
         {"status": status(TASK_B, [run(0, "completed", workerId="second")])},
     ]))
-    found = await queries.tasks_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
+    found = await tasks.tasks_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
     assert (found[TASK_A].state, len(found[TASK_A].runs)) == (State.FAILED, 2)
     assert found[TASK_B].runs[0].worker_id == "second"
     assert found[TASK_C].runs[0].worker_id == "second"
@@ -397,14 +397,14 @@ async def test_index_entries_keep_the_highest_rank(
         entry("ns.expired", TASK_A, 10, expires="2020-01-01T00:00:00Z"),
         entry("ns.expired", TASK_B, 1),
     ]}))
-    found = await queries.index_entries(Database(pool), [
+    found = await index_entries.index_entries(Database(pool), [
         ("ns", "high-first"), ("ns", "low-first"), ("ns", "tie"), ("ns", "expired")])
     assert [e.task_id if e else None for e in found] == [TASK_A, TASK_B, TASK_B, TASK_B]
 
     # Across files: a lower rank is ignored, an equal one replaces.
     await import_source(pool, write(tmp_path / "two.json", {"tasks": [
         entry("ns.high-first", TASK_C, 9), entry("ns.tie", TASK_C, 7)]}))
-    high_first, tie = await queries.index_entries(
+    high_first, tie = await index_entries.index_entries(
         Database(pool), [("ns", "high-first"), ("ns", "tie")])
     assert (high_first and high_first.task_id, tie and tie.task_id) == (TASK_A, TASK_C)
 

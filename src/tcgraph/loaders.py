@@ -1,7 +1,7 @@
 """One DataLoader per kind of key, created per request.
 
 Within a request every lookup of the same kind that is requested in the same
-tick of the event loop is answered by one SQL statement (see store.queries);
+tick of the event loop is answered by one SQL statement (see store/queries/);
 batches larger than `Settings.batch_size` keys are split into several
 statements. The loaders also cache: a task reached twice costs nothing more,
 and tasks found by label or page are primed into the task loader.
@@ -21,7 +21,7 @@ from aiodataloader import DataLoader
 
 from tcgraph.errors import ServiceUnavailable
 from tcgraph.model import IndexEntry, Namespace, Page, State, Task, TaskFilter
-from tcgraph.store import queries
+from tcgraph.store.queries import index_entries, index_namespaces, task_dependencies, tasks
 from tcgraph.store.pool import Database
 
 K = TypeVar("K", bound=Hashable)
@@ -129,8 +129,8 @@ class Loaders:
             if isinstance(value, DataLoader):
                 value.clear_all()
 
-    def _prime(self, tasks: Sequence[Task | None]) -> None:
-        for task in tasks:
+    def _prime(self, found: Sequence[Task | None]) -> None:
+        for task in found:
             if task is not None:
                 self.task.prime(task.task_id, task)
 
@@ -139,21 +139,21 @@ class Loaders:
             self._prime(page.rows)
 
     async def _tasks(self, task_ids: list[str]) -> list[Task | None]:
-        found = await queries.tasks_by_id(self.db, task_ids)
+        found = await tasks.tasks_by_id(self.db, task_ids)
         return [found.get(task_id) for task_id in task_ids]
 
     async def _definitions(self, task_ids: list[str]) -> list[str | None]:
-        found = await queries.definitions_by_id(self.db, task_ids)
+        found = await tasks.definitions_by_id(self.db, task_ids)
         return [found.get(task_id) for task_id in task_ids]
 
     async def _index_entries(self, keys: list[tuple[str, str]]) -> list[IndexEntry | None]:
-        return await queries.index_entries(self.db, keys)
+        return await index_entries.index_entries(self.db, keys)
 
     def _latest(self, outcome: str) -> Callable[[list[LabelKey]], Awaitable[list[Task | None]]]:
         async def load(keys: list[LabelKey]) -> list[Task | None]:
             async def one_filter(task_filter: Hashable, group: list[LabelKey]) -> list[Task | None]:
                 assert isinstance(task_filter, TaskFilter)
-                found = await queries.latest_by_label(
+                found = await tasks.latest_by_label(
                     self.db, [label for label, _ in group], task_filter, outcome)
                 self._prime(found)
                 return found
@@ -165,7 +165,7 @@ class Loaders:
     async def _label_history(self, keys: list[LabelPageKey]) -> list[Page]:
         async def one_filter(task_filter: Hashable, group: list[LabelPageKey]) -> list[Page]:
             assert isinstance(task_filter, TaskFilter)
-            pages = await queries.label_history(
+            pages = await tasks.label_history(
                 self.db, [(label, after, limit) for label, _, after, limit in group], task_filter)
             self._prime_pages(pages)
             return pages
@@ -173,12 +173,12 @@ class Loaders:
         return await _by_group(keys, lambda key: key[1], one_filter)
 
     async def _task_groups_exist(self, group_ids: list[str]) -> list[bool]:
-        found = await queries.task_groups_exist(self.db, group_ids)
+        found = await tasks.task_groups_exist(self.db, group_ids)
         return [group_id in found for group_id in group_ids]
 
     async def _task_group_pages(self, keys: list[GroupPageKey]) -> list[Page]:
         async def load(_: Hashable, group: list[GroupPageKey]) -> list[Page]:
-            pages = await queries.task_group_pages(self.db, group)
+            pages = await tasks.task_group_pages(self.db, group)
             self._prime_pages(pages)
             return pages
 
@@ -186,18 +186,18 @@ class Loaders:
         return await _by_group(keys, lambda key: key[1] is None, load)
 
     async def _dependent_pages(self, keys: list[PageKey]) -> list[Page]:
-        pages = await queries.dependent_pages(self.db, keys)
+        pages = await task_dependencies.dependent_pages(self.db, keys)
         self._prime_pages(pages)
         return pages
 
     async def _namespaces(self, paths: list[str]) -> list[Namespace | None]:
-        return await queries.namespaces(self.db, paths)
+        return await index_namespaces.namespaces(self.db, paths)
 
     async def _child_namespace_pages(self, keys: list[PageKey]) -> list[Page]:
-        return await queries.child_namespace_pages(self.db, keys)
+        return await index_namespaces.child_namespace_pages(self.db, keys)
 
     async def _namespace_entry_pages(self, keys: list[PageKey]) -> list[Page]:
-        return await queries.namespace_entry_pages(self.db, keys)
+        return await index_entries.namespace_entry_pages(self.db, keys)
 
 
 async def _dispatch(loader: DataLoader, keys: list[Hashable],

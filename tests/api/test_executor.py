@@ -27,7 +27,7 @@ from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
 from tcgraph.errors import DatabaseUnavailable
 from tcgraph.server import create_app
-from tcgraph.store import queries
+from tcgraph.store.queries import tasks as task_queries
 from tcgraph.timefmt import format_time
 
 # --- the data every corpus document runs against ------------------------------------
@@ -408,7 +408,7 @@ async def test_a_failing_statement_is_reported_as_before(
         calls.append(list(task_ids))
         raise error
 
-    monkeypatch.setattr(queries, "tasks_by_id", failing)
+    monkeypatch.setattr(task_queries, "tasks_by_id", failing)
     case = Case(f"""{{ indexedTask(indexPath: "{LINUX}") {{ taskId task {{ taskId }} }}
         label(label: "build") {{ label }} }}""")
     standard = await run(pool, settings, case, fast=False)

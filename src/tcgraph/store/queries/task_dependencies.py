@@ -1,0 +1,36 @@
+"""Reads of the `task_dependencies` table: one page of each task's dependents."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from tcgraph.model import Page
+from tcgraph.store.pool import Database
+from tcgraph.store.queries.pages import BEFORE_ALL, split_pages
+from tcgraph.store.queries.tasks import TASK_COLUMNS, task_row
+
+# task_dependencies_dependent, then tasks_pkey
+_DEPENDENTS_PAGE = f"""
+SELECT k.ord, {TASK_COLUMNS}
+FROM unnest($1::text[], $2::text[], $3::int[]) WITH ORDINALITY AS k(task_id, after_id, lim, ord)
+CROSS JOIN LATERAL (
+    SELECT d.task_id FROM task_dependencies d
+    WHERE d.dependency_id = k.task_id AND d.task_id > COALESCE(k.after_id, '{BEFORE_ALL}')
+    ORDER BY d.task_id
+    LIMIT k.lim + 1
+) d
+JOIN tasks t ON t.task_id = d.task_id
+ORDER BY k.ord, t.task_id"""
+
+
+async def dependent_pages(
+    db: Database, keys: Sequence[tuple[str, str | None, int]]
+) -> list[Page]:
+    """One page of each task's dependents by task id: keys are (task, after, limit)."""
+    rows = await db.fetch(
+        _DEPENDENTS_PAGE,
+        [task_id for task_id, _, _ in keys],
+        [after for _, after, _ in keys],
+        [limit for _, _, limit in keys],
+    )
+    return split_pages(rows, len(keys), [limit for *_, limit in keys], task_row)
