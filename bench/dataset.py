@@ -5,7 +5,7 @@
   index service would have made (about half a path per task).
 * One extra task group of exactly `W3_GROUP_SIZE` tasks for W3 (the demo's groups
   hold `tasks / 10` tasks each): the newest push of `generate(10 * W3_GROUP_SIZE,
-  seed=2)`, imported through `tcgraph.importer.import_documents` as the
+  seed=2)`, imported through `tcgraph.ingest.files.import_documents` as the
   `listTaskGroup` pages it is, its labels prefixed with `w3/` so that it never
   becomes the latest task of a W1 label.
 * `VACUUM ANALYZE`, then the peer's SQL functions in schema `bench_peer`.
@@ -25,7 +25,7 @@ import asyncpg
 
 from tcgraph.config import Settings
 from tcgraph.demo import generate, write_demo
-from tcgraph.importer import import_documents
+from tcgraph.ingest.files import import_documents
 from tcgraph.store.migrate import migrate
 from tcgraph.store.pool import open_pool
 

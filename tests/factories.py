@@ -1,7 +1,7 @@
 """Taskcluster-shaped test data, written straight through the store's write SQL.
 
-API tests use this instead of the importer so that an importer bug cannot hide
-(or fake) a read-path result; the importer has round-trip tests of its own.
+API tests use this instead of the file importer so that an import bug cannot hide
+(or fake) a read-path result; import has round-trip tests of its own.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import orjson
 
+from tcgraph.ingest import index_rules
+from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
 from tcgraph.store import writes
 from tcgraph.timefmt import format_time
 
 BASE = datetime(2026, 11, 1, tzinfo=timezone.utc)
 FAR = datetime(2099, 1, 1, tzinfo=timezone.utc)
 _counter = itertools.count()
-_RANK = {"pending": 1, "running": 2, "completed": 3, "failed": 3, "exception": 3}
 
 
 def slug(n: int | None = None) -> str:
@@ -89,16 +90,23 @@ async def store(pool: asyncpg.Pool, tasks: list[FakeTask] = (),
     async with pool.acquire() as conn, conn.transaction():
         if tasks:
             await writes.upsert_tasks(conn, [
-                (t.task_id, t.task_group_id, t.scheduler_id, t.task_queue_id, t.project_id,
-                 t.definition()["tags"].get("label") or t.definition()["metadata"]["name"],
-                 "low", 5, t.created, t.created + timedelta(days=1),
-                 t.created + timedelta(days=365), orjson.dumps(t.definition()).decode(),
-                 t.dependencies)
+                TaskRow(task_id=t.task_id, task_group_id=t.task_group_id,
+                        scheduler_id=t.scheduler_id, task_queue_id=t.task_queue_id,
+                        project_id=t.project_id,
+                        label=t.definition()["tags"].get("label")
+                        or t.definition()["metadata"]["name"],
+                        priority="low", retries=5, created=t.created,
+                        deadline=t.created + timedelta(days=1),
+                        expires=t.created + timedelta(days=365),
+                        definition=orjson.dumps(t.definition()).decode(),
+                        dependencies=tuple(t.dependencies))
                 for t in tasks
             ])
             missing = await writes.update_statuses(conn, [
-                (t.task_id, t.state, orjson.dumps(t.run_list()).decode(), 5 - max(t.runs - 1, 0),
-                 (len(t.run_list()) * 10 + _RANK.get(t.state, 0)) if t.run_list() else 0)
+                StatusRow(task_id=t.task_id, state=t.state,
+                          runs=orjson.dumps(t.run_list()).decode(),
+                          retries_left=5 - max(t.runs - 1, 0),
+                          rank=writes.status_rank([r["state"] for r in t.run_list()]))
                 for t in tasks
             ])
             assert missing == []
@@ -106,5 +114,7 @@ async def store(pool: asyncpg.Pool, tasks: list[FakeTask] = (),
             rows = []
             for path, task_id, rank, expires in entries:
                 namespace, _, name = path.rpartition(".")
-                rows.append((namespace, name, task_id, rank, '{"k": 1}', expires))
+                rows.append(IndexEntryRow(namespace=namespace, name=name, task_id=task_id,
+                                          rank=rank, data='{"k": 1}', expires=expires))
             await writes.upsert_index_entries(conn, rows)
+            await writes.upsert_namespaces(conn, index_rules.namespaces(rows))

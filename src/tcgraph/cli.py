@@ -157,7 +157,7 @@ def _serve(settings: Settings) -> int:
 
 
 async def _import(url: str, settings: Settings, paths: Sequence[str]) -> int:
-    from tcgraph.importer import ImportFailed, import_source
+    from tcgraph.ingest.files import ImportFailed, import_source
     from tcgraph.store.pool import open_pool
 
     pool = await open_pool(url, settings.with_(pool_min_size=1, pool_max_size=1))

@@ -1,4 +1,4 @@
-"""A synthetic dataset shaped like Firefox CI, written through the importer.
+"""A synthetic dataset shaped like Firefox CI, written through the file importer.
 
 `generate` yields what a user would dump from a real deployment: one
 `queue.listTaskGroup` page stream per push and `index.listTasks` pages of the
@@ -33,7 +33,7 @@ from typing import Iterator
 
 import asyncpg
 
-from tcgraph.importer import ImportSummary, import_documents
+from tcgraph.ingest.files import ImportSummary, import_documents
 
 # The newest push; older ones go back from here, so the data never depends on
 # when it is generated.

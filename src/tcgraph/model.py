@@ -123,3 +123,60 @@ def split_index_path(path: str) -> tuple[str, str]:
     """`a.b.c` -> (`a.b`, `c`), the way the index service splits a path."""
     namespace, _, name = path.rpartition(".")
     return namespace, name
+
+
+# --- rows on their way in ------------------------------------------------
+# What the write side (import, follow, backfill) hands to store/writes.py,
+# validated by ingest/shapes.py.
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """A task definition as it is stored: its lookup columns and its JSON text."""
+
+    task_id: str
+    task_group_id: str
+    scheduler_id: str
+    task_queue_id: str
+    project_id: str
+    label: str | None
+    priority: str
+    retries: int
+    created: datetime
+    deadline: datetime
+    expires: datetime
+    definition: str  # JSON text, exactly as queue.task answers it
+    dependencies: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    """A task's status as `queue.status` gives it, with its rank (store.writes.status_rank)."""
+
+    task_id: str
+    state: str
+    runs: str  # JSON text of the runs, timestamps in Taskcluster's format
+    retries_left: int
+    rank: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntryRow:
+    """An index entry to store; `resolved` breaks rank ties (None: unknown, loses ties)."""
+
+    namespace: str
+    name: str
+    task_id: str
+    rank: float
+    data: str  # JSON text of an object
+    expires: datetime
+    resolved: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceRow:
+    """A namespace of the index (`parent`.`name`) and how long it lives."""
+
+    parent: str
+    name: str
+    expires: datetime

@@ -142,3 +142,6 @@ class Database:
             self.stats.ms += (time.perf_counter() - started) * 1000
         self.stats.rows += len(rows)
         return rows
+
+# For callers outside the store that tell a database fault from their own errors.
+CONNECTION_ERRORS = _CONNECTION_ERRORS

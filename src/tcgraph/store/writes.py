@@ -1,17 +1,72 @@
 """Every write statement tcgraph runs: upserts that import, follow and backfill share.
 
-Each takes a connection inside the caller's transaction. The rules that keep
+Each takes a connection inside the caller's transaction, except
+`in_transaction`, which owns one and retries it. The rules that keep
 re-imports and redelivered messages harmless live here only: an older status
 never replaces a newer one (`status_rank`), and an index entry is replaced only
-by one of an equal or higher rank.
+by one of a higher rank, or an equal rank and a completion that is not earlier.
+
+Rows are written in key order within a statement, so two writers touching the
+same keys lock them in the same order; writers whose transactions span several
+statements can still deadlock, which `in_transaction` retries.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Sequence
+import asyncio
+import logging
+from typing import Awaitable, Callable, Sequence, TypeVar
 
 import asyncpg
+
+from tcgraph.model import IndexEntryRow, NamespaceRow, StatusRow, TaskRow
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How far a run has got: with the number of runs, this orders two statuses of
+# one task, so that an older dump or a late message never rolls a task back.
+_RUN_PROGRESS = {"pending": 1, "running": 2, "completed": 3, "failed": 3, "exception": 3}
+
+# Attempts at a transaction that PostgreSQL aborted to break a deadlock or a
+# serialization conflict; each one waits a little longer for the other writer.
+TRANSACTION_ATTEMPTS = 5
+_RETRY_PAUSE_S = 0.05
+
+
+def status_rank(run_states: Sequence[str]) -> int:
+    """The rank of a status whose runs are in `run_states` (oldest first).
+
+    More runs rank higher; with as many runs, the last run's later state does
+    (pending < running < resolved). A stored status is replaced only by one
+    whose rank is not lower.
+    """
+    if not run_states:
+        return 0
+    return len(run_states) * 10 + _RUN_PROGRESS[run_states[-1]]
+
+
+async def in_transaction(
+    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T:
+    """Run `work(conn)` in one transaction; retry it when PostgreSQL aborted it
+    to break a deadlock or a serialization conflict with another writer.
+
+    `work` must be safe to run again from the start (it is: every write here is
+    an idempotent upsert, and the aborted attempt left nothing behind).
+    """
+    for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                return await work(conn)
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as e:
+            if attempt == TRANSACTION_ATTEMPTS:
+                raise
+            _log.info("write transaction aborted (%s), attempt %d of %d",
+                      type(e).__name__, attempt, TRANSACTION_ATTEMPTS)
+            await asyncio.sleep(_RETRY_PAUSE_S * attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
 
 _UPSERT_TASKS = """
 INSERT INTO tasks (task_id, task_group_id, scheduler_id, task_queue_id, project_id, label,
@@ -38,20 +93,38 @@ SELECT * FROM unnest($1::text[], $2::text[])
 ON CONFLICT DO NOTHING"""
 
 
-async def upsert_tasks(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
+def _task_columns(rows: Sequence[TaskRow]) -> list[list[object]]:
+    return [
+        [r.task_id for r in rows], [r.task_group_id for r in rows],
+        [r.scheduler_id for r in rows], [r.task_queue_id for r in rows],
+        [r.project_id for r in rows], [r.label for r in rows], [r.priority for r in rows],
+        [r.retries for r in rows], [r.created for r in rows], [r.deadline for r in rows],
+        [r.expires for r in rows], [r.definition for r in rows],
+    ]
+
+
+def _status_columns(rows: Sequence[StatusRow]) -> list[list[object]]:
+    return [[r.state for r in rows], [r.runs for r in rows], [r.retries_left for r in rows],
+            [r.rank for r in rows]]
+
+
+async def upsert_tasks(conn: asyncpg.Connection, rows: Sequence[TaskRow]) -> None:
     """Insert or update task definitions; a task's status is left as it is.
 
-    Each row is (task_id, task_group_id, scheduler_id, task_queue_id, project_id,
-    label, priority, retries, created, deadline, expires, definition JSON text,
-    dependency ids). Task ids must be unique within one call.
+    A new task is unscheduled until its status comes. Task ids must be unique
+    within one call.
     """
-    columns = list(zip(*(row[:12] for row in rows)))
-    await conn.execute(_UPSERT_TASKS, *[list(c) for c in columns])
+    rows = sorted(rows, key=_task_key)
+    await conn.execute(_UPSERT_TASKS, *_task_columns(rows))
     await _insert_dependencies(conn, rows)
 
 
-async def _insert_dependencies(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
-    edges = [(row[0], dep) for row in rows for dep in row[12]]
+def _task_key(row: TaskRow) -> str:
+    return row.task_id
+
+
+async def _insert_dependencies(conn: asyncpg.Connection, rows: Sequence[TaskRow]) -> None:
+    edges = sorted((row.task_id, dep) for row in rows for dep in row.dependencies)
     if edges:
         await conn.execute(_INSERT_DEPENDENCIES, [e[0] for e in edges], [e[1] for e in edges])
 
@@ -91,21 +164,23 @@ WHERE tasks.definition IS DISTINCT FROM EXCLUDED.definition
            IS DISTINCT FROM (EXCLUDED.state, EXCLUDED.runs, EXCLUDED.retries_left))"""
 
 
-async def upsert_tasks_with_statuses(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
+async def upsert_tasks_with_statuses(
+    conn: asyncpg.Connection, rows: Sequence[tuple[TaskRow, StatusRow]]
+) -> None:
     """`upsert_tasks` then `update_statuses` for tasks that come with their status.
 
-    Each row is an `upsert_tasks` row followed by the status: (state, runs JSON
-    text, retries_left, status_rank). As with `update_statuses`, a stored status
-    is only replaced by one whose rank is not lower. Task ids must be unique
-    within one call.
+    As with `update_statuses`, a stored status is only replaced by one whose
+    rank is not lower. Task ids must be unique within one call.
     """
-    columns = list(zip(*(row[:12] + row[13:17] for row in rows)))
-    await conn.execute(_UPSERT_TASKS_WITH_STATUSES, *[list(c) for c in columns])
-    await _insert_dependencies(conn, rows)
+    rows = sorted(rows, key=lambda pair: pair[0].task_id)
+    tasks = [task for task, _ in rows]
+    columns = _task_columns(tasks) + _status_columns([status for _, status in rows])
+    await conn.execute(_UPSERT_TASKS_WITH_STATUSES, *columns)
+    await _insert_dependencies(conn, tasks)
 
 
 # Only a status at least as far along as the stored one replaces it; returns the
-# ids that have no task, which the importer reports as an error.
+# ids that have no task, which the caller decides about (an import reports them).
 _UPDATE_STATUSES = """
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::int[])
@@ -122,52 +197,70 @@ WITH u AS (
 SELECT u.task_id FROM u WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = u.task_id)"""
 
 
-async def update_statuses(conn: asyncpg.Connection, rows: Sequence[tuple]) -> list[str]:
-    """Apply statuses (task_id, state, runs JSON text, retries_left, status_rank).
+async def update_statuses(conn: asyncpg.Connection, rows: Sequence[StatusRow]) -> list[str]:
+    """Apply statuses to stored tasks; task ids must be unique within one call.
 
     Returns the task ids that are not stored (nothing is written for them).
     """
-    columns = [list(c) for c in zip(*rows)]
-    return [r["task_id"] for r in await conn.fetch(_UPDATE_STATUSES, *columns)]
+    rows = sorted(rows, key=lambda r: r.task_id)
+    found = await conn.fetch(_UPDATE_STATUSES, [r.task_id for r in rows], *_status_columns(rows))
+    return [r["task_id"] for r in found]
 
 
+# An entry replaces a stored one with a higher rank; with an equal rank, unless
+# both completion times are known and the stored one is later (ties between
+# equal times go to the greater task id, so that the order of arrival never
+# matters). An expired entry gives way to any other. The primary key
+# (index_entries_pkey) finds the stored entry.
 _UPSERT_ENTRIES = """
-INSERT INTO index_entries (namespace, name, task_id, rank, data, expires)
+INSERT INTO index_entries AS e (namespace, name, task_id, rank, data, expires, resolved)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::jsonb[],
-                     $6::timestamptz[])
+                     $6::timestamptz[], $7::timestamptz[])
 ON CONFLICT (namespace, name) DO UPDATE SET
     task_id = EXCLUDED.task_id, rank = EXCLUDED.rank, data = EXCLUDED.data,
-    expires = EXCLUDED.expires
-WHERE (EXCLUDED.rank >= index_entries.rank OR index_entries.expires <= now())
-  AND (index_entries.task_id, index_entries.rank, index_entries.data, index_entries.expires)
-      IS DISTINCT FROM (EXCLUDED.task_id, EXCLUDED.rank, EXCLUDED.data, EXCLUDED.expires)"""
+    expires = EXCLUDED.expires, resolved = EXCLUDED.resolved
+WHERE (EXCLUDED.rank > e.rank
+       OR (EXCLUDED.rank = e.rank
+           AND (EXCLUDED.resolved IS NULL OR e.resolved IS NULL
+                OR (EXCLUDED.resolved, EXCLUDED.task_id) >= (e.resolved, e.task_id)))
+       OR e.expires <= now())
+  AND (e.task_id, e.rank, e.data, e.expires, e.resolved)
+      IS DISTINCT FROM (EXCLUDED.task_id, EXCLUDED.rank, EXCLUDED.data, EXCLUDED.expires,
+                        EXCLUDED.resolved)"""
 
+
+def entry_wins(new: IndexEntryRow, old: IndexEntryRow) -> bool:
+    """Whether `new` replaces `old` at the same path (as `upsert_index_entries`
+    decides, for two entries that meet before they are written; neither expired)."""
+    if new.rank != old.rank:
+        return new.rank > old.rank
+    if new.resolved is None or old.resolved is None:
+        return True
+    return (new.resolved, new.task_id) >= (old.resolved, old.task_id)
+
+
+async def upsert_index_entries(conn: asyncpg.Connection, rows: Sequence[IndexEntryRow]) -> None:
+    """Insert or replace index entries; the namespaces are `upsert_namespaces`'s.
+
+    (namespace, name) pairs must be unique within one call.
+    """
+    rows = sorted(rows, key=lambda r: (r.namespace, r.name))
+    await conn.execute(
+        _UPSERT_ENTRIES, [r.namespace for r in rows], [r.name for r in rows],
+        [r.task_id for r in rows], [r.rank for r in rows], [r.data for r in rows],
+        [r.expires for r in rows], [r.resolved for r in rows])
+
+
+# A namespace's expiry is only ever extended (index_namespaces_pkey).
 _UPSERT_NAMESPACES = """
-INSERT INTO index_namespaces (parent, name, expires)
+INSERT INTO index_namespaces AS n (parent, name, expires)
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
 ON CONFLICT (parent, name) DO UPDATE SET expires = EXCLUDED.expires
-WHERE EXCLUDED.expires > index_namespaces.expires"""
+WHERE EXCLUDED.expires > n.expires"""
 
 
-async def upsert_index_entries(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
-    """Insert entries (namespace, name, task_id, rank, data JSON text, expires).
-
-    As the index service does, an entry replaces a stored one only with an equal
-    or higher rank, or when the stored one has expired. Every ancestor
-    namespace is recorded so the index can be browsed by prefix. (namespace,
-    name) pairs must be unique within one call.
-    """
-    columns = [list(c) for c in zip(*rows)]
-    await conn.execute(_UPSERT_ENTRIES, *columns)
-    spans: dict[tuple[str, str], datetime] = {}
-    for namespace, _, _, _, _, expires in rows:
-        parent = ""
-        for part in namespace.split(".") if namespace else []:
-            key = (parent, part)
-            if key not in spans or spans[key] < expires:
-                spans[key] = expires
-            parent = f"{parent}.{part}" if parent else part
-    if spans:
-        keys = sorted(spans)
-        await conn.execute(_UPSERT_NAMESPACES, [k[0] for k in keys], [k[1] for k in keys],
-                           [spans[k] for k in keys])
+async def upsert_namespaces(conn: asyncpg.Connection, rows: Sequence[NamespaceRow]) -> None:
+    """Create namespaces, or extend their expiry; (parent, name) must be unique in one call."""
+    rows = sorted(rows, key=lambda r: (r.parent, r.name))
+    await conn.execute(_UPSERT_NAMESPACES, [r.parent for r in rows], [r.name for r in rows],
+                       [r.expires for r in rows])

@@ -1,4 +1,4 @@
-"""The importer against a real PostgreSQL: every accepted shape, read back through the store."""
+"""File import against a real PostgreSQL: every accepted shape, read back through the store."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import asyncpg
 import orjson
 import pytest
 
-from tcgraph import importer
-from tcgraph.importer import ImportFailed, ImportSummary, import_documents, import_source
+from tcgraph.ingest import batches, progress
+from tcgraph.ingest.files import ImportFailed, ImportSummary, import_documents, import_source
 from tcgraph.model import State, TaskFilter
 from tcgraph.store.queries import index_entries, index_namespaces, tasks
 from tcgraph.store.pool import Database
@@ -337,7 +337,7 @@ async def test_importing_twice_changes_nothing(pool: asyncpg.Pool, tmp_path: Pat
 async def test_an_older_status_never_replaces_a_newer_one(
     pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_size: int
 ) -> None:
-    monkeypatch.setattr(importer, "BATCH_SIZE", batch_size)
+    monkeypatch.setattr(batches, "BATCH_SIZE", batch_size)
     task = {"taskId": TASK_A, "task": definition()}
     newer = status(TASK_A, [run(0, "exception"), run(1, "running")])  # rank 22
     older = status(TASK_A, [run(0, "running")])  # rank 12
@@ -360,7 +360,7 @@ async def test_an_older_status_never_replaces_a_newer_one(
 async def test_statuses_may_come_before_their_definitions(
     pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_size: int
 ) -> None:
-    monkeypatch.setattr(importer, "BATCH_SIZE", batch_size)
+    monkeypatch.setattr(batches, "BATCH_SIZE", batch_size)
     # Of the statuses of one task in one file, the highest rank wins, the later on ties:
     # A: a newer status first, an older one after its definition -> the newer.
     # B: two statuses of equal rank around the definition -> the later (worker "second").
@@ -388,7 +388,7 @@ async def test_statuses_may_come_before_their_definitions(
 async def test_index_entries_keep_the_highest_rank(
     pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_size: int
 ) -> None:
-    monkeypatch.setattr(importer, "BATCH_SIZE", batch_size)
+    monkeypatch.setattr(batches, "BATCH_SIZE", batch_size)
     await import_source(pool, write(tmp_path / "one.json", {"tasks": [
         entry("ns.high-first", TASK_A, 10), entry("ns.high-first", TASK_B, 5),
         entry("ns.low-first", TASK_A, 5), entry("ns.low-first", TASK_B, 10),
@@ -518,7 +518,7 @@ async def test_bad_input_fails_and_writes_nothing(
         _page(_good(100), _good(101)), entry("kept.entry", tid(100), 1)]))
     before = await snapshot(pool)
     # Small batches: the valid part of the file is written before the bad part is read.
-    monkeypatch.setattr(importer, "BATCH_SIZE", 1)
+    monkeypatch.setattr(batches, "BATCH_SIZE", 1)
     path = tmp_path / name
     path.write_bytes(content)
 
@@ -534,7 +534,7 @@ async def test_bad_input_fails_and_writes_nothing(
 async def test_a_failure_after_many_batches_rolls_everything_back(
     pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(importer, "BATCH_SIZE", 10)
+    monkeypatch.setattr(batches, "BATCH_SIZE", 10)
     lines = [_page(*[_good(n) for n in range(start, start + 25)]) for start in range(0, 200, 25)]
     lines.append({"tasks": [entry(f"ns.e{n}", tid(n), n) for n in range(50)]})
     lines.append(_page(_good(500), {"status": status(tid(501), []) | {"state": "bogus"},
@@ -576,8 +576,8 @@ class _Terminal(io.StringIO):
 async def test_progress_bar_on_a_terminal(
     pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    monkeypatch.setattr(importer, "_PROGRESS_MIN_BYTES", 100)
-    monkeypatch.setattr(importer, "BATCH_SIZE", 10)
+    monkeypatch.setattr(progress, "PROGRESS_MIN_BYTES", 100)
+    monkeypatch.setattr(batches, "BATCH_SIZE", 10)
     page = _page(*[_good(n) for n in range(30)])
     path = write_lines(tmp_path / name, [page, page]) if name.endswith(".jsonl") \
         else write(tmp_path / name, page)
