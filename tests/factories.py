@@ -25,9 +25,12 @@ _counter = itertools.count()
 
 
 def slug(n: int | None = None) -> str:
-    """A deterministic 22-character taskId."""
+    """A deterministic taskId that is a valid slugid (a version 4 UUID, as Taskcluster checks)."""
     n = next(_counter) if n is None else n
-    return base64.urlsafe_b64encode(n.to_bytes(16, "big")).decode()[:22]
+    raw = bytearray(n.to_bytes(16, "big"))
+    raw[6] = 0x40 | (raw[6] & 0x0F)  # the version
+    raw[8] = 0x80 | (raw[8] & 0x3F)  # the variant
+    return base64.urlsafe_b64encode(bytes(raw)).decode()[:22]
 
 
 @dataclass

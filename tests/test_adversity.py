@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from factories import FakeTask, store
+from factories import FakeTask, slug, store
 from servers import serving
 from tcgraph.config import Settings
 from tcgraph.errors import DatabaseUnavailable
@@ -28,10 +28,10 @@ from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
 from tcgraph.store.pool import Database, open_pool
 
-QUERY = '{ task(taskId: "adv-task-1") { taskId label status { state } } }'
-EXPECTED = {"task": {"taskId": "adv-task-1", "label": "build-linux64/opt",
+TASK_IDS = [slug(7_000_000 + n) for n in range(3)]
+QUERY = f'{{ task(taskId: "{TASK_IDS[0]}") {{ taskId label status {{ state }} }} }}'
+EXPECTED = {"task": {"taskId": TASK_IDS[0], "label": "build-linux64/opt",
                      "status": {"state": "COMPLETED"}}}
-TASK_IDS = ["adv-task-1", "adv-task-2", "adv-task-3"]
 STATUSES = "/api/queue/v1/tasks/status"
 # How long PostgreSQL may take to come back before the test gives up; recovery itself
 # must be faster than this (it is asserted below).

@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Hashable, Sequence, TypeVar
 from aiodataloader import DataLoader
 
 from tcgraph.errors import ServiceUnavailable
-from tcgraph.model import IndexEntry, Namespace, Page, State, Task, TaskFilter
+from tcgraph.model import IndexEntry, Namespace, Page, State, Task, TaskFilter, TaskGroup
 from tcgraph.store.queries import index_entries, index_namespaces, task_dependencies, tasks
 from tcgraph.store.pool import Database
 
@@ -72,6 +72,12 @@ class Loaders:
         self.namespace = loader(self._namespaces)
         self.child_namespaces_page = loader(self._child_namespace_pages)
         self.namespace_tasks_page = loader(self._namespace_entry_pages)
+        # Taskcluster's REST lists, in its (en-US) order.
+        self.task_group = loader(self._task_groups)
+        self.task_group_page_en_us = loader(self._task_group_pages_en_us)
+        self.dependents_page_en_us = loader(self._dependent_pages_en_us)
+        self.child_namespaces_page_en_us = loader(self._child_namespace_pages_en_us)
+        self.namespace_tasks_page_en_us = loader(self._namespace_entry_pages_en_us)
 
     async def load_all(self, loader: DataLoader, keys: Sequence[Hashable]) -> list[Any]:
         """`loader.load_many(keys)` for large key lists, without the per-key queue and gather.
@@ -198,6 +204,26 @@ class Loaders:
 
     async def _namespace_entry_pages(self, keys: list[PageKey]) -> list[Page]:
         return await index_entries.namespace_entry_pages(self.db, keys)
+
+    async def _task_groups(self, group_ids: list[str]) -> list[TaskGroup | None]:
+        found = await tasks.task_groups(self.db, group_ids)
+        return [found.get(group_id) for group_id in group_ids]
+
+    async def _task_group_pages_en_us(self, keys: list[PageKey]) -> list[Page]:
+        pages = await tasks.task_group_pages_en_us(self.db, keys)
+        self._prime_pages(pages)
+        return pages
+
+    async def _dependent_pages_en_us(self, keys: list[PageKey]) -> list[Page]:
+        pages = await task_dependencies.dependent_pages_en_us(self.db, keys)
+        self._prime_pages(pages)
+        return pages
+
+    async def _child_namespace_pages_en_us(self, keys: list[PageKey]) -> list[Page]:
+        return await index_namespaces.child_namespace_pages_en_us(self.db, keys)
+
+    async def _namespace_entry_pages_en_us(self, keys: list[PageKey]) -> list[Page]:
+        return await index_entries.namespace_entry_pages_en_us(self.db, keys)
 
 
 async def _dispatch(loader: DataLoader, keys: list[Hashable],

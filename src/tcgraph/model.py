@@ -112,6 +112,15 @@ class TaskFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskGroup:
+    """A task group as the queue describes it (`getTaskGroup`)."""
+
+    task_group_id: str
+    scheduler_id: str
+    expires: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """One page of a keyset-paginated list: `rows` plus whether more follow."""
 

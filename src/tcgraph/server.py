@@ -7,15 +7,18 @@ import contextlib
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from tcgraph.api import graphiql, references, rest
+from tcgraph.api import graphiql, references
 from tcgraph.api.graphql import GraphQLApp
 from tcgraph.api.middleware import REQUEST_ID_HEADER, BodyLimit, RequestId
+from tcgraph.api.rest.errors import API_PREFIX, routing_error
+from tcgraph.api.rest.routes import ROUTES as REST_ROUTES
 from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
 from tcgraph.store.pool import open_pool
@@ -38,6 +41,15 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Routing's refusals (404, 405): Taskcluster's error body under `/api/`, else plain text."""
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(API_PREFIX) and exc.status_code in (404, 405):
+        return routing_error(request, exc.status_code, exc.headers)
+    return Response(exc.detail, status_code=exc.status_code, headers=exc.headers,
+                    media_type="text/plain")
+
+
 def create_app(settings: Settings, database_url: str) -> Starlette:
     """The ASGI app serving `database_url` (already migrated) with `settings`."""
 
@@ -54,7 +66,7 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
         Route("/graphql", graphql, methods=["GET", "POST"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
-        *rest.routes,
+        *REST_ROUTES,
         *references.routes,
         *([Mount(graphiql.STATIC_PATH, graphiql.static_files(), name="graphiql-static")]
           if settings.graphiql else []),
@@ -69,7 +81,8 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
             CORSMiddleware, allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"], allow_headers=["content-type", "authorization"],
             expose_headers=[REQUEST_ID_HEADER]))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                    exception_handlers={HTTPException: http_error})
     app.state.settings = settings
     return app
 

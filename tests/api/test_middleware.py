@@ -47,10 +47,15 @@ async def test_a_body_over_the_limit_is_413_naming_the_limit(url: str) -> None:
                                      headers={"content-type": "application/json"})
         rest = await client.post("/api/queue/v1/tasks", json={"taskIds": ["a" * 22] * 100})
         small = await client.post("/graphql", json=QUERY)
-    for response in (declared, streamed, rest):
+    for response in (declared, streamed):
         assert response.status_code == 413
         error = response.json()["errors"][0]
         assert error["extensions"]["code"] == "LIMIT_EXCEEDED"
         assert error["extensions"]["limit"] == "max_body_bytes"
         assert error["extensions"]["maximum"] == 1000
+    # Taskcluster's routes refuse in Taskcluster's error shape.
+    assert rest.status_code == 413
+    assert rest.json()["code"] == "InputTooLarge"
+    assert rest.json()["requestInfo"]["method"] == "tasks"
+    assert "limit of 1000 bytes (max_body_bytes)" in rest.json()["message"]
     assert small.status_code == 200

@@ -7,7 +7,6 @@ last ones run a real uvicorn on 127.0.0.1 with 3,000 tasks and call it through t
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import types
@@ -21,9 +20,9 @@ import pytest
 import taskcluster
 from taskcluster.exceptions import TaskclusterRestFailure
 
-from factories import BASE, FAR, FakeTask, store
+from factories import BASE, FAR, FakeTask, slug, store
 from servers import serving
-from tcgraph.api import rest
+from tcgraph.api.rest import shapes
 from tcgraph.api.context import Context
 from tcgraph.config import Settings
 from tcgraph.server import create_app
@@ -31,6 +30,7 @@ from tcgraph.store.pool import open_pool
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PAST = BASE - timedelta(days=1)
+UNKNOWN = slug(10**12)  # a valid taskId that no test stores
 
 
 def client_for(app, pool: asyncpg.Pool) -> httpx.AsyncClient:
@@ -139,7 +139,7 @@ async def test_index_lookups_echo_the_path_and_leave_out_expired_entries(
         ("top", live.task_id, 2.5, FAR),
     ])
     paths = ["gecko.v2.trunk.old.build", "gecko.v2.trunk.latest.build", "missing.path", "top",
-             "gecko.v2.trunk.latest.build"]
+             "gecko.v2.trunk.old.build"]
     response = await client.post("/api/index/v1/tasks/indexes", json={"indexes": paths})
     assert response.status_code == 200
     assert response.json() == {"tasks": [
@@ -154,16 +154,63 @@ async def test_index_lookups_echo_the_path_and_leave_out_expired_entries(
     assert single.json()["namespace"] == "gecko.v2.trunk.latest.build"
     expired = await client.get("/api/index/v1/task/gecko.v2.trunk.old.build")
     assert_taskcluster_error(expired, 404, "ResourceNotFound", "findTask", "Indexed task not found")
+    # As Taskcluster does: a path found twice gives identical items, which its output
+    # schema forbids, and the whole request fails.
+    twice = await client.post("/api/index/v1/tasks/indexes",
+                              json={"indexes": ["top", "missing.path", "top"]})
+    assert_taskcluster_error(twice, 500, "InternalServerError", "findTasksAtIndex",
+                             "data/tasks must NOT have duplicate items (items ## 0 and 1 are "
+                             "identical)")
 
 
 async def test_unknown_single_lookups_are_taskcluster_404s(client: httpx.AsyncClient) -> None:
-    task = await client.get("/api/queue/v1/task/nope")
+    task = await client.get(f"/api/queue/v1/task/{UNKNOWN}")
     body = assert_taskcluster_error(task, 404, "ResourceNotFound", "task",
-                                    "`nope` does not correspond to a task that exists")
-    assert body["requestInfo"]["params"] == {"taskId": "nope"}
+                                    f"`{UNKNOWN}` does not correspond to a task that exists")
+    assert body["requestInfo"]["params"] == {"taskId": UNKNOWN}
     assert body["requestInfo"]["payload"] == {}
-    status = await client.get("/api/queue/v1/task/nope/status")
-    assert_taskcluster_error(status, 404, "ResourceNotFound", "status", "`nope`")
+    status = await client.get(f"/api/queue/v1/task/{UNKNOWN}/status")
+    assert_taskcluster_error(status, 404, "ResourceNotFound", "status", f"`{UNKNOWN}`")
+
+
+@pytest.mark.parametrize(("path", "method", "param"), [
+    ("/api/queue/v1/task/nope", "task", "taskId"),
+    ("/api/queue/v1/task/nope/status", "status", "taskId"),
+    ("/api/queue/v1/task/nope/dependents", "listDependentTasks", "taskId"),
+    ("/api/queue/v1/task-group/nope/list", "listTaskGroup", "taskGroupId"),
+    ("/api/queue/v1/task-group/nope", "getTaskGroup", "taskGroupId"),
+    ("/api/index/v1/task/bad..path", "findTask", "indexPath"),
+    ("/api/index/v1/namespaces/a..b", "listNamespaces", "namespace"),
+])
+async def test_malformed_ids_are_refused_as_taskcluster_does(
+        client: httpx.AsyncClient, path: str, method: str, param: str) -> None:
+    response = await client.get(path)
+    assert_taskcluster_error(response, 400, "InvalidRequestArguments", method,
+                             f"URL parameter '{param}' given as ")
+
+
+async def test_unknown_query_parameters_and_methods_are_refused(
+        client: httpx.AsyncClient) -> None:
+    unknown = await client.get(f"/api/queue/v1/task/{UNKNOWN}", params={"limit": "5"})
+    assert_taskcluster_error(unknown, 400, "InvalidRequestArguments", "task",
+                             "Query-string parameter: limit is not supported!")
+    posted = await client.post(f"/api/queue/v1/task/{UNKNOWN}/status", json={})
+    body = assert_taskcluster_error(posted, 405, "MethodNotAllowed", "status",
+                                    "POST is not a method of this route")
+    assert body["requestInfo"]["params"] == {"taskId": UNKNOWN}
+    assert "GET" in posted.headers["allow"]
+    nowhere = await client.get("/api/queue/v1/no-such-route")
+    assert_taskcluster_error(nowhere, 404, "ResourceNotFound", "", "No such route")
+
+
+async def test_an_oversized_rest_body_is_a_taskcluster_413(
+        pool: asyncpg.Pool, settings: Settings, database_url: str) -> None:
+    app = create_app(settings.with_(max_body_bytes=100), database_url)
+    async with client_for(app, pool) as client:
+        response = await client.post("/api/queue/v1/tasks", json={"taskIds": ["x" * 200]})
+    body = assert_taskcluster_error(response, 413, "InputTooLarge", "tasks",
+                                    "larger than the limit of 100 bytes (max_body_bytes)")
+    assert body["requestInfo"]["params"] == {}
 
 
 async def test_labels_map_to_the_status_of_their_latest_task(
@@ -212,8 +259,9 @@ async def test_pages_cover_every_key_once_with_sql_for_their_own_slice(
         body = response.json()
         pages += 1
         seen += [s["taskId"] for s in body["statuses"]]
-        assert sql(response)["statements"] == 1
-        assert sql(response)["rows"] == len(body["statuses"]) <= 7
+        # The page's own keys and the one after, and a few more when that one is unknown.
+        assert sql(response)["statements"] <= 2
+        assert len(body["statuses"]) == (7 if pages < 3 else 6)
         token = body.get("continuationToken")
         if token is None:
             break
@@ -229,17 +277,19 @@ async def test_a_full_page_of_1000_ids_is_one_statement(pool: asyncpg.Pool,
     first = await client.post("/api/queue/v1/tasks/status", json={"taskIds": ids})
     body = first.json()
     assert len(body["statuses"]) == 1000
-    assert sql(first) == {**sql(first), "statements": 1, "rows": 1000}
+    # One statement for the page's keys and the one that says another page follows.
+    assert sql(first) == {**sql(first), "statements": 1, "rows": 1001}
     second = await client.post("/api/queue/v1/tasks/status",
                                params={"continuationToken": body["continuationToken"]},
                                json={"taskIds": ids})
     assert [s["taskId"] for s in second.json()["statuses"]] == ids[1000:2000]
-    assert sql(second)["statements"] == 1 and sql(second)["rows"] == 1000
+    assert sql(second)["statements"] == 1 and sql(second)["rows"] == 1001
+    # As Taskcluster's, a token is a position: the same in every batch method.
     last = await client.post("/api/queue/v1/tasks",
                              params={"continuationToken": second.json()["continuationToken"]},
                              json={"taskIds": ids})
-    # A token from `statuses` is refused by `tasks`, even for the same body.
-    assert_taskcluster_error(last, 400, "InvalidRequestArguments", "tasks", "another request")
+    assert [t["taskId"] for t in last.json()["tasks"]] == ids[2000:]
+    assert "continuationToken" not in last.json()
 
 
 async def test_one_page_through_the_shared_loaders_is_one_statement(
@@ -248,7 +298,7 @@ async def test_one_page_through_the_shared_loaders_is_one_statement(
     await store(pool, known)
     context = Context.create(pool, settings)
     found = await context.loaders.task.load_many([t.task_id for t in known])
-    assert [rest.status_json(t)["taskId"] for t in found] == [t.task_id for t in known]
+    assert [shapes.status_json(t)["taskId"] for t in found] == [t.task_id for t in known]
     assert context.db.stats.statements == 1
 
 
@@ -267,6 +317,9 @@ async def test_duplicates_are_answered_once_and_paged_over_once(
 async def test_no_keys_and_no_matches(client: httpx.AsyncClient) -> None:
     empty = await client.post("/api/queue/v1/tasks", json={"taskIds": []})
     assert empty.json() == {"tasks": []}
+    # A missing list is the empty list, as Taskcluster's input schema defaults it.
+    missing = await client.post("/api/queue/v1/tasks/status", json={})
+    assert missing.status_code == 200 and missing.json() == {"statuses": []}
     none = await client.post("/api/index/v1/tasks/indexes", json={"indexes": ["a.b", "c"]})
     assert none.json() == {"tasks": []}
 
@@ -277,11 +330,13 @@ async def test_no_keys_and_no_matches(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(("content", "code", "says"), [
     (b"{", "MalformedPayload", "the request body is not JSON"),
     (b"", "MalformedPayload", "the request body is not JSON"),
-    (b'["a"]', "InputValidationError", "must be a JSON object, got list"),
-    (b"{}", "InputValidationError", "the request body has no `taskIds` list"),
-    (b'{"taskIds": "abc"}', "InputValidationError", "`taskIds` must be a list of strings"),
-    (b'{"taskIds": ["a", 1]}', "InputValidationError", "`taskIds` must be a list of strings"),
-    (b'{"taskIds": [], "x": 1}', "InputValidationError", "unknown keys: x"),
+    (b'["a"]', "InputValidationError", "  * data must be object"),
+    (b'{"taskIds": "abc"}', "InputValidationError",
+     "\nSchema Validation Failed!\nRejecting Schema: http://tcgraph.test/schemas/queue/v1/"
+     "tasks-request.json#\nErrors:\n  * data/taskIds must be array"),
+    (b'{"taskIds": ["a", 1]}', "InputValidationError", "  * data/taskIds/1 must be string"),
+    (b'{"taskIds": [], "x": 1}', "InputValidationError",
+     "  * data must NOT have additional properties ('x' is not one of taskIds)"),
     (b'{"taskIds": ["a", "b", "c", "d", "e", "f"]}', "InputError",
      "`taskIds` has too many keys: 6 is over the limit of 5 (max_keys)"),
 ])
@@ -296,40 +351,53 @@ async def test_bad_bodies(pool: asyncpg.Pool, settings: Settings, database_url: 
         assert body["requestInfo"]["payload"] == orjson.loads(content)
 
 
-@pytest.mark.parametrize(("limit", "says"), [
-    ("0", "`limit` must be a whole number from 1 to 1000, got '0'"),
-    ("-1", "got '-1'"),
-    ("ten", "got 'ten'"),
-    ("1.5", "got '1.5'"),
-    ("١٢", "got '١٢'"),
-    ("1001", "`limit` is too large: 1001 is over the limit of 1000 (max_page_size)"),
-    ("1" * 5000, "`limit` must be a whole number from 1 to 1000"),
-])
-async def test_bad_limits(client: httpx.AsyncClient, limit: str, says: str) -> None:
+@pytest.mark.parametrize("limit", ["-1", "ten", "1.5", "١٢", ""])
+async def test_bad_limits(client: httpx.AsyncClient, limit: str) -> None:
     response = await client.post("/api/index/v1/tasks/indexes", params={"limit": limit},
                                  json={"indexes": ["a"]})
-    assert_taskcluster_error(response, 400, "InvalidRequestArguments", "findTasksAtIndex", says)
+    assert_taskcluster_error(response, 400, "InvalidRequestArguments", "findTasksAtIndex",
+                             f'Query-string parameter: limit="{limit}" does not match '
+                             "expression: /^[0-9]+$/")
 
 
-async def test_tokens_only_work_with_the_body_they_came_from(client: httpx.AsyncClient) -> None:
-    labels = {"labels": ["a", "b", "c"]}
-    first = await client.post("/api/tcgraph/v1/labels/status", params={"limit": 1}, json=labels)
+async def test_limits_are_clamped_and_zero_is_an_empty_page(
+        pool: asyncpg.Pool, client: httpx.AsyncClient) -> None:
+    known = [FakeTask() for _ in range(1005)]
+    await store(pool, known)
+    ids = [t.task_id for t in known]
+    for limit in ("1001", "5000", "1" * 5000):
+        clamped = await client.post("/api/queue/v1/tasks/status", params={"limit": limit},
+                                    json={"taskIds": ids})
+        assert clamped.status_code == 200, clamped.text
+        assert len(clamped.json()["statuses"]) == 1000 and clamped.json()["continuationToken"]
+    zero = await client.post("/api/queue/v1/tasks/status", params={"limit": "0"},
+                             json={"taskIds": ids})
+    assert zero.json() == {"statuses": []}
+
+
+async def test_tokens_are_read_as_taskcluster_reads_its_own(
+        pool: asyncpg.Pool, client: httpx.AsyncClient) -> None:
+    known = [FakeTask(label=f"label-{n}") for n in range(3)]
+    await store(pool, known)
+    labels = {"labels": [t.label for t in known]}
+    first = await client.post("/api/tcgraph/v1/labels/status", params={"limit": 2}, json=labels)
+    assert list(first.json()["mapping"]) == ["label-0", "label-1"]
     token = first.json()["continuationToken"]
+    assert token.isalnum()
     again = await client.post("/api/tcgraph/v1/labels/status",
-                              params={"continuationToken": token}, json=labels)
-    assert again.status_code == 200 and again.json() == {"mapping": {}}
-    for body in ({"labels": ["a", "b", "x"]}, {"labels": ["b", "a", "c"]},
-                 {**labels, "filter": {"projectId": "gecko"}}):
-        replayed = await client.post("/api/tcgraph/v1/labels/status",
-                                     params={"continuationToken": token}, json=body)
-        assert_taskcluster_error(replayed, 400, "InvalidRequestArguments", "labelStatuses",
-                                 f"the continuationToken {token!r} belongs to another request")
-    past_the_end = rest.encode_token(3, base64.urlsafe_b64decode(token + "==")[4:])
-    for bad, says in (("not a token!", "is malformed"), ("AAAA", "is malformed"),
-                      (past_the_end, "belongs to another request")):
+                              params={"continuationToken": token, "limit": 2}, json=labels)
+    assert again.json() == {"mapping": {"label-2": expected_status(known[2])}}
+    # Letters and digits that decode to nothing start from the beginning; anything else is
+    # refused.
+    for bogus in ("bogus", "AAAA"):
+        restart = await client.post("/api/tcgraph/v1/labels/status",
+                                    params={"continuationToken": bogus, "limit": 2}, json=labels)
+        assert restart.json() == first.json()
+    for bad in ("bogus-token", "not a token!"):
         response = await client.post("/api/tcgraph/v1/labels/status",
                                      params={"continuationToken": bad}, json=labels)
-        assert_taskcluster_error(response, 400, "InvalidRequestArguments", "labelStatuses", says)
+        assert_taskcluster_error(response, 400, "InputError", "labelStatuses",
+                                 "Invalid continuation token")
 
 
 async def test_an_unavailable_database_is_a_503(pool: asyncpg.Pool, settings: Settings,
@@ -410,7 +478,8 @@ def test_taskcluster_client_batch_methods_page_through_everything(
 
     pages: list[dict] = []
     queue.tasks(payload={"taskIds": ids}, paginationHandler=pages.append)
-    assert len(pages) == 4
+    # Full pages; the unknown ids after the last known one make no page of their own.
+    assert [len(page["tasks"]) for page in pages] == [1000, 1000, 1000]
     definitions = {t["taskId"]: t["task"] for page in pages for t in page["tasks"]}
     assert len(definitions) == CLIENT_TASKS
     assert definitions[known[2999].task_id] == known[2999].definition()
@@ -438,7 +507,7 @@ def test_taskcluster_client_single_lookups(root_url: str, known: list[FakeTask])
     assert index.findTask("tcgraph.test.7") == {
         "namespace": "tcgraph.test.7", "taskId": t.task_id, "rank": 1, "data": {"k": 1},
         "expires": "2099-01-01T00:00:00.000Z"}
-    for missing in (lambda: queue.task("nope"), lambda: queue.status("nope"),
+    for missing in (lambda: queue.task(UNKNOWN), lambda: queue.status(UNKNOWN),
                     lambda: index.findTask("tcgraph.test.nope")):
         with pytest.raises(TaskclusterRestFailure) as raised:
             missing()

@@ -9,6 +9,8 @@ import uuid
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tcgraph.api.rest.errors import API_PREFIX, too_large_body
+
 REQUEST_ID_HEADER = "x-request-id"
 
 # The id of the request being served, for log records and masked errors.
@@ -74,7 +76,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send, int(declared))
+            await self._refuse(scope, send, int(declared))
             return
         received = 0
         started = False
@@ -98,14 +100,22 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send, received)
+                await self._refuse(scope, send, received)
 
-    async def _refuse(self, send: Send, size: int) -> None:
+    async def _refuse(self, scope: Scope, send: Send, size: int) -> None:
+        if scope["path"].startswith(API_PREFIX):
+            await _send_json(send, too_large_body(scope, size, self.max_bytes))
+            return
         message = (f"the request body is larger than the limit of {self.max_bytes} bytes "
                    f"(max_body_bytes)")
         body = orjson.dumps({"errors": [{"message": message, "extensions": {
             "code": "LIMIT_EXCEEDED", "limit": "max_body_bytes", "value": size,
             "maximum": self.max_bytes}}]})
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, body)
+
+
+async def _send_json(send: Send, body: bytes) -> None:
+    """A 413 with a JSON body."""
+    await send({"type": "http.response.start", "status": 413, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -59,9 +59,10 @@ def _object(properties: dict, required: list[str] | None = None, closed: bool = 
     return schema
 
 
-def _keys_request(title: str, key: str, description: str) -> dict:
-    return _object({key: {**STRINGS, "description": description}}, title=title,
-                   description=f"`{key}` to look up; repeated ones are answered once.")
+def _keys_request(title: str, key: str, description: str, repeats: str) -> dict:
+    # As in Taskcluster's input schemas, a missing list is the empty list.
+    return _object({key: {**STRINGS, "default": [], "description": description}}, required=[],
+                   title=title, description=f"`{key}` to look up; {repeats}")
 
 
 def _page(title: str, key: str, items: dict) -> dict:
@@ -198,25 +199,45 @@ class Service:
         }
 
 
-_PAGES = ("It answers at most `limit` keys (default and maximum: 1000) a page; when more "
-          "follow, the reply has a `continuationToken`: send the same body again with "
-          "`?continuationToken=` for the next page.")
+_PAGES = ("It answers at most `limit` results (default and maximum: 1000; a larger `limit` "
+          "is 1000) a page; when more follow, the reply has a `continuationToken`: send the "
+          "same body again with `?continuationToken=` for the next page.")
+_LIST = ("In Taskcluster's order (PostgreSQL's en-US collation), at most `limit` a page "
+         "(default and maximum: 1000); when more follow, the reply has a `continuationToken` "
+         "for `?continuationToken=`.")
+_PING = "Respond without doing anything: the service is up."
+
+STATUS_AND_TASK = _object({"status": {"$ref": "task-status.json#"}, "task": {"$ref": "task.json#"}})
+TASK_GROUP = {"taskGroupId": STRING, "schedulerId": STRING, "expires": TIMESTAMP}
 
 SERVICES = {
     service.name: service for service in (
         Service(
             name="queue",
             title="Queue (read-only, served by tcgraph)",
-            description="The queue's task lookups that tcgraph answers from its store, with "
-                        "Taskcluster's routes and shapes. Unknown task ids are left out of "
-                        "batch replies.",
+            description="The queue's read methods, answered from tcgraph's store with "
+                        "Taskcluster's routes, checks and shapes. Unknown task ids are left out "
+                        "of batch replies.",
             entries=(
+                Entry("ping", "get", "/ping", "Ping Server", _PING),
                 Entry("task", "get", "/task/<taskId>", "Get Task Definition",
                       "The task's definition, as stored.", args=("taskId",),
                       output="v1/task.json#"),
                 Entry("status", "get", "/task/<taskId>/status", "Get task status",
                       "The task's status.", args=("taskId",),
                       output="v1/task-status-response.json#"),
+                Entry("listTaskGroup", "get", "/task-group/<taskGroupId>/list", "List Task Group",
+                      "The task group, and the status and definition of its tasks. " + _LIST,
+                      args=("taskGroupId",), query=("continuationToken", "limit"),
+                      output="v1/list-task-group-response.json#"),
+                Entry("getTaskGroup", "get", "/task-group/<taskGroupId>", "Get Task Group",
+                      "The task group: its schedulerId and expiry.", args=("taskGroupId",),
+                      output="v1/task-group-response.json#"),
+                Entry("listDependentTasks", "get", "/task/<taskId>/dependents",
+                      "List Dependent Tasks",
+                      "The status and definition of the tasks that depend on a task. " + _LIST,
+                      args=("taskId",), query=("continuationToken", "limit"),
+                      output="v1/list-dependent-tasks-response.json#"),
                 Entry("tasks", "post", "/tasks", "Get multiple task definitions",
                       "The definition of each task that exists among `taskIds`. " + _PAGES,
                       stability="experimental", query=("continuationToken", "limit"),
@@ -233,21 +254,29 @@ SERVICES = {
                 "v1/task-status-response.json": _object(
                     {"status": {"$ref": "task-status.json#"}}, title="Task Status Response"),
                 "v1/tasks-request.json": _keys_request(
-                    "Tasks Request", "taskIds", "Task ids."),
+                    "Tasks Request", "taskIds", "Task ids.", "repeated ones are answered once."),
                 "v1/tasks-response.json": _page("Tasks Response", "tasks", _object(
                     {"taskId": STRING, "task": {"$ref": "task.json#"}})),
                 "v1/tasks-statuses-response.json": _page("Tasks Statuses Response", "statuses",
                                                          _object({"taskId": STRING, "status": {
                                                              "$ref": "task-status.json#"}})),
+                "v1/task-group-response.json": _object(TASK_GROUP, title="Task Group Response"),
+                "v1/list-task-group-response.json": _object(
+                    {**TASK_GROUP, **_page("", "tasks", STATUS_AND_TASK)["properties"]},
+                    required=[*TASK_GROUP, "tasks"], title="List Task Group Response"),
+                "v1/list-dependent-tasks-response.json": _object(
+                    {"taskId": STRING, **_page("", "tasks", STATUS_AND_TASK)["properties"]},
+                    required=["taskId", "tasks"], title="List Dependent Tasks Response"),
             },
         ),
         Service(
             name="index",
             title="Index (read-only, served by tcgraph)",
-            description="The index's task lookups that tcgraph answers from its store, with "
-                        "Taskcluster's routes and shapes. Absent and expired paths are left "
-                        "out of batch replies.",
+            description="The index's read methods, answered from tcgraph's store with "
+                        "Taskcluster's routes, checks and shapes. Absent and expired paths are "
+                        "left out of batch replies.",
             entries=(
+                Entry("ping", "get", "/ping", "Ping Server", _PING),
                 Entry("findTask", "get", "/task/<indexPath>", "Find Indexed Task",
                       "The unexpired task at an index path.", args=("indexPath",),
                       output="v1/indexed-task-response.json#"),
@@ -257,13 +286,26 @@ SERVICES = {
                       stability="experimental", query=("continuationToken", "limit"),
                       input="v1/list-tasks-at-index.json#",
                       output="v1/list-tasks-response.json#"),
+                Entry("listNamespaces", "get", "/namespaces/<namespace>", "List Namespaces",
+                      "The unexpired namespaces directly under `namespace` (`\"\"`: the root). "
+                      + _LIST, args=("namespace",), query=("continuationToken", "limit"),
+                      output="v1/list-namespaces-response.json#"),
+                Entry("listTasks", "get", "/tasks/<namespace>", "List Tasks",
+                      "The unexpired entries directly in `namespace`. " + _LIST,
+                      args=("namespace",), query=("continuationToken", "limit"),
+                      output="v1/list-tasks-response.json#"),
             ),
             schemas={
                 "v1/indexed-task-response.json": INDEXED_TASK,
                 "v1/list-tasks-at-index.json": _keys_request(
-                    "List Tasks At Index Request", "indexes", "Index paths."),
+                    "List Tasks At Index Request", "indexes", "Index paths.",
+                    "a path asked twice and found fails the request with a 500, as in "
+                    "Taskcluster."),
                 "v1/list-tasks-response.json": _page(
                     "List Tasks Response", "tasks", {"$ref": "indexed-task-response.json#"}),
+                "v1/list-namespaces-response.json": _page(
+                    "List Namespaces Response", "namespaces",
+                    _object({"namespace": STRING, "name": STRING, "expires": TIMESTAMP})),
             },
         ),
         Service(

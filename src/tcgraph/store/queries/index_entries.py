@@ -8,7 +8,7 @@ import asyncpg
 
 from tcgraph.model import IndexEntry, Page
 from tcgraph.store.pool import Database
-from tcgraph.store.queries.pages import BEFORE_ALL, split_pages
+from tcgraph.store.queries.pages import BEFORE_ALL, en_us_after, en_us_order, split_pages
 
 _ENTRY_COLUMNS = "e.namespace, e.name, e.task_id, e.rank, e.data::text AS data, e.expires"
 
@@ -61,6 +61,32 @@ async def namespace_entry_pages(
     """One page of the entries in each namespace: keys are (path, after name, limit)."""
     rows = await db.fetch(
         _NAMESPACE_ENTRIES,
+        [path for path, _, _ in keys],
+        [after for _, after, _ in keys],
+        [limit for _, _, limit in keys],
+    )
+    return split_pages(rows, len(keys), [limit for *_, limit in keys], _entry)
+
+
+# index_entries_en_us: the entries in a namespace in Taskcluster's listTasks order.
+_NAMESPACE_ENTRIES_EN_US = f"""
+SELECT k.ord, {_ENTRY_COLUMNS}
+FROM unnest($1::text[], $2::text[], $3::int[]) WITH ORDINALITY AS k(namespace, after_name, lim, ord)
+CROSS JOIN LATERAL (
+    SELECT * FROM index_entries e
+    WHERE e.namespace = k.namespace AND {en_us_after("e.name", "k.after_name")}
+      AND e.expires > now()
+    ORDER BY {en_us_order("e.name")}
+    LIMIT k.lim + 1
+) e"""
+
+
+async def namespace_entry_pages_en_us(
+    db: Database, keys: Sequence[tuple[str, str | None, int]]
+) -> list[Page]:
+    """One page of the entries in each namespace in Taskcluster's order: (path, after, limit)."""
+    rows = await db.fetch(
+        _NAMESPACE_ENTRIES_EN_US,
         [path for path, _, _ in keys],
         [after for _, after, _ in keys],
         [limit for _, _, limit in keys],

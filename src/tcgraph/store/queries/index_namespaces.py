@@ -6,7 +6,7 @@ from typing import Sequence
 
 from tcgraph.model import Namespace, Page
 from tcgraph.store.pool import Database
-from tcgraph.store.queries.pages import BEFORE_ALL, split_pages
+from tcgraph.store.queries.pages import BEFORE_ALL, en_us_after, en_us_order, split_pages
 
 # index_namespaces_pkey: a probe per path (LIMIT: see index_entries._ENTRIES_BY_PATH).
 _NAMESPACES = """
@@ -57,3 +57,31 @@ async def child_namespace_pages(
     )
     return split_pages(rows, len(keys), [limit for *_, limit in keys],
                   lambda r: Namespace(path=r["path"], expires=r["expires"]))
+
+
+# index_namespaces_en_us: children of a namespace in Taskcluster's listNamespaces order.
+_CHILD_NAMESPACES_EN_US = f"""
+SELECT k.ord, CASE WHEN k.parent = '' THEN n.name ELSE k.parent || '.' || n.name END AS path,
+       n.expires
+FROM unnest($1::text[], $2::text[], $3::int[]) WITH ORDINALITY AS k(parent, after_name, lim, ord)
+CROSS JOIN LATERAL (
+    SELECT n.name, n.expires FROM index_namespaces n
+    WHERE n.parent = k.parent AND {en_us_after("n.name", "k.after_name")}
+      AND n.expires > now()
+    ORDER BY {en_us_order("n.name")}
+    LIMIT k.lim + 1
+) n"""
+
+
+async def child_namespace_pages_en_us(
+    db: Database, keys: Sequence[tuple[str, str | None, int]]
+) -> list[Page]:
+    """One page of each namespace's children in Taskcluster's order: (path, after, limit)."""
+    rows = await db.fetch(
+        _CHILD_NAMESPACES_EN_US,
+        [path for path, _, _ in keys],
+        [after for _, after, _ in keys],
+        [limit for _, _, limit in keys],
+    )
+    return split_pages(rows, len(keys), [limit for *_, limit in keys],
+                       lambda r: Namespace(path=r["path"], expires=r["expires"]))

@@ -28,3 +28,22 @@ def split_pages(
         Page(rows=tuple(found[:limit]), has_next=len(found) > limit)
         for found, limit in zip(grouped, limits)
     ]
+
+
+def en_us_order(column: str) -> str:
+    """ORDER BY terms for Taskcluster's list order of `column` (migration 0004's key).
+
+    The column itself breaks ties between texts whose keys are equal, so that a
+    keyset position is always exact.
+    """
+    return f'en_us_sort_key({column}) COLLATE "C", {column}'
+
+
+def en_us_after(column: str, after: str) -> str:
+    """The keyset condition "`column` comes after `after`" (NULL: from the start) in that order.
+
+    The empty text sorts before every id and name, and keeps the condition an index
+    condition on the first page as well.
+    """
+    start = f"COALESCE({after}, '{BEFORE_ALL}')"
+    return f"({en_us_order(column)}) > ({en_us_order(start)})"

@@ -7,9 +7,9 @@ from typing import Sequence
 
 import asyncpg
 
-from tcgraph.model import Page, Run, State, Task, TaskFilter
+from tcgraph.model import Page, Run, State, Task, TaskFilter, TaskGroup
 from tcgraph.store.pool import Database
-from tcgraph.store.queries.pages import BEFORE_ALL, split_pages
+from tcgraph.store.queries.pages import BEFORE_ALL, en_us_after, en_us_order, split_pages
 
 # Everything but the definition, which definitions_by_id fetches when needed.
 TASK_COLUMNS = """t.task_id, t.task_group_id, t.scheduler_id, t.task_queue_id, t.project_id,
@@ -194,5 +194,50 @@ async def task_group_pages(
         [state.value if state else None for _, state, _, _ in keys],
         [after for _, _, after, _ in keys],
         [limit for _, _, _, limit in keys],
+    )
+    return split_pages(rows, len(keys), [limit for *_, limit in keys], task_row)
+
+
+# tasks_group_created: the group's first task. The queue creates a task group with
+# its first task, the group expiring an hour after that task (and never later on).
+_TASK_GROUPS = """
+SELECT k.id, t.scheduler_id, t.expires + interval '1 hour' AS expires
+FROM unnest($1::text[]) AS k(id)
+CROSS JOIN LATERAL (
+    SELECT t.scheduler_id, t.expires FROM tasks t
+    WHERE t.task_group_id = k.id
+    ORDER BY t.created, t.task_id
+    LIMIT 1
+) t"""
+
+
+async def task_groups(db: Database, group_ids: Sequence[str]) -> dict[str, TaskGroup]:
+    """The groups among `group_ids` that have a task, by id, as the queue describes them."""
+    return {r["id"]: TaskGroup(task_group_id=r["id"], scheduler_id=r["scheduler_id"],
+                              expires=r["expires"])
+            for r in await db.fetch(_TASK_GROUPS, list(group_ids))}
+
+
+# tasks_group_en_us: Taskcluster's listTaskGroup order.
+_GROUP_PAGE_EN_US = f"""
+SELECT k.ord, {TASK_COLUMNS}
+FROM unnest($1::text[], $2::text[], $3::int[]) WITH ORDINALITY AS k(group_id, after_id, lim, ord)
+CROSS JOIN LATERAL (
+    SELECT * FROM tasks t
+    WHERE t.task_group_id = k.group_id AND {en_us_after("t.task_id", "k.after_id")}
+    ORDER BY {en_us_order("t.task_id")}
+    LIMIT k.lim + 1
+) t"""
+
+
+async def task_group_pages_en_us(
+    db: Database, keys: Sequence[tuple[str, str | None, int]]
+) -> list[Page]:
+    """One page of each group's tasks in Taskcluster's order: keys are (group, after, limit)."""
+    rows = await db.fetch(
+        _GROUP_PAGE_EN_US,
+        [group for group, _, _ in keys],
+        [after for _, after, _ in keys],
+        [limit for _, _, limit in keys],
     )
     return split_pages(rows, len(keys), [limit for *_, limit in keys], task_row)
