@@ -189,3 +189,20 @@ class NamespaceRow:
     parent: str
     name: str
     expires: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorState:
+    """How far `tcgraph follow` has got: what a client checks before trusting freshness."""
+
+    queue_name: str
+    started: datetime
+    last_message: datetime | None  # when the newest batch was committed
+    last_exchange: str | None
+    last_routing_key: str | None
+    last_status_time: datetime | None  # the newest status change written
+    lag_ms: float | None  # commit time - status time, for the newest batch
+    messages: int
+    errors: int  # messages set aside as invalid
+    batches: int
+    waiting: int  # tasks whose status is held until their definition is fetched

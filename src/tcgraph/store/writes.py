@@ -14,6 +14,7 @@ statements can still deadlock, which `in_transaction` retries.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 import logging
 from typing import Awaitable, Callable, Sequence, TypeVar
 
@@ -264,3 +265,109 @@ async def upsert_namespaces(conn: asyncpg.Connection, rows: Sequence[NamespaceRo
     rows = sorted(rows, key=lambda r: (r.parent, r.name))
     await conn.execute(_UPSERT_NAMESPACES, [r.parent for r in rows], [r.name for r in rows],
                        [r.expires for r in rows])
+
+
+# --- the follower's own tables (migration 0003_mirror) --------------------
+
+# A status whose task has no definition stored waits here, under the same
+# rank rule as tasks.status_rank (mirror_waiting_pkey).
+_UPSERT_WAITING = """
+INSERT INTO mirror_waiting AS w (task_id, task_group_id, state, runs, retries_left, status_rank)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[])
+ON CONFLICT (task_id) DO UPDATE SET
+    state = EXCLUDED.state, runs = EXCLUDED.runs, retries_left = EXCLUDED.retries_left,
+    status_rank = EXCLUDED.status_rank
+WHERE EXCLUDED.status_rank >= w.status_rank
+  AND (w.state, w.runs, w.retries_left) IS DISTINCT FROM
+      (EXCLUDED.state, EXCLUDED.runs, EXCLUDED.retries_left)"""
+
+
+async def upsert_waiting(conn: asyncpg.Connection, rows: Sequence[tuple[str, StatusRow]]) -> None:
+    """Keep statuses (task group id, status) of tasks whose definition is not stored.
+
+    Task ids must be unique within one call.
+    """
+    rows = sorted(rows, key=lambda pair: pair[1].task_id)
+    statuses = [status for _, status in rows]
+    await conn.execute(_UPSERT_WAITING, [s.task_id for s in statuses],
+                       [group for group, _ in rows], *_status_columns(statuses))
+
+
+# Waiting statuses of tasks now stored move into tasks (the rank rule again)
+# and leave mirror_waiting, in one statement (mirror_waiting_pkey, tasks_pkey).
+_PROMOTE_WAITING = """
+WITH moved AS (
+    DELETE FROM mirror_waiting w USING tasks t
+    WHERE w.task_id = ANY($1::text[]) AND t.task_id = w.task_id
+    RETURNING w.task_id, w.state, w.runs, w.retries_left, w.status_rank
+)
+UPDATE tasks t
+SET state = m.state, runs = m.runs, retries_left = m.retries_left, status_rank = m.status_rank
+FROM moved m
+WHERE t.task_id = m.task_id AND m.status_rank >= t.status_rank
+  AND (t.state, t.runs, t.retries_left) IS DISTINCT FROM (m.state, m.runs, m.retries_left)"""
+
+
+async def promote_waiting(conn: asyncpg.Connection, task_ids: Sequence[str]) -> None:
+    """Apply the waiting statuses of `task_ids` whose definition is now stored."""
+    await conn.execute(_PROMOTE_WAITING, sorted(task_ids))
+
+
+_INSERT_REJECTED = """
+INSERT INTO mirror_rejected (exchange, routing_key, problem, body)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])"""
+
+
+async def insert_rejected(conn: asyncpg.Connection,
+                          rows: Sequence[tuple[str, str, str, bytes]]) -> None:
+    """Set aside messages (exchange, routing key, problem, body) that were invalid."""
+    await conn.execute(_INSERT_REJECTED, *[list(c) for c in zip(*rows)])
+
+
+# One row (mirror_state_pkey); counters add up across batches and restarts.
+_RECORD_BATCH = """
+INSERT INTO mirror_state AS s (id, queue_name, started, last_message, last_exchange,
+                               last_routing_key, last_status_time, lag_ms, messages, errors,
+                               batches)
+VALUES (true, $1, $2, now(), $3, $4, $5,
+        EXTRACT(EPOCH FROM now() - $5::timestamptz) * 1000, $6, $7, 1)
+ON CONFLICT (id) DO UPDATE SET
+    queue_name = EXCLUDED.queue_name, started = EXCLUDED.started,
+    last_message = EXCLUDED.last_message,
+    last_exchange = EXCLUDED.last_exchange, last_routing_key = EXCLUDED.last_routing_key,
+    last_status_time = GREATEST(s.last_status_time, EXCLUDED.last_status_time),
+    lag_ms = COALESCE(EXCLUDED.lag_ms, s.lag_ms),
+    messages = s.messages + EXCLUDED.messages, errors = s.errors + EXCLUDED.errors,
+    batches = s.batches + 1"""
+
+
+async def record_batch(conn: asyncpg.Connection, *, queue_name: str, started: datetime,
+                       exchange: str, routing_key: str, status_time: datetime | None,
+                       messages: int, errors: int) -> None:
+    """Count a committed batch of the follower, and what its last message was."""
+    await conn.execute(_RECORD_BATCH, queue_name, started, exchange, routing_key, status_time,
+                       messages, errors)
+
+
+# Each group is walked once (mirror_groups_pkey); returns the ids not seen before.
+_CLAIM_GROUPS = """
+INSERT INTO mirror_groups (task_group_id)
+SELECT g FROM unnest($1::text[]) AS g
+WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.task_group_id = g)   -- tasks_group
+ON CONFLICT (task_group_id) DO NOTHING
+RETURNING task_group_id"""
+
+
+async def claim_groups(conn: asyncpg.Connection, group_ids: Sequence[str]) -> list[str]:
+    """Of `group_ids`, those neither held nor queued for backfill before: now queued."""
+    rows = await conn.fetch(_CLAIM_GROUPS, sorted(set(group_ids)))
+    return [r["task_group_id"] for r in rows]
+
+
+_GROUP_BACKFILLED = """
+UPDATE mirror_groups SET backfilled = now(), tasks = $2 WHERE task_group_id = $1"""
+
+
+async def group_backfilled(conn: asyncpg.Connection, group_id: str, tasks: int) -> None:
+    """Record that a queued group's backfill is done, with how many tasks it held."""
+    await conn.execute(_GROUP_BACKFILLED, group_id, tasks)

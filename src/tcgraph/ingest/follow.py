@@ -1,0 +1,151 @@
+"""`tcgraph follow`: keep a database a live mirror of one Taskcluster deployment.
+
+Three loops run side by side until cancelled: the pulse consumer (messages ->
+ingest.mirror, one transaction a batch), a fetcher for definitions that did
+not come with their batch (the upstream was away), and the backfill of task
+groups seen for the first time. None of them ends on a transient error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Awaitable, Callable, Sequence
+
+import asyncpg
+
+from tcgraph.ingest import backfill
+from tcgraph.ingest.mirror import BatchResult, Delivery, Mirror
+from tcgraph.ingest.pulse import Backoff, PulseOptions, consume
+from tcgraph.ingest.upstream import Upstream
+from tcgraph.store import writes
+from tcgraph.store.queries import mirror as queries
+
+log = logging.getLogger(__name__)
+
+# How often statuses still waiting for their definition are tried again.
+WAITING_EVERY_S = 2.0
+# Progress is logged at most this often.
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class FollowOptions:
+    """What `tcgraph follow` was asked to do."""
+
+    root_url: str
+    pulse: PulseOptions
+    backfill: bool = True
+    backfill_max_tasks: int = 20_000  # per task group
+
+
+BatchHook = Callable[[Sequence[Delivery], BatchResult], Awaitable[None]]
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.messages = 0
+        self.rejected = 0
+        self.batches = 0
+        self.last = time.monotonic()
+
+    def count(self, result: BatchResult) -> None:
+        self.messages += result.messages
+        self.rejected += result.rejected
+        self.batches += 1
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S:
+            lag = ""
+            if result.status_time is not None:
+                lag = f", lag {(datetime.now(timezone.utc) - result.status_time).total_seconds():.3f} s"
+            log.info("follow: %d messages in %d batches (%d set aside) in %.0f s%s",
+                     self.messages, self.batches, self.rejected, now - self.last, lag)
+            self.messages = self.rejected = self.batches = 0
+            self.last = now
+
+
+async def follow(pool: asyncpg.Pool, options: FollowOptions, *,
+                 on_batch: BatchHook | None = None) -> None:
+    """Mirror the deployment into `pool`'s database until cancelled."""
+    upstream = Upstream(options.root_url)
+    mirror = Mirror(pool, upstream, queue_name=options.pulse.queue_name,
+                    started=datetime.now(timezone.utc), backfill=options.backfill)
+    groups: asyncio.Queue[str] = asyncio.Queue()
+    progress = _Progress()
+
+    async def handle(deliveries: Sequence[Delivery]) -> None:
+        result = await mirror.apply(deliveries)
+        progress.count(result)
+        for group in result.new_groups:
+            groups.put_nowait(group)
+        if on_batch is not None:
+            await on_batch(deliveries, result)
+
+    try:
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(consume(options.pulse, handle))
+            loops.create_task(_fetch_waiting(mirror))
+            if options.backfill:
+                loops.create_task(_backfill_groups(pool, upstream, groups, options))
+    finally:
+        await upstream.close()
+
+
+async def _fetch_waiting(mirror: Mirror) -> None:
+    backoff = Backoff()
+    while True:
+        try:
+            fetched = await mirror.fetch_waiting()
+            backoff.reset()
+            if fetched:
+                log.info("follow: %d definitions fetched for statuses that waited", fetched)
+                continue
+        except Exception as e:  # the database is away: the statuses keep waiting
+            log.warning("follow: waiting statuses not handled (%s: %s)", type(e).__name__, e)
+            await backoff.pause()
+            continue
+        await asyncio.sleep(WAITING_EVERY_S)
+
+
+async def _backfill_groups(pool: asyncpg.Pool, upstream: Upstream, groups: asyncio.Queue[str],
+                           options: FollowOptions) -> None:
+    """Walk each newly seen group once (also those queued before a restart)."""
+    backoff = Backoff()
+    while True:
+        try:
+            for group in await queries.queued_groups(pool):
+                groups.put_nowait(group)
+            break
+        except Exception as e:  # the database is away
+            log.warning("follow: queued backfills not read (%s: %s)", type(e).__name__, e)
+            await backoff.pause()
+    seen: set[str] = set()
+    while True:
+        group = await groups.get()
+        if group in seen:
+            continue
+        while True:
+            try:
+                done = await backfill.task_group(pool, upstream, group,
+                                                 max_tasks=options.backfill_max_tasks)
+                await mark_backfilled(pool, group, done.tasks)
+                backoff.reset()
+                log.info("follow: backfilled %s: %d tasks", done.what, done.tasks)
+                break
+            except Exception as e:  # the upstream or the database is away
+                log.warning("follow: backfill of task group %s failed (%s: %s); retrying",
+                            group, type(e).__name__, e)
+                await backoff.pause()
+        seen.add(group)
+
+
+async def mark_backfilled(pool: asyncpg.Pool, group: str, tasks: int) -> None:
+    """Record that `group` has been walked, so a restarted follower does not walk it again."""
+
+    async def work(conn: asyncpg.Connection) -> None:
+        await writes.group_backfilled(conn, group, tasks)
+
+    await writes.in_transaction(pool, work)

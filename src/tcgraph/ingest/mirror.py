@@ -1,0 +1,197 @@
+"""The mirror's write path: a batch of pulse messages -> one transaction.
+
+For each batch: the messages are parsed (an invalid one is set aside, not
+retried); each task's highest-ranked status is kept; the definitions of tasks
+not stored yet are fetched from the upstream (bounded in time); then, in one
+transaction, statuses are written (those still without a definition wait in
+mirror_waiting), completed tasks are indexed as the index service would, new
+task groups are queued for backfill, and the batch is counted in mirror_state.
+Every step is idempotent, so a batch written twice (redelivered after a crash
+between commit and acknowledgement) changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Collection, Sequence
+
+import asyncpg
+
+from tcgraph.ingest import events, index_rules
+from tcgraph.ingest.batches import BatchWriter
+from tcgraph.ingest.upstream import Upstream
+from tcgraph.model import StatusRow, TaskRow
+from tcgraph.store import writes
+from tcgraph.store.queries import mirror as queries
+from tcgraph.timefmt import parse_time
+
+log = logging.getLogger(__name__)
+
+# A batch waits at most this long for the upstream's definitions; those not in
+# by then are fetched again later (the statuses wait meanwhile).
+FETCH_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message as the broker delivered it."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one committed batch did."""
+
+    messages: int
+    rejected: int
+    statuses: int
+    waiting: int  # statuses kept until their definition comes
+    new_groups: tuple[str, ...]  # groups queued for backfill
+    status_time: datetime | None
+
+
+@dataclass
+class _Collected:
+    statuses: dict[str, StatusRow] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)  # task id -> task group id
+    completed: set[str] = field(default_factory=set)  # tasks with a task-completed message
+    rejected: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    status_time: datetime | None = None
+
+
+def _collect(deliveries: Sequence[Delivery]) -> _Collected:
+    found = _Collected()
+    for d in deliveries:
+        try:
+            event = events.parse(d.exchange, d.routing_key, d.body)
+        except events.InvalidMessage as e:
+            log.warning("message set aside: %s", e)
+            found.rejected.append((d.exchange, d.routing_key, e.problem, d.body))
+            continue
+        if not isinstance(event, events.TaskEvent):
+            continue
+        held = found.statuses.get(event.task_id)
+        # The rank rule of store.writes, within the batch: later wins ties.
+        if held is None or event.status.rank >= held.rank:
+            found.statuses[event.task_id] = event.status
+        found.groups[event.task_id] = event.task_group_id
+        if event.exchange == "task-completed":
+            found.completed.add(event.task_id)
+        if event.status_time is not None and (found.status_time is None
+                                              or event.status_time > found.status_time):
+            found.status_time = event.status_time
+    return found
+
+
+async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str]) -> int:
+    """Index the completed tasks among `task_ids` from what is stored; returns the entries.
+
+    Reading the stored status (not the message) makes the result the same
+    whatever order the messages came in: the latest completed run decides.
+    """
+    if not task_ids:
+        return 0
+    writer = BatchWriter(conn)
+    for found in await queries.index_inputs(conn, list(task_ids)):
+        indexing = index_rules.task_entries(found.task_id, found.definition,
+                                            parse_time(found.resolved))
+        for skipped in indexing.skipped:
+            log.info("task %s: route %s not indexed: %s", found.task_id, skipped.route,
+                     skipped.reason)
+        for entry in indexing.entries:
+            writer.add(entry)
+    await writer.finish()
+    return writer.counts.index_entries
+
+
+async def write_tasks(conn: asyncpg.Connection, definitions: Sequence[TaskRow],
+                      statuses: Sequence[tuple[str, StatusRow]] = ()) -> int:
+    """Store definitions and statuses (task group id, status), keep those statuses
+    whose task is still not stored in mirror_waiting, apply statuses that waited for
+    the definitions, and index what completed: the part backfill and the follower share.
+
+    Returns how many statuses wait.
+    """
+    writer = BatchWriter(conn)
+    for row in definitions:
+        writer.add(row)
+    for group, status in statuses:
+        writer.add(status, origin=group)
+    waiting = await writer.finish()
+    if waiting:
+        await writes.upsert_waiting(conn, [(str(h.origin), h.status) for h in waiting])
+    ids = [row.task_id for row in definitions]
+    if ids:
+        await writes.promote_waiting(conn, ids)
+    await index_tasks(conn, ids)
+    return len(waiting)
+
+
+class Mirror:
+    """Writes batches of messages into one database, fetching definitions as needed."""
+
+    def __init__(self, pool: asyncpg.Pool, upstream: Upstream | None, *, queue_name: str,
+                 started: datetime, backfill: bool) -> None:
+        self.pool = pool
+        self.upstream = upstream
+        self.queue_name = queue_name
+        self.started = started
+        self.backfill = backfill
+
+    async def fetch(self, task_ids: Collection[str]) -> dict[str, TaskRow]:
+        """Definitions of `task_ids` from the upstream; what does not come in time is left out."""
+        if not task_ids or self.upstream is None:
+            return {}
+        try:
+            async with asyncio.timeout(FETCH_TIMEOUT_S):
+                return await self.upstream.definitions(task_ids)
+        except Exception as e:  # the upstream is away or slow: the statuses wait
+            log.warning("definitions of %d tasks not fetched (%s: %s); their statuses wait",
+                        len(task_ids), type(e).__name__, e)
+            return {}
+
+    async def apply(self, deliveries: Sequence[Delivery]) -> BatchResult:
+        """Write one batch in one transaction; raises if it could not be committed."""
+        found = _collect(deliveries)
+        missing = set(found.statuses) - await queries.stored_task_ids(self.pool,
+                                                                      list(found.statuses))
+        fetched = await self.fetch(missing)
+
+        async def work(conn: asyncpg.Connection) -> BatchResult:
+            new_groups: list[str] = []
+            if self.backfill and missing:
+                new_groups = await writes.claim_groups(conn, [found.groups[t] for t in missing])
+            waiting = await write_tasks(
+                conn, list(fetched.values()),
+                [(found.groups[t], status) for t, status in found.statuses.items()])
+            # Tasks whose definition was fetched now were indexed by write_tasks.
+            await index_tasks(conn, found.completed - set(fetched))
+            if found.rejected:
+                await writes.insert_rejected(conn, found.rejected)
+            last = deliveries[-1]
+            await writes.record_batch(
+                conn, queue_name=self.queue_name, started=self.started, exchange=last.exchange,
+                routing_key=last.routing_key, status_time=found.status_time,
+                messages=len(deliveries), errors=len(found.rejected))
+            return BatchResult(messages=len(deliveries), rejected=len(found.rejected),
+                               statuses=len(found.statuses), waiting=waiting,
+                               new_groups=tuple(new_groups), status_time=found.status_time)
+
+        return await writes.in_transaction(self.pool, work)
+
+    async def fetch_waiting(self, limit: int = 1000) -> int:
+        """Fetch definitions for statuses that wait, and store them; returns how many came."""
+        task_ids = await queries.waiting_task_ids(self.pool, limit)
+        fetched = await self.fetch(task_ids)
+        if fetched:
+            async def work(conn: asyncpg.Connection) -> None:
+                await write_tasks(conn, list(fetched.values()))
+
+            await writes.in_transaction(self.pool, work)
+        return len(fetched)

@@ -1,0 +1,90 @@
+"""Fixtures for the follower: a real RabbitMQ, the recording, a replay upstream, a follower."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import AsyncIterator, Iterator
+
+import aio_pika
+import asyncpg
+import pytest
+
+from servers import serving
+from services.rabbitmq import RabbitMQ, running_rabbitmq
+from services.replay import Recording, upstream_app
+from tcgraph.config import Settings
+from tcgraph.ingest.follow import FollowOptions, follow
+from tcgraph.ingest.pulse import PulseOptions, bindings, queue_name
+from tcgraph.store.pool import open_pool
+
+# Generous: the machine is shared, and a condition met early ends the wait at once.
+WAIT_S = 120.0
+
+
+@pytest.fixture(scope="session")
+def recording() -> Recording:
+    return Recording.load()
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RabbitMQ]:
+    with running_rabbitmq() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def upstream(recording: Recording) -> Iterator[str]:
+    with serving(upstream_app(recording)) as url:
+        yield url
+
+
+def follow_options(broker_url: str, upstream_url: str, *, name: str | None = None,
+                   backfill: bool = False, batch_size: int = 1000) -> FollowOptions:
+    """Options for a follower with its own queue (unless `name` is given)."""
+    return FollowOptions(
+        root_url=upstream_url, backfill=backfill,
+        pulse=PulseOptions(url=broker_url,
+                           queue_name=queue_name(broker_url, name or f"test-{uuid.uuid4().hex[:8]}"),
+                           bindings=bindings(), batch_size=batch_size))
+
+
+@contextlib.asynccontextmanager
+async def following(database_url: str, options: FollowOptions, **kwargs: object
+                    ) -> AsyncIterator[asyncpg.Pool]:
+    """A follower running in this event loop for the duration of the block."""
+    pool = await open_pool(database_url, Settings(pool_min_size=1, pool_max_size=4))
+    task = asyncio.create_task(follow(pool, options, **kwargs))  # type: ignore[arg-type]
+    try:
+        yield pool
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await pool.close()
+
+
+async def prepare_queue(options: FollowOptions) -> None:
+    """Declare and bind the follower's queue now, as a follower that ran before would
+    have: messages published from here on wait in it for the follower."""
+    connection = await aio_pika.connect(options.pulse.url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(options.pulse.queue_name, durable=True)
+        for b in options.pulse.bindings:
+            await queue.bind(b.exchange, b.routing_key)
+
+
+async def wait_for(condition, what: str, timeout: float = WAIT_S) -> None:
+    """Poll `condition()` (async) until true; fail naming `what` after `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def messages_written(conn: asyncpg.Pool | asyncpg.Connection) -> int:
+    return await conn.fetchval("SELECT COALESCE(max(messages), 0) FROM mirror_state") or 0
