@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import graphql
 import httpx
 import pytest
 from graphql import parse
@@ -12,7 +13,8 @@ from graphql_helpers import execute
 from servers import serving
 from tcgraph.api import types
 from tcgraph.config import Settings
-from tcgraph.limits import document_cost
+from tcgraph.api.schema import sdl
+from tcgraph.measure import document_demands
 from tcgraph.server import create_app
 
 
@@ -29,7 +31,18 @@ from tcgraph.server import create_app
      {}, 2),
 ])
 def test_document_cost(document: str, variables: dict, cost: int) -> None:
-    assert document_cost(parse(document), None, variables, Settings()) == cost
+    assert cost_of(document, variables) == cost
+
+
+def cost_of(document: str, variables: dict | None = None) -> int:
+    """The cost limits.py computes for `document` on the published schema."""
+    demands = document_demands(SCHEMA, parse(document), None, variables or {},
+                               Settings().default_page_size)
+    assert demands is not None
+    return demands.cost
+
+
+SCHEMA = graphql.build_schema(sdl())
 
 
 async def test_over_cost_is_refused_before_any_sql(pool: asyncpg.Pool, settings: Settings) -> None:

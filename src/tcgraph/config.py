@@ -39,6 +39,10 @@ class Settings:
     max_body_bytes: int = 4_000_000  # request body; 10,000 long index paths fit
     max_aliases: int = 100  # aliases in one document
     max_tokens: int = 20_000  # lexical tokens in one document (send keys as variables)
+    # Times one field (one response name) may appear in one selection set,
+    # counting the fragments spread into it: GraphQL's validation compares
+    # such fields pairwise.
+    max_field_repeats: int = 50
     max_cost: int = 250_000  # objects a document may ask for (see limits.py)
     batch_size: int = 5_000  # keys per SQL statement; larger batches are chunked
     statement_timeout_ms: int = 15_000
@@ -90,6 +94,7 @@ class Settings:
 
     def validate(self) -> None:
         for name in ("workers", "max_keys", "max_body_bytes", "max_aliases", "max_tokens",
+                     "max_field_repeats",
                      "max_cost", "default_page_size", "max_page_size", "max_depth",
                      "batch_size", "statement_timeout_ms", "pool_max_size", "pool_timeout_ms"):
             if getattr(self, name) < 1:

@@ -1,4 +1,4 @@
-"""The per-request limits that apply to a whole document: cost, and codes for the rest.
+"""The per-request limits that apply to a whole document, and the codes of document errors.
 
 Cost is an upper bound computed from the document before anything runs: each
 object a field may return counts 1, multiplied by how many its parents may
@@ -6,131 +6,154 @@ return. A list argument of n keys may return n objects, a connection `first`
 items (the default page size when `first` is not given); other lists (a
 task's dependencies, a status's runs) count 1 per parent. A document over
 `max_cost` is refused before any SQL. Every response reports its cost as
-`extensions.cost`, in the shape Shopify uses.
+`extensions.cost`, in the shape Shopify uses. The arithmetic is in measure.py.
 
-Depth, alias and token limits are graphql-core's and Strawberry's own rules;
-this module gives their errors the same machine-readable `extensions` as every
-other limit (`code: LIMIT_EXCEEDED`, the limit's name and value).
+Depth, aliases and field repetition are measured before graphql-core's own
+validation runs (some of its rules take time quadratic in a field repeated in
+one selection set; Strawberry's own depth and alias limiters expand every
+fragment spread, exponential in a document whose fragments spread others
+twice); the token limit is Strawberry's, applied while parsing. Every limit's
+error carries the same machine-readable `extensions` (`code: LIMIT_EXCEEDED`,
+the limit's name and value), and every other error about the document itself
+a code too: `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, or
+`BAD_USER_INPUT` for variables the operation cannot take.
 """
 
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any, Iterator
 
-from graphql import GraphQLError
-from graphql.language import (
-    FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, IntValueNode,
-    ListValueNode, OperationDefinitionNode, SelectionSetNode, VariableNode,
-)
-from graphql.validation import ValidationContext, ValidationRule
-from strawberry.extensions import QueryDepthLimiter, SchemaExtension
+import strawberry
+from graphql import GraphQLError, GraphQLSchema, GraphQLSyntaxError, build_schema
+from graphql.language import DocumentNode, FragmentDefinitionNode
 from graphql.execution import ExecutionResult
+from strawberry.extensions import SchemaExtension
 
 from tcgraph.config import Settings
-
-# Root fields whose list argument decides how many objects they return.
-_KEYED = {"tasks": "taskIds", "statuses": "taskIds", "indexedTasks": "indexPaths",
-          "labels": "labels"}
+from tcgraph.errors import BadInput, LimitExceeded
+from tcgraph.measure import (
+    Demands, alias_count, definition_depths, document_demands, repeated_fields,
+)
 
 # (pattern of the rule's message, the limit's name, the setting holding its value)
 _RULE_MESSAGES = (
-    (re.compile(r"exceeds maximum operation depth of (\d+)"), "max_depth"),
-    (re.compile(r"(\d+) aliases found\. Allowed: (\d+)"), "max_aliases"),
     (re.compile(r"Document contains more than (\d+) tokens"), "max_tokens"),
 )
+# graphql-core stops validating after this many errors (its default, which
+# Strawberry keeps) and says only "Validation aborted.".
+MAX_VALIDATION_ERRORS = 100
+_TOO_MANY_ERRORS = "Too many validation errors"
+_ABORTED = "Validation aborted."
+
+PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+# Each served schema's types as graphql-core sees them, for the cost walk.
+_GRAPHQL_SCHEMAS: weakref.WeakKeyDictionary[strawberry.Schema, GraphQLSchema] = (
+    weakref.WeakKeyDictionary())
 
 
-# GraphQL's Int is 32-bit; anything else is refused by validation anyway.
-_INT_RANGE = range(-2**31, 2**31)
-# Costs are capped here so that an absurd document still reports a number
-# JSON (and every client) can hold.
-_MAX_REPORTED_COST = 2**53
+def _graphql_schema(schema: strawberry.Schema) -> GraphQLSchema:
+    """`schema` as graphql-core types (built once from its SDL: fields, arguments, defaults)."""
+    found = _GRAPHQL_SCHEMAS.get(schema)
+    if found is None:
+        found = _GRAPHQL_SCHEMAS[schema] = build_schema(schema.as_str())
+    return found
+VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 
 
-def _count(node: Any, variables: dict[str, Any]) -> int | None:
-    if isinstance(node, VariableNode):
-        node = variables.get(node.name.value)
-        if isinstance(node, list):
-            return len(node)
-        if isinstance(node, int) and not isinstance(node, bool) and node in _INT_RANGE:
-            return node
-        return None
-    if isinstance(node, ListValueNode):
-        return len(node.values)
-    if isinstance(node, IntValueNode):
-        value = int(node.value)
-        return value if value in _INT_RANGE else None
-    return None
+def _limit_extensions(limit: str, maximum: int, value: int | None = None,
+                      **more: object) -> dict[str, Any]:
+    extensions: dict[str, Any] = {"code": LimitExceeded.code, "limit": limit, "maximum": maximum}
+    if value is not None:
+        extensions["value"] = value
+    return {**extensions, **more}
 
 
-def document_cost(document: Any, operation_name: str | None, variables: dict[str, Any] | None,
-                  settings: Settings) -> int:
-    """The cost of the operation `operation_name` (or the only one) in `document`."""
-    return document_demands(document, operation_name, variables, settings)[0]
+def _limit_error(message: str, limit: str, maximum: int, value: int | None = None,
+                 **more: object) -> GraphQLError:
+    return GraphQLError(message, extensions=_limit_extensions(limit, maximum, value, **more))
 
 
-def document_demands(document: Any, operation_name: str | None,
-                     variables: dict[str, Any] | None, settings: Settings) -> tuple[int, int]:
-    """(cost, the largest `first` any connection asks for) of the chosen operation."""
-    variables = variables or {}
-    fragments = {d.name.value: d for d in document.definitions
-                 if isinstance(d, FragmentDefinitionNode)}
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    chosen = next((o for o in operations
-                   if operation_name is None or (o.name and o.name.value == operation_name)), None)
-    if chosen is None:
-        return 0, 0
-    largest_first = 0
-
-    def fields(selection_set: SelectionSetNode | None, seen: frozenset[str]) -> Iterator[FieldNode]:
-        for selection in selection_set.selections if selection_set else ():
-            if isinstance(selection, FieldNode):
-                yield selection
-            elif isinstance(selection, InlineFragmentNode):
-                yield from fields(selection.selection_set, seen)
-            elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                if name in fragments and name not in seen:
-                    yield from fields(fragments[name].selection_set, seen | {name})
-
-    def cost(selection_set: SelectionSetNode | None, root: bool) -> int:
-        nonlocal largest_first
-        total = 0
-        for field in fields(selection_set, frozenset()):
-            if field.selection_set is None:
-                continue  # a scalar
-            arguments = {a.name.value: a.value for a in field.arguments or ()}
-            items = 1
-            if root and field.name.value in _KEYED and _KEYED[field.name.value] in arguments:
-                items = _count(arguments[_KEYED[field.name.value]], variables) or 1
-            elif "first" in arguments:
-                first = _count(arguments["first"], variables)
-                items = first if first is not None else settings.default_page_size
-                largest_first = max(largest_first, items)
-            elif field.name.value in ("history", "tasks", "dependents", "namespaces"):
-                items = settings.default_page_size  # a connection without `first`
-            total += max(items, 0) * (1 + cost(field.selection_set, False))
-            if total > _MAX_REPORTED_COST:
-                return _MAX_REPORTED_COST
-        return total
-
-    return cost(chosen.selection_set, True), largest_first
+def shape_errors(document: DocumentNode, settings: Settings) -> list[GraphQLError]:
+    """Depth and repetition errors of `document`, measured in time linear in its size."""
+    errors = []
+    for definition, depth in definition_depths(document).items():
+        if depth > settings.max_depth:
+            name = definition.name.value if definition.name else "anonymous"
+            kind = "fragment" if isinstance(definition, FragmentDefinitionNode) else "operation"
+            errors.append(_limit_error(
+                f"{kind} '{name}' exceeds maximum operation depth of {settings.max_depth}: "
+                f"it nests {depth} fields deep (max_depth)", "max_depth", settings.max_depth,
+                depth))
+    aliases = alias_count(document, cap=settings.max_aliases + 1)
+    if aliases > settings.max_aliases:
+        errors.append(_limit_error(
+            f"the document has more than {settings.max_aliases} aliases, counting each fragment "
+            f"once per spread (max_aliases)", "max_aliases", settings.max_aliases))
+    repeated = repeated_fields(document, settings.max_field_repeats)
+    if repeated is not None:
+        errors.append(_limit_error(
+            f"the field `{repeated.response_key}` appears more than {settings.max_field_repeats} "
+            f"times in one selection set, counting the fragments spread into it "
+            f"(max_field_repeats)", "max_field_repeats", settings.max_field_repeats,
+            field=repeated.response_key))
+    return errors
 
 
-def _annotate(error: GraphQLError, settings: Settings) -> None:
+def code_error(error: GraphQLError, settings: Settings, validated: bool) -> None:
+    """Give `error` the code (and limit) it lacks.
+
+    `validated`: the document passed validation (the error came later, from
+    the executor); else it is one of validation's errors.
+    """
+    if error.extensions and "code" in error.extensions:
+        return
     for pattern, limit in _RULE_MESSAGES:
         match = pattern.search(error.message)
         if match:
-            maximum = getattr(settings, limit)
-            value = int(match.group(1)) if limit == "max_aliases" else None
-            error.extensions = {"code": "LIMIT_EXCEEDED", "limit": limit, "maximum": maximum,
-                                **({"value": value} if value is not None else {})}
+            error.extensions = _limit_extensions(limit, getattr(settings, limit))
             return
+    if _TOO_MANY_ERRORS in error.message:
+        error.message = (f"the document has more than {MAX_VALIDATION_ERRORS} errors; "
+                         f"validation stopped there (max_validation_errors)")
+        error.extensions = _limit_extensions("max_validation_errors", MAX_VALIDATION_ERRORS)
+    elif error.message == _ABORTED:
+        # graphql-core gives up on documents too deeply nested for its rules.
+        error.message = (f"the document nests too deeply to validate; its depth is over the "
+                         f"limit of {settings.max_depth} (max_depth)")
+        error.extensions = _limit_extensions("max_depth", settings.max_depth)
+    elif isinstance(error, GraphQLSyntaxError):
+        error.extensions = {"code": PARSE_FAILED}
+    elif not validated:
+        error.extensions = {"code": VALIDATION_FAILED}
+    elif not error.path:
+        # Raised by the executor before any field ran: the variables (or the
+        # operation chosen) do not fit the document.
+        error.extensions = {"code": BadInput.code}
+
+
+class DocumentShape(SchemaExtension):
+    """Refuses documents too deep, or repeating one field too often, before validation runs.
+
+    Setting the errors before validation makes Strawberry skip graphql-core's
+    rules, which are not all linear in such documents.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def on_validate(self) -> Iterator[None]:
+        ec = self.execution_context
+        if ec.graphql_document is not None and ec.pre_execution_errors is None:
+            errors = shape_errors(ec.graphql_document, self.settings)
+            if errors:
+                ec.pre_execution_errors = errors
+        yield
 
 
 class Limits(SchemaExtension):
-    """Refuses documents over `max_cost`, reports `extensions.cost`, codes limit errors."""
+    """Refuses documents over `max_cost` or `max_page_size`, reports `extensions.cost`, codes errors."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -139,63 +162,47 @@ class Limits(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         yield
         ec = self.execution_context
-        errors = list(ec.pre_execution_errors or ()) + list(
-            (ec.result.errors if ec.result else None) or ())
-        for error in errors:
-            if not error.extensions:
-                _annotate(error, self.settings)
+        # Strawberry keeps the executor's errors in `pre_execution_errors` too.
+        for error in [*(ec.pre_execution_errors or ()), *((ec.result.errors if ec.result else None)
+                                                         or ())]:
+            code_error(error, self.settings, validated=True)
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        for error in self.execution_context.pre_execution_errors or ():
+            code_error(error, self.settings, validated=False)
 
     async def on_execute(self) -> Any:  # an async generator hook
         ec = self.execution_context
         if ec.graphql_document is not None and not ec.result:
-            self.cost, largest_first = document_demands(
-                ec.graphql_document, ec.operation_name, ec.variables, self.settings)
-            maximum = self.settings.max_page_size
-            if largest_first > maximum:
-                # Refused here, before any SQL, even where the connection's
-                # parent would turn out not to exist.
-                ec.result = ExecutionResult(data=None, errors=[GraphQLError(
-                    f"`first` is too large: {largest_first} is over the limit of {maximum} "
-                    f"(max_page_size)",
-                    extensions={"code": "LIMIT_EXCEEDED", "limit": "max_page_size",
-                                "value": largest_first, "maximum": maximum})])
-            elif self.cost > self.settings.max_cost:
-                ec.result = ExecutionResult(data=None, errors=[GraphQLError(
-                    f"the document's cost of {self.cost} is over the limit of "
-                    f"{self.settings.max_cost} (max_cost): ask for fewer keys or smaller pages",
-                    extensions={"code": "LIMIT_EXCEEDED", "limit": "max_cost",
-                                "value": self.cost, "maximum": self.settings.max_cost})])
+            demands = document_demands(_graphql_schema(ec.schema), ec.graphql_document,
+                                       ec.operation_name, ec.variables,
+                                       self.settings.default_page_size)
+            if demands is not None:
+                self.cost = demands.cost
+                refused = self.refusals(demands)
+                if refused:
+                    ec.result = ExecutionResult(data=None, errors=refused)
         yield
+
+    def refusals(self, demands: Demands) -> list[GraphQLError]:
+        """The limits `demands` exceed (the page size first: it names the field to change)."""
+        maximum = self.settings.max_page_size
+        if demands.largest_first > maximum:
+            # Refused here, before any SQL, even where the connection's parent
+            # would turn out not to exist.
+            return [_limit_error(
+                f"`first` is too large: {demands.largest_first} is over the limit of {maximum} "
+                f"(max_page_size)", "max_page_size", maximum, demands.largest_first)]
+        if demands.cost > self.settings.max_cost:
+            return [_limit_error(
+                f"the document's cost of {demands.cost} is over the limit of "
+                f"{self.settings.max_cost} (max_cost): ask for fewer keys or smaller pages",
+                "max_cost", self.settings.max_cost, demands.cost)]
+        return []
 
     def get_results(self) -> dict[str, Any]:
         if self.cost is None:
             return {}
         return {"cost": {"requestedQueryCost": self.cost,
                          "maximumAvailable": self.settings.max_cost}}
-
-
-class DepthLimiter(QueryDepthLimiter):
-    """Strawberry's depth limit, refusing documents too deep even to measure.
-
-    Its rule follows fragment spreads by recursion, so a long enough chain of
-    fragments (a few kilobytes) exhausts Python's stack before any depth is
-    reached; that document is refused as over `max_depth` instead.
-    """
-
-    def __init__(self, max_depth: int) -> None:
-        super().__init__(max_depth=max_depth)
-        (measure,) = self.validation_rules
-
-        class Guarded(measure):  # type: ignore[misc, valid-type]
-            def __init__(self, context: ValidationContext) -> None:
-                try:
-                    super().__init__(context)
-                except RecursionError:
-                    ValidationRule.__init__(self, context)
-                    context.report_error(GraphQLError(
-                        f"the document nests fragments too deeply to measure; its depth is "
-                        f"over the limit of {max_depth} (max_depth)",
-                        extensions={"code": "LIMIT_EXCEEDED", "limit": "max_depth",
-                                    "maximum": max_depth}))
-
-        self.validation_rules = [Guarded]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import datetime, timezone
 
 import orjson
 
@@ -46,7 +46,9 @@ def decode(kind: str, cursor: str) -> tuple[str, ...]:
         value = orjson.loads(raw)
     except (binascii.Error, ValueError):
         raise BadCursor(f"{where}: the cursor {cursor!r} is malformed", cursor=cursor) from None
-    if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+    # A key must be one the store can compare: PostgreSQL text holds no NUL.
+    if not (isinstance(value, list) and value
+            and all(isinstance(v, str) and "\x00" not in v for v in value)):
         raise BadCursor(f"{where}: the cursor {cursor!r} is malformed", cursor=cursor)
     if value[0] != kind:
         raise BadCursor(
@@ -73,8 +75,14 @@ def decode_time_key(kind: str, cursor: str | None) -> tuple[datetime, str] | Non
     try:
         if len(key) != 2:
             raise ValueError
-        return datetime.fromisoformat(key[0]), key[1]
-    except ValueError:
+        stamp = datetime.fromisoformat(key[0])
+        if stamp.tzinfo is None:
+            raise ValueError
+        # Normalised here, where a forged offset can still be refused: year 1
+        # at +14:00 or year 9999 at -10:00 falls outside what datetime (and
+        # the store) can hold in UTC.
+        return stamp.astimezone(timezone.utc), key[1]
+    except (ValueError, OverflowError):
         raise BadCursor(f"{_NAMES[kind]}: the cursor {cursor!r} is malformed", cursor=cursor) from None
 
 

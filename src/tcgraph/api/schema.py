@@ -8,7 +8,7 @@ from typing import Any, Optional
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
-    DisableIntrospection, MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, SchemaExtension,
+    DisableIntrospection, MaskErrors, MaxTokensLimiter, SchemaExtension,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
@@ -20,7 +20,7 @@ from tcgraph.api.types import (
 from tcgraph.config import Settings
 from tcgraph.api.middleware import request_id
 from tcgraph.errors import ClientError, LimitExceeded, ServiceUnavailable
-from tcgraph.limits import DepthLimiter, Limits
+from tcgraph.limits import DocumentShape, Limits
 from tcgraph.model import split_index_path
 from tcgraph.timefmt import format_time, parse_time
 
@@ -182,8 +182,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
     extensions: list = [
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: DepthLimiter(max_depth=settings.max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: DocumentShape(settings),
         lambda: Limits(settings),
     ]
     if not settings.introspection:
