@@ -55,7 +55,7 @@ def _spreads(selection_set: SelectionSetNode | None) -> Iterator[str]:
         for selection in stack.pop().selections:
             if isinstance(selection, FragmentSpreadNode):
                 yield selection.name.value
-            elif selection.selection_set is not None:  # a field or an inline fragment
+            elif isinstance(selection, (FieldNode, InlineFragmentNode)) and selection.selection_set:
                 stack.append(selection.selection_set)
 
 
@@ -132,7 +132,7 @@ def _aliases(selection_set: SelectionSetNode, known: Mapping[str, int]) -> int:
                 continue
             if isinstance(selection, FieldNode) and selection.alias is not None:
                 total += 1
-            if selection.selection_set is not None:
+            if isinstance(selection, (FieldNode, InlineFragmentNode)) and selection.selection_set:
                 stack.append(selection.selection_set)
     return total
 
@@ -242,7 +242,8 @@ def _field_definition(parent: GraphQLNamedType | None, name: str,
     if name == "__type":
         return TypeMetaFieldDef
     if isinstance(parent, (GraphQLObjectType, GraphQLInterfaceType)):
-        return parent.fields.get(name)
+        field: GraphQLField | None = parent.fields.get(name)
+        return field
     return None
 
 
