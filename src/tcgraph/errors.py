@@ -7,6 +7,8 @@ the REST front door turns the same errors into HTTP 400 bodies.
 
 from __future__ import annotations
 
+import orjson
+
 
 class ClientError(Exception):
     """The request was wrong; retrying it unchanged will fail the same way."""
@@ -69,3 +71,9 @@ class StatementTimeout(ServiceUnavailable):
 
 # The codes for which an HTTP response as a whole should say 503.
 UNAVAILABLE_CODES = frozenset({DatabaseUnavailable.code, StatementTimeout.code})
+
+
+def error_body(message: str, code: str, **details: object) -> bytes:
+    """A GraphQL error answer given outside GraphQL (HTTP refusals): one coded error."""
+    return orjson.dumps({"errors": [{"message": message,
+                                     "extensions": {"code": code, **details}}]})

@@ -67,7 +67,7 @@ async def test_the_page_loads_only_files_served_here(settings: Settings, databas
         assert http.get(f"{graphiql.STATIC_PATH}/no-such-file.js").status_code == 404
 
 
-async def test_missing_files_give_a_page_that_says_how_to_fetch_them(
+async def test_missing_files_give_a_coded_answer_that_says_how_to_fetch_them(
         settings: Settings, database_url: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(graphiql, "STATIC_DIR", tmp_path / "not-fetched")
@@ -75,8 +75,13 @@ async def test_missing_files_give_a_page_that_says_how_to_fetch_them(
         page = http.get("/graphql", headers=HTML)
         asset = http.get(f"{graphiql.STATIC_PATH}/graphiql.min.js")
         query = http.post("/graphql", json={"query": "{ task(taskId: \"x\") { taskId } }"})
-    assert page.status_code == 503
-    assert "scripts/fetch-graphiql" in page.text
+    # Not a 503 (the endpoint works), and a coded GraphQL error body like every other refusal.
+    assert page.status_code == 404
+    assert page.headers["content-type"] == "application/json"
+    (error,) = page.json()["errors"]
+    assert error["extensions"] == {"code": "GRAPHIQL_NOT_INSTALLED",
+                                   "missing": list(graphiql.ASSETS)}
+    assert "scripts/fetch-graphiql" in error["message"]
     assert "<script" not in page.text and "https://" not in page.text  # no CDN fallback
     assert asset.status_code == 404
     assert query.json()["data"] == {"task": None}

@@ -3,7 +3,7 @@
 Decision tasks and private networks often reach no CDN, so the page refers to
 nothing but this server. The files come from npm packages pinned in
 `package.json` / `package-lock.json` and are copied into `static/graphiql/`
-by `scripts/fetch-graphiql`; until that has run, the page says so.
+by `scripts/fetch-graphiql`; until that has run, `/graphql` says so (a coded 404).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import os
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
+
+from tcgraph.errors import error_body
 
 STATIC_DIR = Path(__file__).parent / "static" / "graphiql"
 STATIC_PATH = "/graphiql/static"
@@ -79,42 +81,24 @@ _PAGE = """\
 </html>
 """
 
-_MISSING = """\
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>tcgraph · GraphiQL is not installed</title>
-<link rel="icon" href="data:,">
-<style>body { font-family: sans-serif; max-width: 46em; margin: 3em auto; line-height: 1.5; }
-code, pre { background: #f2f2f2; padding: 0.1em 0.3em; }</style>
-</head>
-<body>
-<h1>GraphiQL is not installed</h1>
-<p>tcgraph serves GraphiQL's files itself (it never loads them from a CDN), and they
-have not been fetched into this installation. In the tcgraph checkout, run</p>
-<pre>scripts/fetch-graphiql</pre>
-<p>(it needs Node.js and npm), then reload this page.</p>
-<p>Missing from <code>%(directory)s</code>: %(missing)s.</p>
-<p>The GraphQL endpoint itself works: POST queries to this address.</p>
-</body>
-</html>
-"""
-
-
 def missing_assets() -> list[str]:
     """The files the page needs that are not in `STATIC_DIR`."""
     return [name for name in ASSETS if not (STATIC_DIR / name).is_file()]
 
 
-def page(request: Request) -> HTMLResponse:
-    """The GraphiQL page, or a page explaining how to install it (503) if its files are missing."""
+def page(request: Request) -> Response:
+    """The GraphiQL page, or a coded 404 naming the missing files if any are missing.
+
+    Not a 503: the endpoint itself works; only the page is absent.
+    """
     missing = missing_assets()
     if missing:
-        return HTMLResponse(_MISSING % {
-            "directory": html.escape(str(STATIC_DIR)),
-            "missing": ", ".join(f"<code>{html.escape(name)}</code>" for name in missing),
-        }, status_code=503)
+        return Response(error_body(
+            f"GraphiQL is not installed: {', '.join(missing)} missing from {STATIC_DIR}; "
+            f"in the tcgraph checkout, run scripts/fetch-graphiql (it needs Node.js and npm). "
+            f"The GraphQL endpoint itself works: POST queries to this address.",
+            "GRAPHIQL_NOT_INSTALLED", missing=missing), status_code=404,
+            media_type="application/json")
     # Relative to the host, not absolute: a proxy may serve tcgraph under a prefix.
     base = html.escape(request.scope.get("root_path", "") + STATIC_PATH)
     return HTMLResponse(_PAGE % {

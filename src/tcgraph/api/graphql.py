@@ -13,8 +13,10 @@ from typing import Any
 
 import orjson
 import strawberry
+from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -23,9 +25,14 @@ from strawberry.types import ExecutionResult
 from tcgraph.api import graphiql
 from tcgraph.api.context import Context
 from tcgraph.config import Settings
-from tcgraph.errors import UNAVAILABLE_CODES, LimitExceeded
+from tcgraph.errors import UNAVAILABLE_CODES, LimitExceeded, error_body
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+
+# Codes of the refusals Strawberry's HTTP layer makes before any GraphQL runs,
+# by HTTP status; the message is Strawberry's own.
+_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+               415: "UNSUPPORTED_MEDIA_TYPE"}
 
 
 def _accepts_graphql_response_json(request: Request) -> bool:
@@ -40,7 +47,7 @@ def _is_request_error(result: ExecutionResult) -> bool:
     # Errors raised while executing carry the path of their field; a document
     # that failed to parse, validate or coerce its variables has none.
     return result.data is None and bool(result.errors) and all(
-        not e.path for e in result.errors)
+        not e.path for e in result.errors or ())
 
 
 class GraphQLApp(GraphQL):
@@ -54,6 +61,20 @@ class GraphQLApp(GraphQL):
             multipart_uploads_enabled=False,
         )
         self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as e:
+            # Strawberry answers these in plain text; every tcgraph error is a
+            # GraphQL error body with a code, in the media type asked for.
+            response = error_response(request, e.status_code, e.reason,
+                                      _HTTP_CODES.get(e.status_code, "BAD_REQUEST"))
+        await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Any:
         # A fresh context per request: loaders must not share caches across
@@ -83,6 +104,16 @@ class GraphQLApp(GraphQL):
         # a JSONDecodeError, which Strawberry answers as a 400.
         return orjson.loads(data)
 
+    def parse_json(self, data: str | bytes) -> Any:
+        value = super().parse_json(data)
+        # A request is a JSON object (a list is a batch, which Strawberry
+        # refuses while batching is off); anything else would reach
+        # Strawberry's `data.get(...)` and fail there as a 500.
+        if not isinstance(value, (dict, list)):
+            raise HTTPException(400, f"the request body must be a JSON object with `query`, "
+                                     f"got a JSON {_json_kind(value)}")
+        return value
+
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
@@ -108,3 +139,20 @@ class GraphQLApp(GraphQL):
         if sub_response.background:
             response.background = sub_response.background
         return response
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, (int, float)) else "string"
+
+
+def error_response(request: Request, status: int, message: str, code: str,
+                   **details: object) -> Response:
+    """A GraphQL-over-HTTP error answer: `{"errors": [...]}` with `code` and `details`."""
+    media_type = (GRAPHQL_RESPONSE_JSON if _accepts_graphql_response_json(request)
+                  else "application/json")
+    return Response(error_body(message, code, **details), status_code=status,
+                    media_type=media_type)

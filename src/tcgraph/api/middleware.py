@@ -6,10 +6,11 @@ import contextvars
 import logging
 import uuid
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tcgraph.api.rest.errors import API_PREFIX, too_large_body
+
+from tcgraph.errors import LimitExceeded, error_body
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -108,9 +109,8 @@ class BodyLimit:
             return
         message = (f"the request body is larger than the limit of {self.max_bytes} bytes "
                    f"(max_body_bytes)")
-        body = orjson.dumps({"errors": [{"message": message, "extensions": {
-            "code": "LIMIT_EXCEEDED", "limit": "max_body_bytes", "value": size,
-            "maximum": self.max_bytes}}]})
+        body = error_body(message, LimitExceeded.code, limit="max_body_bytes", value=size,
+                          maximum=self.max_bytes)
         await _send_json(send, body)
 
 

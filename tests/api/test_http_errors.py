@@ -1,0 +1,123 @@
+"""Requests refused before any GraphQL runs: every one answered with a coded GraphQL error body.
+
+Spoken over one raw keep-alive socket to a real server, so that a refusal that broke the
+connection (as an unhandled exception does) shows as the next request going unanswered.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Iterator
+
+import orjson
+import pytest
+
+from servers import serving
+from tcgraph.config import Settings
+from tcgraph.server import create_app
+
+# How long a test waits for any one answer before calling the server stuck.
+ANSWER_TIMEOUT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def address(filled_database) -> Iterator[tuple[str, int]]:
+    with filled_database() as database_url:
+        with serving(create_app(Settings(database_url=database_url), database_url)) as base:
+            host, port = base.removeprefix("http://").split(":")
+            yield host, int(port)
+
+
+class Connection:
+    """One HTTP/1.1 connection, requests sent and answers read in turn."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address, timeout=ANSWER_TIMEOUT_S)
+        self.buffer = b""
+
+    def request(self, method: str, path: str, body: bytes = b"",
+                content_type: str = "application/json") -> tuple[int, dict[str, str], bytes]:
+        head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.sock.sendall(head + body)
+        while b"\r\n\r\n" not in self.buffer:
+            self._read()
+        raw_head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = raw_head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        length = int(headers["content-length"])
+        while len(self.buffer) < length:
+            self._read()
+        answer, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(status_line.split()[1]), headers, answer
+
+    def _read(self) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        self.buffer += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def connection(address: tuple[str, int]) -> Iterator[Connection]:
+    conn = Connection(address)
+    yield conn
+    conn.close()
+
+
+def assert_coded(status: int, headers: dict[str, str], body: bytes, expected_status: int,
+                 code: str, words: str) -> None:
+    assert status == expected_status, body
+    assert headers["content-type"].startswith("application/json"), headers
+    assert headers.get("connection", "keep-alive") != "close", headers
+    (error,) = orjson.loads(body)["errors"]
+    assert error["extensions"]["code"] == code, error
+    assert words in error["message"], error
+
+
+def assert_still_serving(connection: Connection) -> None:
+    status, _, body = connection.request("POST", "/graphql", b'{"query": "{ __typename }"}')
+    assert status == 200 and orjson.loads(body)["data"] == {"__typename": "Query"}
+
+
+@pytest.mark.parametrize("body, kind", [
+    (b"null", "null"), (b"42", "number"), (b'"x"', "string"), (b"true", "boolean"),
+    (b"1.5", "number"),
+])
+def test_a_json_body_that_is_not_an_object_is_a_coded_400(connection: Connection, body: bytes,
+                                                          kind: str) -> None:
+    for _ in range(2):  # twice on the same connection: it stays open
+        assert_coded(*connection.request("POST", "/graphql", body), 400, "BAD_REQUEST",
+                     f"must be a JSON object with `query`, got a JSON {kind}")
+    assert_still_serving(connection)
+
+
+@pytest.mark.parametrize("method, body, content_type, words", [
+    ("POST", b'{"query": "query A { __typename }", "operationName": "B"}', "application/json",
+     'Unknown operation named "B"'),
+    ("POST", b'[{"query": "{ __typename }"}]', "application/json", "Batching is not enabled"),
+    ("POST", b"{ __typename }", "text/plain", "Unsupported content type"),
+    ("POST", b'{"query": 42}', "application/json", "`query` must be a string"),
+    ("POST", b'{"query": "{ __typename }", "variables": [1]}', "application/json",
+     "`variables` must be an object"),
+    ("POST", b"{", "application/json", "Unable to parse request body as JSON"),
+    ("POST", b"{}", "application/json", "No GraphQL query found"),
+    ("GET", b"", "application/json", "No GraphQL query found"),
+])
+def test_strawberrys_own_refusals_are_coded_graphql_errors(
+        connection: Connection, method: str, body: bytes, content_type: str,
+        words: str) -> None:
+    assert_coded(*connection.request(method, "/graphql", body, content_type), 400,
+                 "BAD_REQUEST", words)
+    assert_still_serving(connection)
+
+
+def test_a_mutation_over_get_is_a_coded_refusal(connection: Connection) -> None:
+    status, headers, body = connection.request(
+        "GET", "/graphql?query=mutation%20%7B%20__typename%20%7D")
+    assert status in (400, 405), body
+    error, = orjson.loads(body)["errors"]
+    assert error["extensions"]["code"], error
+    assert_still_serving(connection)
