@@ -1,16 +1,17 @@
 """An import is all or nothing, even when its process is SIGKILLed mid-write.
 
 `tcgraph import` writes each file in one transaction. These tests run the real command
-in a subprocess on a large JSON Lines file, kill it at seeded moments (one of them while
-its transaction is known to be writing, as pg_stat_activity shows), and check that the
-database never holds part of the file: not after a kill, and not as a server sees it
-while the import runs.
+in a subprocess on a large JSON Lines file, have it stop itself at named points of the
+write path (ingest/checkpoints.py: a transaction just opened, a batch written, everything
+written but not committed, committed), kill it there, and check that the database never
+holds part of the file: not after a kill, and not as a server sees it while the
+import's transaction holds written rows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import os
 import signal
 import subprocess
 import sys
@@ -30,7 +31,6 @@ from tcgraph.server import create_app
 
 KILL_TASKS = 20_000  # about 2-3 s of writing on a 2-core machine
 READ_TASKS = 10_000  # ten task groups of 1,000: one GraphQL page each
-SEED = 20261101
 IMPORT_TIMEOUT_S = 120
 
 
@@ -71,11 +71,23 @@ def read_dump(tmp_path_factory: pytest.TempPathFactory) -> Dump:
     return write_dump(tmp_path_factory.mktemp("import-read") / "dump.jsonl", READ_TASKS)
 
 
-def start_import(url: str, dump: Path, log: Path) -> subprocess.Popen:
+def start_import(url: str, dump: Path, log: Path, stop_at: str = "") -> subprocess.Popen:
+    """`tcgraph import` of `dump`, stopping itself at the checkpoints in `stop_at`."""
+    env = {**os.environ, "TCGRAPH_TEST_STOP_AT": stop_at}
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "tcgraph", "import", "--database-url", url, str(dump)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+async def stopped(process: subprocess.Popen, log: Path) -> None:
+    """Wait until `process` has stopped itself at a checkpoint (fail if it exited)."""
+    def wait() -> os.waitid_result | None:
+        # WNOWAIT: an exited process stays for Popen to reap.
+        return os.waitid(os.P_PID, process.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+
+    result = await asyncio.wait_for(asyncio.to_thread(wait), IMPORT_TIMEOUT_S)
+    assert result is not None and result.si_code == os.CLD_STOPPED, log.read_text()
 
 
 async def counts(conn: asyncpg.Connection) -> dict[str, int]:
@@ -130,41 +142,37 @@ async def wait_for(condition, timeout: float, what: str, process: subprocess.Pop
 
 @dataclass
 class Kill:
-    moment: str
-    delay: float
-    alive_at_kill: bool = False
+    point: str
     writing_at_kill: bool = False
     counts: dict[str, int] | None = None
 
 
+# Where to kill, and whether the file must then be there in full.
+KILL_POINTS = [
+    ("transaction-open", False),
+    ("batch-written#1", False),
+    ("batch-written#7", False),
+    ("before-commit", False),
+    ("committed", True),
+]
+
+
 async def test_a_killed_import_leaves_all_or_nothing_and_a_reimport_changes_nothing(
         database_url: str, big_dump: Dump, tmp_path: Path) -> None:
-    rng = random.Random(SEED)
     monitor = await asyncpg.connect(database_url)
     try:
-        assert await counts(monitor) == dict.fromkeys(
-            ("tasks", "task_dependencies", "index_entries", "index_namespaces"), 0)
-        # Moments to kill at: before the process reaches the database, once it has a
-        # session, and at three seeded delays after its transaction started writing.
-        schedule = [
-            ("during start-up", rng.uniform(0.05, 0.2)),
-            ("once connected", rng.uniform(0.0, 0.1)),
-            ("writing", rng.uniform(0.0, 0.2)),
-            ("writing", rng.uniform(0.2, 0.8)),
-            ("writing", rng.uniform(0.5, 1.2)),
-        ]
+        empty = dict.fromkeys(("tasks", "task_dependencies", "index_entries",
+                               "index_namespaces"), 0)
+        assert await counts(monitor) == empty
         kills: list[Kill] = []
-        for number, (moment, delay) in enumerate(schedule):
-            process = start_import(database_url, big_dump.path, tmp_path / f"kill-{number}.log")
-            kill = Kill(moment, delay)
+        full: dict[str, int] | None = None
+        for number, (point, complete) in enumerate(KILL_POINTS):
+            log = tmp_path / f"kill-{number}.log"
+            process = start_import(database_url, big_dump.path, log, stop_at=point)
+            kill = Kill(point)
             try:
-                if moment == "once connected":
-                    await wait_for(lambda: tcgraph_sessions(monitor), 30, "a session", process)
-                elif moment == "writing":
-                    await wait_for(lambda: importer_backends(monitor), 30, "writing", process)
-                await asyncio.sleep(delay)
+                await stopped(process, log)
                 kill.writing_at_kill = bool(await importer_backends(monitor))
-                kill.alive_at_kill = process.poll() is None
                 process.send_signal(signal.SIGKILL)
             finally:
                 if process.poll() is None:
@@ -175,28 +183,16 @@ async def test_a_killed_import_leaves_all_or_nothing_and_a_reimport_changes_noth
             await wait_for(lambda: _no_sessions(monitor), 30, "the killed session to end")
             kill.counts = await counts(monitor)
             kills.append(kill)
-            # Nothing, or (if the kill came after the commit) everything.
-            assert kill.counts["tasks"] in (0, len(big_dump.task_ids)), kills
-            assert kill.counts["index_entries"] in (0, len(big_dump.index_paths)), kills
-
-        landed_mid_write = [k for k in kills if k.alive_at_kill and k.writing_at_kill]
-        assert landed_mid_write, f"no kill landed while the import was writing: {kills}"
-        # A kill while writing rolled the written rows back.
-        assert any(k.counts == dict.fromkeys(k.counts, 0) for k in landed_mid_write), kills
-
-        started = time.monotonic()
-        completed = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "tcgraph", "import", "--database-url", database_url,
-             str(big_dump.path)], capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S)
-        assert completed.returncode == 0, completed.stderr
-        import_s = time.monotonic() - started
-        full = await counts(monitor)
-        assert full["tasks"] == len(big_dump.task_ids)
-        assert full["index_entries"] == len(big_dump.index_paths)
-        assert full["task_dependencies"] > 0 and full["index_namespaces"] > 0
-        for kill in kills:  # every table all or nothing, together
-            assert kill.counts in (full, dict.fromkeys(full, 0)), (kill, full)
+            if point.startswith("batch-written") or point == "before-commit":
+                # The transaction had written rows when it died, and they went with it.
+                assert kill.writing_at_kill, kills
+            if complete:
+                full = kill.counts
+                assert full["tasks"] == len(big_dump.task_ids), kills
+                assert full["index_entries"] == len(big_dump.index_paths), kills
+            else:
+                assert kill.counts == empty, kills
+        assert full is not None and full["task_dependencies"] > 0 and full["index_namespaces"] > 0
         before = await snapshot(monitor)
 
         again = await asyncio.to_thread(
@@ -206,7 +202,6 @@ async def test_a_killed_import_leaves_all_or_nothing_and_a_reimport_changes_noth
         assert again.returncode == 0, again.stderr
         assert await counts(monitor) == full
         assert await snapshot(monitor) == before
-        assert import_s < IMPORT_TIMEOUT_S
     finally:
         await monitor.close()
 
@@ -231,42 +226,46 @@ async def test_a_server_never_shows_half_an_import(
                   for n, g in enumerate(groups)),
         orjson.dumps(sample_paths).decode())
     settings = Settings(database_url=database_url, pool_max_size=2)
-    observations: list[tuple[int, int, bool]] = []  # (tasks, index entries, import writing)
+    observations: list[tuple[int, int]] = []  # (tasks, index entries) seen while stopped
     monitor = await asyncpg.connect(database_url)
     try:
         with serving(create_app(settings, database_url)) as base:
             async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-                process = start_import(database_url, read_dump.path, tmp_path / "import.log")
+
+                async def read() -> tuple[int, int]:
+                    response = await client.post("/graphql", json={"query": document})
+                    assert response.status_code == 200, response.text
+                    body = response.json()
+                    assert "errors" not in body, body["errors"]
+                    data = body["data"]
+                    tasks = sum(len(data[f"g{n}"]["tasks"]["nodes"])
+                                for n in range(len(groups)) if data[f"g{n}"] is not None)
+                    return tasks, sum(entry is not None for entry in data["idx"])
+
+                # The import stops itself after every batch and before its commit: the
+                # server reads while its transaction holds written rows, then it goes on.
+                log = tmp_path / "import.log"
+                process = start_import(database_url, read_dump.path, log,
+                                       stop_at="batch-written,before-commit")
                 try:
-                    deadline = time.monotonic() + IMPORT_TIMEOUT_S
                     while True:
-                        done = process.poll() is not None
-                        writing = bool(await importer_backends(monitor))
-                        response = await client.post("/graphql", json={"query": document})
-                        assert response.status_code == 200, response.text
-                        body = response.json()
-                        assert "errors" not in body, body["errors"]
-                        data = body["data"]
-                        tasks = sum(len(data[f"g{n}"]["tasks"]["nodes"])
-                                    for n in range(len(groups)) if data[f"g{n}"] is not None)
-                        entries = sum(entry is not None for entry in data["idx"])
-                        observations.append((tasks, entries, writing))
-                        if done:
+                        result = await asyncio.wait_for(asyncio.to_thread(
+                            os.waitid, os.P_PID, process.pid,
+                            os.WSTOPPED | os.WEXITED | os.WNOWAIT), IMPORT_TIMEOUT_S)
+                        if result.si_code != os.CLD_STOPPED:
                             break
-                        assert time.monotonic() < deadline, "the import did not finish"
+                        assert await importer_backends(monitor), "stopped without writing"
+                        observations.append(await read())
+                        process.send_signal(signal.SIGCONT)
                 finally:
                     if process.poll() is None:
                         process.kill()
                     process.wait(timeout=30)
-        assert process.returncode == 0, (tmp_path / "import.log").read_text()
+                assert process.returncode == 0, log.read_text()
+                final = await read()
     finally:
         await monitor.close()
-    full = (len(read_dump.task_ids), len(sample_paths))
-    # Tasks and index entries are read by different statements, so each is checked alone.
-    assert all(tasks in (0, full[0]) and entries in (0, full[1])
-               for tasks, entries, _ in observations), observations
-    assert observations[-1][:2] == full
-    # Reads were made while the import's transaction was writing, and saw none of it.
-    during = [o for o in observations if o[2]]
-    assert len(during) >= 3, observations
-    assert all(o[:2] == (0, 0) for o in during[:-1]), observations
+    # One stop per batch written, and the one before the commit.
+    assert len(observations) >= 10, observations
+    assert all(seen == (0, 0) for seen in observations), observations
+    assert final == (len(read_dump.task_ids), len(sample_paths))

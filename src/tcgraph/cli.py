@@ -1,4 +1,4 @@
-"""The `tcgraph` command: serve, migrate, import, demo, schema."""
+"""The `tcgraph` command: serve, migrate, import, expire, demo, schema."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tcgraph.api.middleware import RequestIdFilter
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
+from tcgraph.store.pool import CONNECTION_ERRORS
 
 log = logging.getLogger("tcgraph")
 
@@ -62,9 +63,22 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="import Taskcluster JSON / JSON Lines dumps",
         description="Import queue.listTaskGroup pages, queue.task/status responses, queue.tasks/"
                     "statuses batch responses and index entries. Each file is one transaction: "
-                    "on bad input nothing from that file is written and the command fails.")
+                    "on bad input or a database fault nothing from that file is written, the "
+                    "files after it are not attempted (unless --keep-going), and the command "
+                    "fails. Each file's outcome is reported on stderr.")
     _database_options(import_)
     import_.add_argument("paths", nargs="+", metavar="PATH", help="a file, or - for stdin")
+    import_.add_argument("--keep-going", action="store_true",
+                         help="after a file fails, import the files after it all the same")
+
+    expire = verbs.add_parser(
+        "expire", help="delete expired tasks, index entries and namespaces",
+        description="Delete tasks, index entries and namespaces past their expires, in "
+                    "bounded batches, as Taskcluster does; optionally trim each label's history.")
+    _database_options(expire)
+    expire.add_argument("--keep-per-label", type=int, metavar="N",
+                        help="per label and project, keep the last success, the last failure "
+                             "and the N newest resolved tasks; delete older resolved ones")
 
     demo = verbs.add_parser("demo", help="write a synthetic dataset",
                             description="Write a deterministic synthetic dataset.")
@@ -130,8 +144,16 @@ def _serve(settings: Settings) -> int:
 
     from tcgraph.server import create_app
 
+    if getattr(args, "keep_per_label", None) is not None and args.keep_per_label < 0:
+        print("tcgraph expire: --keep-per-label must be at least 0", file=sys.stderr)
+        return 2
     with _database(settings) as url:
-        applied = asyncio.run(_migrate(url))
+        try:
+            applied = asyncio.run(_migrate(url))
+        except CONNECTION_ERRORS as e:
+            print(f"tcgraph {args.verb}: cannot reach the database ({type(e).__name__}: {e})",
+                  file=sys.stderr)
+            return 1
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         if settings.demo or not settings.database_url:
@@ -156,29 +178,56 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
-async def _import(url: str, settings: Settings, paths: Sequence[str]) -> int:
+async def _import(url: str, settings: Settings, paths: Sequence[str], keep_going: bool) -> int:
     from tcgraph.ingest.files import ImportFailed, import_source
     from tcgraph.store.pool import open_pool
 
-    pool = await open_pool(url, settings.with_(pool_min_size=1, pool_max_size=1))
+    def say(text: str) -> None:
+        print(f"tcgraph import: {text}", file=sys.stderr)
+
+    try:
+        pool = await open_pool(url, settings.with_(pool_min_size=1, pool_max_size=1))
+    except CONNECTION_ERRORS as e:
+        say(f"cannot reach the database ({type(e).__name__}: {e}): nothing was imported")
+        return 1
     failed = 0
     try:
-        for path in paths:
+        for number, path in enumerate(paths):
             try:
                 summary = await import_source(pool, path, progress=True)
             except ImportFailed as e:
-                print(f"tcgraph import: {e} (nothing from this file was written)", file=sys.stderr)
-                failed += 1
-                continue
+                say(f"{e} (nothing from this file was written)")
             except OSError as e:
-                print(f"tcgraph import: {path}: {e.strerror or e}", file=sys.stderr)
-                failed += 1
+                say(f"{path}: {e.strerror or e} (nothing from this file was written)")
+            else:
+                say(f"{summary.source}: committed: {summary.tasks} tasks, {summary.statuses} "
+                    f"statuses, {summary.index_entries} index entries")
                 continue
-            print(f"{summary.source}: {summary.tasks} tasks, {summary.statuses} statuses, "
-                  f"{summary.index_entries} index entries", file=sys.stderr)
+            failed += 1
+            if not keep_going:
+                for skipped in paths[number + 1:]:
+                    say(f"{skipped}: not attempted, as an earlier file failed "
+                        "(--keep-going imports it all the same)")
+                break
     finally:
         await pool.close()
     return 1 if failed else 0
+
+
+async def _expire(url: str, settings: Settings, keep_per_label: int | None) -> int:
+    from tcgraph.ingest.expire import expire
+    from tcgraph.store.pool import open_pool
+
+    pool = await open_pool(url, settings.with_(pool_min_size=1, pool_max_size=2))
+    try:
+        done = await expire(pool, keep_per_label=keep_per_label)
+    finally:
+        await pool.close()
+    trimmed = (f", {done.trimmed} tasks trimmed from label history"
+               if keep_per_label is not None else "")
+    print(f"expired: {done.tasks} tasks, {done.index_entries} index entries, "
+          f"{done.namespaces} namespaces{trimmed}", file=sys.stderr)
+    return 0
 
 
 async def _demo(url: str, settings: Settings, tasks: int, seed: int) -> None:
@@ -218,13 +267,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.verb == "serve":
         return _serve(settings)
+    if getattr(args, "keep_per_label", None) is not None and args.keep_per_label < 0:
+        print("tcgraph expire: --keep-per-label must be at least 0", file=sys.stderr)
+        return 2
     with _database(settings) as url:
-        applied = asyncio.run(_migrate(url))
+        try:
+            applied = asyncio.run(_migrate(url))
+        except CONNECTION_ERRORS as e:
+            print(f"tcgraph {args.verb}: cannot reach the database ({type(e).__name__}: {e})",
+                  file=sys.stderr)
+            return 1
         if args.verb == "migrate":
             print(f"applied: {', '.join(applied)}" if applied else "up to date", file=sys.stderr)
             return 0
         if args.verb == "import":
-            return asyncio.run(_import(url, settings, args.paths))
+            return asyncio.run(_import(url, settings, args.paths, args.keep_going))
+        if args.verb == "expire":
+            return asyncio.run(_expire(url, settings, args.keep_per_label))
         if args.verb == "demo":
             if args.tasks < 1:
                 print("tcgraph demo: --tasks must be at least 1", file=sys.stderr)

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import asyncpg
 
-from tcgraph.ingest import index_rules
+from tcgraph.ingest import checkpoints, index_rules
 from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
 from tcgraph.store import writes
 
@@ -170,6 +170,7 @@ class BatchWriter:
         if entries:
             await writes.upsert_index_entries(self.conn, entries)
             await writes.upsert_namespaces(self.conn, index_rules.namespaces(entries))
+        checkpoints.reached("batch-written")
 
     async def finish(self) -> list[Held]:
         """Write everything left, then the statuses that waited for their task.

@@ -22,7 +22,7 @@ from typing import IO, Iterable, Iterator
 
 import asyncpg
 
-from tcgraph.ingest import batches, documents, shapes
+from tcgraph.ingest import batches, checkpoints, documents, shapes
 from tcgraph.ingest.progress import Progress
 from tcgraph.store import writes
 from tcgraph.store.pool import CONNECTION_ERRORS
@@ -97,6 +97,12 @@ async def import_source(
         open(source, "rb").close()  # a missing file is the caller's OSError, not the database's
 
     async def work(conn: asyncpg.Connection) -> ImportSummary:
+        checkpoints.reached("transaction-open")
+        summary = await _read_and_write(conn)
+        checkpoints.reached("before-commit")
+        return summary
+
+    async def _read_and_write(conn: asyncpg.Connection) -> ImportSummary:
         if data is None:
             # Read as the import goes, so a large file is never all in memory.
             with open(source, "rb") as file:
@@ -115,13 +121,15 @@ async def import_source(
                 bar.close()
 
     try:
-        return await writes.in_transaction(pool, work)
+        summary = await writes.in_transaction(pool, work)
     except ImportFailed:
         raise
     except asyncpg.PostgresError as e:
         raise ImportInterrupted(name, f"{e.__class__.__name__} ({e.sqlstate}): {e}") from e
     except (*CONNECTION_ERRORS, asyncpg.InternalClientError, TimeoutError) as e:
         raise ImportInterrupted(name, f"{e.__class__.__name__}: {e or 'connection lost'}") from e
+    checkpoints.reached("committed")
+    return summary
 
 
 async def import_documents(

@@ -1,4 +1,5 @@
-"""Every write statement tcgraph runs: upserts that import, follow and backfill share.
+"""Every upsert tcgraph runs: the write statements import, follow and backfill share
+(expiry's deletes are store/expiry.py's).
 
 Each takes a connection inside the caller's transaction, except
 `in_transaction`, which owns one and retries it. The rules that keep

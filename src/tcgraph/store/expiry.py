@@ -1,0 +1,90 @@
+"""The delete statements of expiry and label retention (ingest/expire.py decides when).
+
+Each takes a connection inside the caller's transaction and deletes a bounded
+batch, so that a pass never holds many locks, nor holds them long.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Sequence
+
+import asyncpg
+
+# Oldest first through tasks_expires; rows another writer holds are left for
+# the next pass rather than waited for.
+_DELETE_EXPIRED_TASKS = """
+WITH doomed AS (
+    SELECT task_id FROM tasks WHERE expires < $1 ORDER BY expires LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), edges AS (
+    DELETE FROM task_dependencies d USING doomed WHERE d.task_id = doomed.task_id
+)
+DELETE FROM tasks t USING doomed WHERE t.task_id = doomed.task_id"""
+
+# index_entries_expires
+_DELETE_EXPIRED_ENTRIES = """
+WITH doomed AS (
+    SELECT namespace, name FROM index_entries WHERE expires < $1 ORDER BY expires LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM index_entries e USING doomed
+WHERE (e.namespace, e.name) = (doomed.namespace, doomed.name)"""
+
+# index_namespaces_expires
+_DELETE_EXPIRED_NAMESPACES = """
+WITH doomed AS (
+    SELECT parent, name FROM index_namespaces WHERE expires < $1 ORDER BY expires LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM index_namespaces n USING doomed
+WHERE (n.parent, n.name) = (doomed.parent, doomed.name)"""
+
+_EXPIRED = {"tasks": _DELETE_EXPIRED_TASKS, "index_entries": _DELETE_EXPIRED_ENTRIES,
+            "index_namespaces": _DELETE_EXPIRED_NAMESPACES}
+
+
+async def delete_expired(conn: asyncpg.Connection, table: str, before: datetime,
+                         limit: int) -> int:
+    """Delete up to `limit` rows of `table` (tasks, index_entries or index_namespaces)
+    that expired before `before`, oldest first; a task's dependency edges go with it.
+    Returns how many rows were deleted."""
+    status = await conn.execute(_EXPIRED[table], before, limit)
+    return int(status.split()[-1])
+
+
+# Labels in order, a chunk at a time (tasks_label_created).
+_LABELS_AFTER = """
+SELECT label FROM tasks WHERE label > $1 GROUP BY label ORDER BY label LIMIT $2"""
+
+# Among the resolved tasks of each (label, project), keep the newest `keep`, the
+# last success and the last failure (an exception counts as a failure); the
+# rest of those labels' resolved tasks go. Unresolved tasks are never trimmed.
+# tasks_label_created gives each label's tasks newest first.
+_TRIM_LABELS = """
+WITH ranked AS (
+    SELECT task_id,
+           row_number() OVER (PARTITION BY label, project_id
+                              ORDER BY created DESC, task_id DESC) AS newest,
+           row_number() OVER (PARTITION BY label, project_id, state = 'completed'
+                              ORDER BY created DESC, task_id DESC) AS newest_of_outcome
+    FROM tasks
+    WHERE label = ANY($1::text[]) AND state IN ('completed', 'failed', 'exception')
+), doomed AS (
+    SELECT task_id FROM ranked WHERE newest > $2 AND newest_of_outcome > 1
+), edges AS (
+    DELETE FROM task_dependencies d USING doomed WHERE d.task_id = doomed.task_id
+)
+DELETE FROM tasks t USING doomed WHERE t.task_id = doomed.task_id"""
+
+
+async def labels_after(conn: asyncpg.Connection, after: str, limit: int) -> list[str]:
+    """Up to `limit` distinct task labels that sort after `after`, in order."""
+    return [r["label"] for r in await conn.fetch(_LABELS_AFTER, after, limit)]
+
+
+async def trim_label_history(conn: asyncpg.Connection, labels: Sequence[str], keep: int) -> int:
+    """Trim the resolved history of `labels`, per label and project, to the `keep`
+    newest tasks plus the last success and the last failure; returns tasks deleted."""
+    status = await conn.execute(_TRIM_LABELS, list(labels), keep)
+    return int(status.split()[-1])
