@@ -144,16 +144,8 @@ def _serve(settings: Settings) -> int:
 
     from tcgraph.server import create_app
 
-    if getattr(args, "keep_per_label", None) is not None and args.keep_per_label < 0:
-        print("tcgraph expire: --keep-per-label must be at least 0", file=sys.stderr)
-        return 2
     with _database(settings) as url:
-        try:
-            applied = asyncio.run(_migrate(url))
-        except CONNECTION_ERRORS as e:
-            print(f"tcgraph {args.verb}: cannot reach the database ({type(e).__name__}: {e})",
-                  file=sys.stderr)
-            return 1
+        applied = asyncio.run(_migrate(url))
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         if settings.demo or not settings.database_url:

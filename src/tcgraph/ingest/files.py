@@ -156,8 +156,12 @@ def _file_size(file: IO[bytes]) -> int:
         file.seek(0)
 
 
-def _not_utf8(data: bytes, line: int | None = None) -> str | None:
-    """Where `data` stops being UTF-8, as `line L, column C (byte B): ...`, or None."""
+def _not_utf8(data: bytes, line: int | None = None, offset: int = 0) -> str | None:
+    """Where `data` stops being UTF-8, as `line L, column C (byte B): ...`, or None.
+
+    `data` is line `line` of a file and starts at byte `offset` of it, or (no
+    `line`) the whole file. B counts from 1, as C does.
+    """
     try:
         data.decode()
     except UnicodeDecodeError as e:
@@ -165,7 +169,7 @@ def _not_utf8(data: bytes, line: int | None = None) -> str | None:
         number = line if line is not None else data.count(b"\n", 0, e.start) + 1
         column = len(data[start:e.start].decode()) + 1
         byte = data[e.start:e.start + 1].hex()
-        return (f"line {number}, column {column} (byte {e.start + 1}): not UTF-8 "
+        return (f"line {number}, column {column} (byte {offset + e.start + 1}): not UTF-8 "
                 f"(byte 0x{byte}: {e.reason})")
     return None
 
@@ -217,17 +221,19 @@ def _json_lines(
     done = 0
     found = False
     for number, line in enumerate(lines, 1):
+        offset = done
         done += len(line)
         if bar:
             bar.update(done)
-        if number == 1:
-            line = line.removeprefix(_UTF8_BOM)
+        if number == 1 and line.startswith(_UTF8_BOM):
+            line = line[len(_UTF8_BOM):]
+            offset += len(_UTF8_BOM)
         if not line.strip():
             continue
         try:
             document = shapes.loads(line)
         except ValueError as e:
-            if (where := _not_utf8(line, number)) is not None:
+            if (where := _not_utf8(line, number, offset)) is not None:
                 where, _, problem = where.partition(": ")
                 raise ImportFailed(source, where, problem) from None
             # A pretty-printed document in a .jsonl file fails on its first line.

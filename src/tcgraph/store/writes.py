@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 import logging
+from datetime import datetime
 from typing import Awaitable, Callable, Sequence, TypeVar
 
 import asyncpg

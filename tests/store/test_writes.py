@@ -1,0 +1,72 @@
+"""The write statements' rules, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+
+from tcgraph.model import IndexEntryRow, NamespaceRow
+from tcgraph.store import writes
+
+T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
+LATER = datetime(2099, 1, 1, tzinfo=timezone.utc)
+
+
+def entry(task: str, rank: float, resolved: datetime | None,
+          expires: datetime = LATER) -> IndexEntryRow:
+    return IndexEntryRow(namespace="a.b", name="c", task_id=task * 22, rank=rank, data="{}",
+                         expires=expires, resolved=resolved)
+
+
+async def held(pool: asyncpg.Pool) -> str:
+    return (await pool.fetchval("SELECT task_id FROM index_entries"))[0]
+
+
+async def write_in_order(pool: asyncpg.Pool, rows: list[IndexEntryRow]) -> str:
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM index_entries")
+        for row in rows:
+            await writes.upsert_index_entries(conn, [row])
+    return await held(pool)
+
+
+async def test_rank_then_the_later_completion_wins_in_any_order(pool: asyncpg.Pool) -> None:
+    rows = [entry("A", 1, T0 + timedelta(seconds=5)), entry("B", 1, T0),
+            entry("C", 0, T0 + timedelta(hours=1)), entry("D", 1, T0 + timedelta(seconds=5))]
+    for order in itertools.permutations(rows):
+        # A and D completed at the same time: the greater task id breaks the tie.
+        assert await write_in_order(pool, list(order)) == "D", order
+        winner = list(order)[0]
+        for row in order:
+            if writes.entry_wins(row, winner):
+                winner = row
+        assert winner.task_id[0] == "D"
+
+
+async def test_an_entry_without_a_completion_time_wins_ties_as_insert_task_does(
+        pool: asyncpg.Pool) -> None:
+    assert await write_in_order(pool, [entry("A", 1, T0), entry("B", 1, None)]) == "B"
+    assert await write_in_order(pool, [entry("B", 1, None), entry("A", 1, T0)]) == "A"
+    assert await write_in_order(pool, [entry("A", 2, None), entry("B", 1, None)]) == "A"
+
+
+async def test_an_expired_entry_gives_way_to_any_other(pool: asyncpg.Pool) -> None:
+    gone = entry("A", 9, T0, expires=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    assert await write_in_order(pool, [gone, entry("B", 0, T0)]) == "B"
+
+
+async def test_a_namespace_expiry_is_only_extended(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        for days in (5, 3, 8, 1):
+            await writes.upsert_namespaces(conn, [NamespaceRow("a", "b", T0 + timedelta(days))])
+    assert await pool.fetchval("SELECT expires FROM index_namespaces") == T0 + timedelta(8)
+
+
+def test_status_rank_orders_runs_then_progress() -> None:
+    ranks = [writes.status_rank(s) for s in (
+        [], ["pending"], ["running"], ["completed"], ["exception", "pending"],
+        ["exception", "running"], ["exception", "failed"])]
+    assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
+    assert writes.status_rank(["completed"]) == writes.status_rank(["failed"])
