@@ -33,9 +33,9 @@ QUERY = f'{{ task(taskId: "{TASK_IDS[0]}") {{ taskId label status {{ state }} }}
 EXPECTED = {"task": {"taskId": TASK_IDS[0], "label": "build-linux64/opt",
                      "status": {"state": "COMPLETED"}}}
 STATUSES = "/api/queue/v1/tasks/status"
-# How long PostgreSQL may take to come back before the test gives up; recovery itself
-# must be faster than this (it is asserted below).
-RECOVERY_S = 15.0
+# How long a test waits for tcgraph to serve again once PostgreSQL is back before it
+# calls that a failure: a generous bound on a condition polled, never a measured speed.
+RECOVERY_S = 60.0
 
 
 class OwnPostgres:
@@ -127,15 +127,15 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert body["errors"][0]["message"]
 
 
-async def poll_until_served(client: httpx.AsyncClient) -> tuple[httpx.Response, float]:
-    """Post QUERY until it answers 200 (bounded by RECOVERY_S); the answer and how long it took."""
-    started = time.monotonic()
+async def poll_until_served(client: httpx.AsyncClient) -> httpx.Response:
+    """Post QUERY until it answers 200 (for at most RECOVERY_S); every other answer must be a 503."""
+    deadline = time.monotonic() + RECOVERY_S
     while True:
         response = await client.post("/graphql", json={"query": QUERY})
         if response.status_code == 200:
-            return response, time.monotonic() - started
+            return response
         assert response.status_code == 503, response.text
-        assert time.monotonic() - started < RECOVERY_S, "tcgraph did not recover by itself"
+        assert time.monotonic() < deadline, "tcgraph did not recover by itself"
         await asyncio.sleep(0.1)
 
 
@@ -151,15 +151,15 @@ async def test_a_stopped_database_is_503_and_service_resumes_without_a_restart(
             assert (await client.get("/health/ready")).status_code == 200
 
             pg.stop()
-            for _ in range(3):  # steadily 503, and each answer is prompt
-                started = time.monotonic()
+            # Steadily 503 while PostgreSQL is away: every answer comes while it is still
+            # stopped (a request waiting for it would hit the client's timeout instead).
+            for _ in range(3):
                 ready = await client.get("/health/ready")
                 posted = await client.post("/graphql", json={"query": QUERY})
                 got = await client.get("/graphql", params={"query": QUERY})
                 batch = await client.post(STATUSES, json={"taskIds": TASK_IDS})
                 single = await client.get(f"/api/queue/v1/task/{TASK_IDS[0]}/status")
                 live = await client.get("/health/live")
-                assert time.monotonic() - started < 10
                 assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
                 assert_unavailable(posted)
                 assert_unavailable(got)
@@ -169,9 +169,8 @@ async def test_a_stopped_database_is_503_and_service_resumes_without_a_restart(
                 assert live.status_code == 200 and live.json() == {"status": "ok"}
 
             pg.start()
-            back, took = await poll_until_served(client)
+            back = await poll_until_served(client)
             assert back.json()["data"] == EXPECTED
-            assert took < 5, f"recovery took {took:.1f} s after PostgreSQL was back"
             assert (await client.get("/health/ready")).status_code == 200
             batch = await client.post(STATUSES, json={"taskIds": TASK_IDS})
             assert batch.status_code == 200
@@ -187,7 +186,7 @@ async def test_the_server_starts_while_the_database_is_down_and_serves_once_it_i
             assert (await client.get("/health/ready")).status_code == 503
             assert_unavailable(await client.post("/graphql", json={"query": QUERY}))
             pg.start()
-            back, _ = await poll_until_served(client)
+            back = await poll_until_served(client)
             assert back.json()["data"] == EXPECTED
             assert (await client.get("/health/ready")).status_code == 200
 
@@ -210,7 +209,7 @@ async def test_a_statement_cut_off_by_a_shutdown_is_503(pg: OwnPostgres) -> None
                 locker.terminate()
             assert_unavailable(response)
             pg.start()
-            back, _ = await poll_until_served(client)
+            back = await poll_until_served(client)
             assert back.json()["data"] == EXPECTED
 
 
@@ -248,43 +247,73 @@ async def locked_app(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[
 # --- connections terminated under the pool -------------------------------------
 
 
-# store/pool.py's Database.fetch calls conn.terminate() on a connection lost mid-statement;
-# when the connection closed itself first, asyncpg has already detached the pool's proxy,
-# and terminate() raises InterfaceError ("connection has been released back to the pool"),
-# which escapes instead of DatabaseUnavailable.
-async def test_a_terminated_pooled_connection_is_an_outage_never_an_internal_error(
-        database_url: str) -> None:
-    """pg_terminate_backend (a failover, an admin) under an idle pool: 503 or an answer."""
+async def wait_for_backend(conn: asyncpg.Connection, query: str) -> int:
+    """The pid of tcgraph's backend running `query`, once it runs (polled, at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        pid = await conn.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'tcgraph' AND state = 'active' AND query = $1", query)
+        if pid is not None:
+            return pid
+        assert time.monotonic() < deadline, "the statement never started"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_pooled_connection_terminated_while_idle_is_replaced(database_url: str) -> None:
+    """pg_terminate_backend (a failover, an admin) under an idle pool: the next request is answered.
+
+    The request is made only once asyncpg has seen the connection close (its termination
+    listener fired), so this is the case where the pool must open a new connection.
+    """
     pool = await open_pool(database_url, Settings(pool_min_size=1, pool_max_size=1))
     admin = await asyncpg.connect(database_url)
-    outcomes: list[str] = []
+    closed = asyncio.Event()
     try:
-        for _ in range(50):
-            await pool.fetchval("SELECT 1")
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND application_name = 'tcgraph'")
-            try:
-                await Database(pool, acquire_timeout=2).fetch("SELECT 1")
-                outcomes.append("answered")
-            except DatabaseUnavailable:
-                outcomes.append("DatabaseUnavailable")
-            except Exception as e:  # noqa: BLE001 - the point is to see what escapes
-                outcomes.append(f"{type(e).__module__}.{type(e).__name__}: {e}")
+        async with pool.acquire() as conn:  # the pool's only connection
+            conn.add_termination_listener(lambda _: closed.set())
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.wait_for(closed.wait(), 30)
+        assert await Database(pool, acquire_timeout=2).fetch("SELECT 1 AS one") == [(1,)]
     finally:
         await admin.close()
         await pool.close()
-    assert set(outcomes) <= {"answered", "DatabaseUnavailable"}, outcomes
+
+
+# store/pool.py's Database.fetch calls conn.terminate() on a connection lost mid-statement;
+# by then asyncpg has already detached the pool's proxy from the closed connection, and
+# terminate() raised InterfaceError ("connection has been released back to the pool"),
+# which escaped instead of DatabaseUnavailable.
+async def test_a_pooled_connection_terminated_mid_statement_is_an_outage(
+        database_url: str) -> None:
+    """The backend of a running statement terminated: DatabaseUnavailable, then served again."""
+    pool = await open_pool(database_url, Settings(pool_min_size=1, pool_max_size=1))
+    admin = await asyncpg.connect(database_url)
+    sleeping = "SELECT pg_sleep(60)"
+    try:
+        running = asyncio.create_task(Database(pool, acquire_timeout=2).fetch(sleeping))
+        pid = await wait_for_backend(admin, sleeping)
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(DatabaseUnavailable):
+            await asyncio.wait_for(running, 30)
+        assert await Database(pool, acquire_timeout=2).fetch("SELECT 1 AS one") == [(1,)]
+    finally:
+        await admin.close()
+        await pool.close()
 
 
 async def test_a_statement_cut_off_by_a_terminated_backend_is_503(
         locked_app: tuple[asyncpg.Connection, str]) -> None:
     """pg_terminate_backend under a running statement (a failover, an admin): 503, then served."""
     locker, url = locked_app
+    # The statement timeout is far longer than the test waits: only the termination can
+    # end the request in time, and a statement run again would wait on the lock for it.
     settings = Settings(database_url=url, pool_min_size=1, pool_max_size=1,
-                        statement_timeout_ms=3000)
+                        statement_timeout_ms=600_000, explain=True)
     with serving(create_app(settings, url)) as base:
-        async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
             await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
             blocked = asyncio.create_task(client.post("/graphql", json={"query": QUERY}))
             try:
@@ -292,17 +321,16 @@ async def test_a_statement_cut_off_by_a_terminated_backend_is_503(
                 await locker.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND application_name = 'tcgraph'")
-                cut = time.monotonic()
-                response = await asyncio.wait_for(blocked, 15)
-                took = time.monotonic() - cut
+                # Answered while the lock is still held: nothing ran the statement again.
+                response = await asyncio.wait_for(blocked, 30)
             finally:
                 await locker.execute("ROLLBACK")
             after = await client.post("/graphql", json={"query": QUERY})
     assert after.status_code == 200 and after.json()["data"] == EXPECTED
-    # Today the escaping InterfaceError sends the request down the standard executor,
-    # which runs the statement again: it waits out the statement timeout instead.
+    # An InterfaceError escaping once sent the request down the standard executor, which
+    # ran the statement again and waited out the statement timeout.
     assert_unavailable(response)
-    assert took < 2, took
+    assert response.json()["extensions"]["sql"]["statements"] == 1
 
 
 # --- the pool exhausted, statements that run too long ---------------------------
@@ -312,7 +340,7 @@ async def test_an_exhausted_pool_answers_503_promptly_and_a_long_statement_times
         locked_app: tuple[asyncpg.Connection, str]) -> None:
     locker, url = locked_app
     settings = Settings(database_url=url, pool_min_size=1, pool_max_size=1,
-                        pool_timeout_ms=500, statement_timeout_ms=2000)
+                        pool_timeout_ms=500, statement_timeout_ms=2000, explain=True)
     with serving(create_app(settings, url)) as base:
         async with httpx.AsyncClient(base_url=base, timeout=20) as client:
             await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
@@ -334,20 +362,22 @@ async def test_an_exhausted_pool_answers_503_promptly_and_a_long_statement_times
             assert not request_a.done()
             assert_unavailable(response_b)
             assert "no database connection became free" in response_b.json()["errors"][0]["message"]
-            assert 0.45 <= took_b < 1.0, took_b  # one pool timeout, not two
+            # It waited for the pool (a timeout never fires early) and tried once, not twice.
+            assert took_b >= 0.45, took_b
+            assert response_b.json()["extensions"]["sql"]["statements"] == 1
             assert rest_b.status_code == 503 and rest_b.json()["code"] == "ServiceUnavailable"
 
             response_a = await asyncio.wait_for(request_a, 10)
             took_a = time.monotonic() - started_a
             assert response_a.status_code == 503, response_a.text
             assert response_a.json()["errors"][0]["extensions"]["code"] == "STATEMENT_TIMEOUT"
-            assert 1.9 <= took_a < 3.5, took_a  # one statement timeout, not two
+            assert took_a >= 1.9, took_a  # PostgreSQL cancelled it, after the timeout
+            assert response_a.json()["extensions"]["sql"]["statements"] == 1  # once, not twice
 
             await locker.execute("ROLLBACK")
-            started = time.monotonic()
+            # The connection is back: a request finding none free would be a 503.
             after = await client.post("/graphql", json={"query": QUERY})
             assert after.status_code == 200 and after.json()["data"] == EXPECTED
-            assert time.monotonic() - started < 1.0
 
 
 async def test_a_client_that_disconnects_mid_request_gives_its_connection_back(
@@ -358,24 +388,21 @@ async def test_a_client_that_disconnects_mid_request_gives_its_connection_back(
                         pool_timeout_ms=1000, statement_timeout_ms=15_000)
     with serving(create_app(settings, url)) as base:
         await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
-        async with httpx.AsyncClient(base_url=base, timeout=0.3) as impatient:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as impatient:
             abandoned = asyncio.create_task(impatient.post("/graphql", json={"query": QUERY}))
             await wait_for_lock_waiter(locker)  # it holds the only connection
-            with pytest.raises(httpx.ReadTimeout):
+            abandoned.cancel()  # the client hangs up: its connection is closed
+            with pytest.raises(asyncio.CancelledError):
                 await abandoned
-        # The client has hung up. Whether or not the server goes on with the request,
-        # the connection must come back to the pool once the lock is released.
-        await asyncio.sleep(0.3)
+        # Whether or not the server goes on with the request, the connection must come
+        # back to the pool once the lock is released.
         await locker.execute("ROLLBACK")
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
             for _ in range(5):
-                started = time.monotonic()
                 response = await client.post("/graphql", json={"query": QUERY})
-                took = time.monotonic() - started
                 # A leaked connection would make this a 503 after the 1 s pool timeout.
                 assert response.status_code == 200, response.text
                 assert response.json()["data"] == EXPECTED
-                assert took < 2.0, took
         assert await lock_waiters(locker) == 0
 
 
@@ -399,7 +426,7 @@ async def test_ready_is_503_while_every_pooled_connection_is_busy(
                 await locker.execute("ROLLBACK")
             assert ready.status_code == 503, ready.text
             assert ready.json() == {"status": "unavailable", "reason": "TimeoutError"}
-            assert 1.9 <= took < 5, took
+            assert took >= 1.9, took  # it waited its probe timeout (which never fires early)
             assert live.status_code == 200
             assert (await busy).status_code == 200  # answered once the lock was released
             assert (await client.get("/health/ready")).status_code == 200
