@@ -32,6 +32,39 @@ def _database_options(parser: argparse.ArgumentParser) -> None:
                              "default: a per-user data directory)")
 
 
+def _follow_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pulse-url", default=os.environ.get("TCGRAPH_PULSE_URL"),
+                        help="amqps://user:password@host:5671/vhost (env TCGRAPH_PULSE_URL)")
+    parser.add_argument("--queue-name", default="tcgraph",
+                        help="the durable queue, queue/<user>/<name> (default: tcgraph)")
+    parser.add_argument("--binding", action="append", default=[], metavar="[EXCHANGE=]PATTERN",
+                        help="a routing-key pattern, for one exchange (task-completed=...) or "
+                             "every task exchange (repeatable; default: everything)")
+    parser.add_argument("--no-backfill", action="store_true",
+                        help="do not backfill task groups seen for the first time")
+    parser.add_argument("--batch-size", type=int, default=1000,
+                        help="messages written in one transaction, at most (default 1000)")
+
+
+def _follow_settings(args: argparse.Namespace, root_url: str | None) -> object:
+    """The FollowOptions the arguments ask for; ValueError names what is missing."""
+    from tcgraph.ingest.follow import FollowOptions
+    from tcgraph.ingest.pulse import PulseOptions, bindings, queue_name
+
+    if not root_url:
+        raise ValueError("the deployment's root URL is required (--root-url)")
+    if not args.pulse_url:
+        raise ValueError("the pulse URL is required (--pulse-url or TCGRAPH_PULSE_URL)")
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    return FollowOptions(
+        root_url=root_url, backfill=not args.no_backfill,
+        pulse=PulseOptions(url=args.pulse_url,
+                           queue_name=queue_name(args.pulse_url, args.queue_name),
+                           bindings=bindings(args.binding), batch_size=args.batch_size,
+                           prefetch=max(4 * args.batch_size, 100)))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcgraph", description="A GraphQL gateway for CI task data.")
@@ -54,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--explain", action="store_true", default=None,
                        help="report extensions.sql = {statements, rows, ms} in every response "
                             "(env TCGRAPH_EXPLAIN=1)")
+    serve.add_argument("--follow", action="store_true",
+                       help="run `tcgraph follow` in the serving process (one worker)")
+    # TCGRAPH_ROOT_URL is tcgraph's own public root URL when serving.
+    serve.add_argument("--upstream-root-url", default=os.environ.get("TCGRAPH_UPSTREAM_ROOT_URL"),
+                       help="with --follow: the deployment's root URL "
+                            "(env TCGRAPH_UPSTREAM_ROOT_URL)")
+    _follow_options(serve)
 
     migrate_ = verbs.add_parser("migrate", help="apply pending database migrations",
                                 description="Apply pending migrations, each exactly once.")
@@ -85,6 +125,28 @@ def _parser() -> argparse.ArgumentParser:
     _database_options(demo)
     demo.add_argument("--tasks", type=int, default=2000, help="number of tasks (default 2000)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+
+    follow = verbs.add_parser(
+        "follow", help="mirror a live Taskcluster deployment through its pulse exchanges",
+        description="Consume the queue's pulse exchanges into the database (one transaction a "
+                    "batch, acknowledged after commit), fetch new tasks' definitions from the "
+                    "deployment's REST API and build its index, until stopped.")
+    _database_options(follow)
+    follow.add_argument("--root-url", default=os.environ.get("TCGRAPH_ROOT_URL"),
+                        help="the deployment's root URL (env TCGRAPH_ROOT_URL)")
+    _follow_options(follow)
+
+    backfill = verbs.add_parser(
+        "backfill", help="copy task groups and index subtrees from a deployment's REST API",
+        description="Read listTaskGroup pages and walk listNamespaces/listTasks into the "
+                    "database, through the same write path as follow.")
+    _database_options(backfill)
+    backfill.add_argument("--root-url", default=os.environ.get("TCGRAPH_ROOT_URL"),
+                          help="the deployment's root URL (env TCGRAPH_ROOT_URL)")
+    backfill.add_argument("--task-group", action="append", default=[], metavar="ID",
+                          help="a task group to copy (repeatable)")
+    backfill.add_argument("--index", action="append", default=[], metavar="NAMESPACE",
+                          help="an index namespace to copy, with everything below it (repeatable)")
 
     verbs.add_parser("schema", help="print the GraphQL schema (SDL)",
                      description="Print the schema; schema.graphql is this output.")
@@ -119,7 +181,8 @@ async def _fill_if_empty(url: str, settings: Settings) -> bool:
 
     pool = await open_pool(url, settings.with_(pool_min_size=1, pool_max_size=2))
     try:
-        if await pool.fetchval("SELECT EXISTS (SELECT 1 FROM tasks)"):
+        if await pool.fetchval("SELECT EXISTS (SELECT 1 FROM tasks) "
+                               "OR EXISTS (SELECT 1 FROM mirror_state)"):
             return False
         await write_demo(pool)
         return True
@@ -139,7 +202,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, follow: object | None) -> int:
     import uvicorn
 
     from tcgraph.server import create_app
@@ -148,7 +211,8 @@ def _serve(settings: Settings) -> int:
         applied = asyncio.run(_migrate(url))
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-        if settings.demo or not settings.database_url:
+        # A database that is, or is about to be, a mirror never gets demo data.
+        if (settings.demo or not settings.database_url) and follow is None:
             if asyncio.run(_fill_if_empty(url, settings)):
                 log.info("the database was empty: wrote the demo dataset")
         print(f"tcgraph: open http://{settings.host}:{settings.port}/graphql", file=sys.stderr)
@@ -158,7 +222,8 @@ def _serve(settings: Settings) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _exit_on_signal)
         if settings.workers == 1:
-            app = create_app(settings, settings.read_database_url or url)
+            app = create_app(settings, settings.read_database_url or url,
+                             follow=follow, write_database_url=url)  # type: ignore[arg-type]
             uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
                         lifespan="on", timeout_keep_alive=_KEEP_ALIVE_S)
         else:
@@ -257,8 +322,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"tcgraph: {e}", file=sys.stderr)
         return 2
+    follow_options = None
+    if args.verb == "follow" or (args.verb == "serve" and args.follow):
+        try:
+            follow_options = _follow_settings(
+                args, args.root_url if args.verb == "follow" else args.upstream_root_url)
+        except ValueError as e:
+            print(f"tcgraph {args.verb}: {e}", file=sys.stderr)
+            return 2
+    if args.verb == "backfill" and (not args.root_url or not (args.task_group or args.index)):
+        print("tcgraph backfill: --root-url and at least one --task-group or --index are "
+              "required", file=sys.stderr)
+        return 2
     if args.verb == "serve":
-        return _serve(settings)
+        if follow_options is not None and settings.workers != 1:
+            print("tcgraph serve: --follow runs in one server process (--workers 1)",
+                  file=sys.stderr)
+            return 2
+        return _serve(settings, follow_options)
     if getattr(args, "keep_per_label", None) is not None and args.keep_per_label < 0:
         print("tcgraph expire: --keep-per-label must be at least 0", file=sys.stderr)
         return 2
@@ -281,6 +362,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("tcgraph demo: --tasks must be at least 1", file=sys.stderr)
                 return 2
             asyncio.run(_demo(url, settings, args.tasks, args.seed))
+            return 0
+        if args.verb == "follow":
+            from tcgraph.ingest.follow import run
+
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, _exit_on_signal)
+            asyncio.run(run(url, settings, follow_options))  # type: ignore[arg-type]
+            return 0
+        if args.verb == "backfill":
+            from tcgraph.ingest.backfill import run as run_backfill
+
+            asyncio.run(run_backfill(url, settings, args.root_url, args.task_group, args.index))
             return 0
     raise AssertionError(f"unhandled verb {args.verb}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,6 +22,9 @@ from tcgraph.api.rest.routes import ROUTES as REST_ROUTES
 from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
 from tcgraph.store.pool import open_pool
+
+if TYPE_CHECKING:  # the follower's modules load only when it runs
+    from tcgraph.ingest.follow import FollowOptions
 
 _READY_TIMEOUT_S = 2.0
 
@@ -50,15 +53,30 @@ async def http_error(request: Request, exc: Exception) -> Response:
                     media_type="text/plain")
 
 
-def create_app(settings: Settings, database_url: str) -> Starlette:
-    """The ASGI app serving `database_url` (already migrated) with `settings`."""
+def create_app(settings: Settings, database_url: str, *, follow: FollowOptions | None = None,
+               write_database_url: str | None = None) -> Starlette:
+    """The ASGI app serving `database_url` (already migrated) with `settings`.
+
+    With `follow`, the app also runs the follower (ingest.follow) into
+    `write_database_url` (default: `database_url`) for as long as it serves.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.pool = await open_pool(database_url, settings, tolerate_outage=True)
+        follower = None
+        if follow is not None:
+            from tcgraph.ingest.follow import run
+
+            follower = asyncio.create_task(run(write_database_url or database_url, settings,
+                                               follow))
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             await app.state.pool.close()
 
     graphql = GraphQLApp(build_schema(settings), settings)

@@ -26,6 +26,7 @@ from tcgraph.api.rest.routes import ROUTES
 from tcgraph.api.schema import sdl
 from tcgraph.config import Settings
 from tcgraph.server import create_app
+from tcgraph.store import writes
 
 ENTRY_KEYS = {"type", "method", "route", "query", "args", "name", "stability", "title",
               "description", "input", "output"}
@@ -53,6 +54,7 @@ SAMPLES = {
     "statuses": ({}, {"taskIds": [BUILD.task_id, "unknown", TEST.task_id]}),
     "findTask": ({"indexPath": PATH}, None),
     "findTasksAtIndex": ({}, {"indexes": [PATH, "top", "missing"]}),
+    "mirror": ({}, None),
     "labelStatuses": ({}, {"labels": ["build", "test", "none"],
                            "filter": {"projectId": "gecko"}}),
 }
@@ -61,6 +63,11 @@ SAMPLES = {
 @pytest.fixture
 async def root(pool: asyncpg.Pool, settings: Settings, database_url: str) -> AsyncIterator[str]:
     await store(pool, [BUILD, TEST, LINT], entries=ENTRIES)
+    async with pool.acquire() as conn:  # this database is a mirror too
+        await writes.record_batch(conn, queue_name="queue/tester/tcgraph", started=FAR,
+                                  exchange="exchange/taskcluster-queue/v1/task-completed",
+                                  routing_key="primary.x", status_time=None, messages=1,
+                                  errors=0)
     with serving(create_app(settings, database_url)) as url:
         yield url
 

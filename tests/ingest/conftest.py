@@ -13,7 +13,7 @@ import pytest
 
 from servers import serving
 from services.rabbitmq import RabbitMQ, running_rabbitmq
-from services.replay import Recording, upstream_app
+from services.replay import Message, Recording, upstream_app
 from tcgraph.config import Settings
 from tcgraph.ingest.follow import FollowOptions, follow
 from tcgraph.ingest.pulse import PulseOptions, bindings, queue_name
@@ -87,4 +87,16 @@ async def wait_for(condition, what: str, timeout: float = WAIT_S) -> None:
 
 
 async def messages_written(conn: asyncpg.Pool | asyncpg.Connection) -> int:
+    """Messages the follower has committed (a redelivered batch counts again)."""
     return await conn.fetchval("SELECT COALESCE(max(messages), 0) FROM mirror_state") or 0
+
+
+async def batches_written(conn: asyncpg.Pool | asyncpg.Connection) -> int:
+    """Batches the follower has committed."""
+    return await conn.fetchval("SELECT COALESCE(max(batches), 0) FROM mirror_state") or 0
+
+
+async def reached(conn: asyncpg.Pool | asyncpg.Connection, marker: Message) -> bool:
+    """Whether the batch ending with `marker` (published after everything else) is committed."""
+    key = await conn.fetchval("SELECT last_routing_key FROM mirror_state")
+    return bool(key == marker.routing_key)

@@ -1,22 +1,27 @@
 """The follower against a real RabbitMQ, fed the recorded messages of a real deployment.
 
 Each test publishes the recording's messages to the real exchange names (with their
-routing keys and CC headers), lets a follower with the replay upstream write them,
-and checks every queue.task, queue.status, listTaskGroup and index.findTask answer
-against the recorded one.
+routing keys and CC headers), then a sentinel message; once the follower has committed
+the sentinel's batch, every queue.task, queue.status, listTaskGroup and index.findTask
+answer is checked against the recorded one.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Iterator
 
 import asyncpg
+import orjson
+import pytest
 
-from ingest.conftest import (follow_options, following, messages_written, prepare_queue,
-                             wait_for)
+from ingest.conftest import (follow_options, following, prepare_queue, reached, wait_for,
+                             batches_written)
 from ingest.oracle import mismatches
-from services.rabbitmq import RabbitMQ
-from services.replay import Message, Recording, declare_exchanges, publish
+from servers import serving
+from services.rabbitmq import RabbitMQ, running_rabbitmq
+from services.replay import (Message, Recording, declare_exchanges, publish, sentinel,
+                             upstream_app)
 from tcgraph.ingest.events import EXCHANGE_PREFIX, EXCHANGES
 
 ALL_EXCHANGES = [EXCHANGE_PREFIX + name for name in EXCHANGES]
@@ -28,14 +33,11 @@ async def replay(database_url: str, broker: RabbitMQ, upstream: str, rec: Record
     await declare_exchanges(broker.url, ALL_EXCHANGES)
     options = follow_options(broker.url, upstream)
     await prepare_queue(options)
-    await publish(broker.url, messages)
+    marker = sentinel(1)
+    await publish(broker.url, [*messages, marker])
     async with following(database_url, options) as pool:
-        await wait_for(lambda: _written(pool, len(messages)), f"{len(messages)} messages")
+        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
         return await mismatches(pool, rec, database_url)
-
-
-async def _written(pool: asyncpg.Pool, count: int) -> bool:
-    return await messages_written(pool) >= count
 
 
 async def test_the_recording_in_order_gives_every_recorded_answer(
@@ -48,3 +50,96 @@ async def test_shuffled_and_duplicated_messages_give_the_same_answers(
     shuffled = recording.messages + random.Random(8).sample(recording.messages, 400)
     random.Random(9).shuffle(shuffled)
     assert await replay(database_url, broker, upstream, recording, shuffled) == []
+
+
+BAD = [
+    Message(EXCHANGE_PREFIX + "task-pending", "primary.bad-json", (), b"{not json"),
+    Message(EXCHANGE_PREFIX + "task-running", "primary.no-status", (),
+            orjson.dumps({"version": 1, "runId": 0})),
+    Message(EXCHANGE_PREFIX + "task-completed", "primary.bad-run", (), orjson.dumps(
+        {"version": 1, "runId": 0, "status": {
+            "taskId": "AAAAAAAAAAAAAAAAAAAAAA", "taskGroupId": "AAAAAAAAAAAAAAAAAAAAAA",
+            "retriesLeft": 5, "runs": [{"runId": 0, "state": "finished",
+                                        "reasonCreated": "scheduled",
+                                        "scheduled": "2026-12-01T00:00:00.000Z"}]}})),
+]
+
+
+async def test_invalid_messages_are_counted_and_set_aside_without_stopping_the_stream(
+        database_url: str, broker: RabbitMQ, upstream: str, recording: Recording) -> None:
+    messages = list(recording.messages)
+    for i, bad in enumerate(BAD):
+        messages.insert(100 + 300 * i, bad)
+    assert await replay(database_url, broker, upstream, recording, messages) == []
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT errors FROM mirror_state") == len(BAD)
+        rejected = await conn.fetch(
+            "SELECT exchange, routing_key, problem, body FROM mirror_rejected ORDER BY id")
+    finally:
+        await conn.close()
+    assert [(r["exchange"], r["routing_key"], r["body"]) for r in rejected] == [
+        (b.exchange, b.routing_key, b.body) for b in BAD]
+    assert "not valid JSON" in rejected[0]["problem"]
+    assert "status" in rejected[1]["problem"]
+    assert "'finished' is not a run state" in rejected[2]["problem"]
+
+
+@pytest.fixture
+def fresh_broker() -> Iterator[RabbitMQ]:
+    with running_rabbitmq() as b:
+        yield b
+
+
+async def test_a_follower_started_before_the_exchanges_exist_binds_once_they_do(
+        database_url: str, fresh_broker: RabbitMQ, upstream: str, recording: Recording
+) -> None:
+    options = follow_options(fresh_broker.url, upstream)
+    async with following(database_url, options) as pool:
+        # The follower is refused (404 NOT_FOUND on QueueBind) until the exchanges exist;
+        # a probe published until one is committed says it has bound since.
+        await declare_exchanges(fresh_broker.url, ALL_EXCHANGES)
+        probe = sentinel(0)
+
+        async def probe_committed() -> bool:
+            if await reached(pool, probe):
+                return True
+            await publish(fresh_broker.url, [probe])
+            return False
+
+        await wait_for(probe_committed, "the follower to bind")
+        marker = sentinel(1)
+        await publish(fresh_broker.url, [*recording.messages, marker])
+        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
+        assert await mismatches(pool, recording, database_url) == []
+
+
+async def test_a_broker_restart_loses_and_duplicates_nothing(
+        database_url: str, fresh_broker: RabbitMQ, upstream: str, recording: Recording) -> None:
+    await declare_exchanges(fresh_broker.url, ALL_EXCHANGES)
+    options = follow_options(fresh_broker.url, upstream, batch_size=25)
+    await prepare_queue(options)
+    half = len(recording.messages) // 2
+    await publish(fresh_broker.url, recording.messages[:half])
+    async with following(database_url, options) as pool:
+        await wait_for(lambda: _batches(pool, 5), "five committed batches")
+        fresh_broker.stop()
+        fresh_broker.start()
+        marker = sentinel(1)
+        await publish(fresh_broker.url, [*recording.messages[half:], marker])
+        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
+        assert await mismatches(pool, recording, database_url) == []
+
+
+async def _batches(pool: asyncpg.Pool, count: int) -> bool:
+    return await batches_written(pool) >= count
+
+
+async def test_an_upstream_without_the_batch_route_is_asked_task_by_task(
+        database_url: str, broker: RabbitMQ, recording: Recording) -> None:
+    calls: list[str] = []
+    with serving(upstream_app(recording, batch_route=False, calls=calls)) as old_upstream:
+        assert await replay(database_url, broker, old_upstream, recording,
+                            recording.messages) == []
+    assert calls.count("tasks") == 1  # asked once, then never again
+    assert calls.count("task") == len(recording.definitions)

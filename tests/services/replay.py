@@ -97,6 +97,16 @@ async def publish(url: str, messages: Iterable[Message]) -> int:
     return sent
 
 
+def sentinel(n: int) -> Message:
+    """A task-group-resolved message for a group no task is in: published after the
+    others, it tells (once its batch is committed) that everything before it was."""
+    group = f"sentinel{n:014d}AAAAAAAA"[:22]
+    return Message("exchange/taskcluster-queue/v1/task-group-resolved",
+                   f"primary.{group}.tcgraph-test._", (),
+                   orjson.dumps({"taskGroupId": group, "schedulerId": "tcgraph-test",
+                                 "expires": "2099-01-01T00:00:00.000Z", "version": 1}))
+
+
 def _not_found(message: str) -> JSONResponse:
     return JSONResponse({"code": "ResourceNotFound", "message": message}, status_code=404)
 

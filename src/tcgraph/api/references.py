@@ -146,6 +146,23 @@ LABELS_RESPONSE = _object(
 )
 
 
+_NULLABLE_TIME = {"oneOf": [TIMESTAMP, {"type": "null"}]}
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+MIRROR_RESPONSE = _object(
+    {
+        "queueName": STRING, "started": TIMESTAMP, "lastMessage": _NULLABLE_TIME,
+        "lastStatusTime": _NULLABLE_TIME, "lastExchange": _NULLABLE_TEXT,
+        "lastRoutingKey": _NULLABLE_TEXT, "lagMs": {"type": ["number", "null"]},
+        "messages": {"type": "integer"}, "errors": {"type": "integer"},
+        "batches": {"type": "integer"}, "waitingDefinitions": {"type": "integer"},
+    },
+    required=["queueName", "started", "lastMessage", "lastStatusTime", "lastExchange",
+              "lastRoutingKey", "lagMs", "messages", "errors", "batches", "waitingDefinitions"],
+    title="Mirror State",
+    description="How fresh a mirror is, as `tcgraph follow` recorded it.",
+)
+
+
 # --- references ----------------------------------------------------------
 
 
@@ -322,10 +339,16 @@ SERVICES = {
                       stability="experimental", query=("continuationToken", "limit"),
                       input="v1/labels-status-request.json#",
                       output="v1/labels-status-response.json#"),
+                Entry("mirror", "get", "/mirror", "How fresh this mirror is",
+                      "What `tcgraph follow` recorded: the newest message committed, its "
+                      "status time and lag, and the messages and errors counted. "
+                      "404 when this database is not a mirror.",
+                      stability="experimental", output="v1/mirror-response.json#"),
             ),
             schemas={
                 "v1/labels-status-request.json": LABELS_REQUEST,
                 "v1/labels-status-response.json": LABELS_RESPONSE,
+                "v1/mirror-response.json": MIRROR_RESPONSE,
             },
         ),
     )

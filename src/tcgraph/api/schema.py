@@ -15,13 +15,14 @@ from strawberry.types import Info
 
 from tcgraph.api import executor
 from tcgraph.api.types import (
-    IndexedTask, LabelHistory, Namespace, Task, TaskFilter, TaskGroup, TaskStatus, task_filter,
+    IndexedTask, LabelHistory, Mirror, Namespace, Task, TaskFilter, TaskGroup, TaskStatus, task_filter,
 )
 from tcgraph.config import Settings
 from tcgraph.api.middleware import request_id
 from tcgraph.errors import ClientError, LimitExceeded, ServiceUnavailable
 from tcgraph.limits import DocumentShape, Limits
 from tcgraph.model import split_index_path
+from tcgraph.store.queries import mirror as mirror_queries
 from tcgraph.timefmt import format_time, parse_time
 
 
@@ -87,6 +88,11 @@ class Query:
     async def task_group(self, info: Info, task_group_id: strawberry.ID) -> Optional[TaskGroup]:
         exists = await info.context.loaders.task_group_exists.load(str(task_group_id))
         return TaskGroup(task_group_id=task_group_id) if exists else None
+
+    @strawberry.field(description="How fresh this mirror is, or null if it is not one.")
+    async def mirror(self, info: Info) -> Optional[Mirror]:
+        found = await mirror_queries.mirror_state(info.context.db)
+        return Mirror(_state=found) if found is not None else None
 
     @strawberry.field(description='An index namespace ("" is the root), or null if absent.')
     async def namespace(self, info: Info, path: str) -> Optional[Namespace]:

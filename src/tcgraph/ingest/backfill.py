@@ -8,15 +8,19 @@ its messages arrive ends the same as if either came alone.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
+from typing import Sequence
 
 import asyncpg
 
+from tcgraph.config import Settings
 from tcgraph.ingest.batches import BatchWriter
 from tcgraph.ingest.mirror import write_tasks
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
 from tcgraph.store import writes
+from tcgraph.store.pool import open_pool
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +80,22 @@ async def index_namespace(pool: asyncpg.Pool, upstream: Upstream, namespace: str
         written += len(page)
     return Backfilled(what=f"index {namespace}", tasks=0, index_entries=written,
                       truncated=False)
+
+
+async def run(database_url: str, settings: Settings, root_url: str, task_groups: Sequence[str],
+              namespaces: Sequence[str]) -> list[Backfilled]:
+    """`tcgraph backfill`: copy the groups and index subtrees, reporting each on stderr."""
+    pool = await open_pool(database_url, settings.with_(pool_min_size=1, pool_max_size=2))
+    upstream = Upstream(root_url)
+    done: list[Backfilled] = []
+    try:
+        for group in task_groups:
+            done.append(await task_group(pool, upstream, group))
+        for namespace in namespaces:
+            done.append(await index_namespace(pool, upstream, namespace))
+    finally:
+        await upstream.close()
+        await pool.close()
+    for d in done:
+        print(f"{d.what}: {d.tasks} tasks, {d.index_entries} index entries", file=sys.stderr)
+    return done

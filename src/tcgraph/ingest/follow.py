@@ -17,11 +17,13 @@ from typing import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from tcgraph.config import Settings
 from tcgraph.ingest import backfill
 from tcgraph.ingest.mirror import BatchResult, Delivery, Mirror
 from tcgraph.ingest.pulse import Backoff, PulseOptions, consume
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.store import writes
+from tcgraph.store.pool import open_pool
 from tcgraph.store.queries import mirror as queries
 
 log = logging.getLogger(__name__)
@@ -149,3 +151,16 @@ async def mark_backfilled(pool: asyncpg.Pool, group: str, tasks: int) -> None:
         await writes.group_backfilled(conn, group, tasks)
 
     await writes.in_transaction(pool, work)
+
+
+async def run(database_url: str, settings: Settings, options: FollowOptions) -> None:
+    """`tcgraph follow`: follow into `database_url` (migrated) until cancelled.
+
+    The database may be away at the start or at any time: the follower waits for it.
+    """
+    pool = await open_pool(database_url, settings.with_(pool_min_size=1, pool_max_size=4),
+                           tolerate_outage=True)
+    try:
+        await follow(pool, options)
+    finally:
+        await pool.close()

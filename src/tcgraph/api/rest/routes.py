@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from tcgraph.api.rest import index, labels, queue
+from tcgraph.api.rest import index, labels, mirror, queue
 
-ROUTES: list[Route] = [*queue.ROUTES, *index.ROUTES, *labels.ROUTES]
+ROUTES: list[Route] = [*queue.ROUTES, *index.ROUTES, *labels.ROUTES, *mirror.ROUTES]
