@@ -42,6 +42,12 @@ def _follow_options(parser: argparse.ArgumentParser) -> None:
                              "every task exchange (repeatable; default: everything)")
     parser.add_argument("--no-backfill", action="store_true",
                         help="do not backfill task groups seen for the first time")
+    parser.add_argument("--expire-every", type=float, default=3600.0, metavar="SECONDS",
+                        help="delete what expired this often, as `tcgraph expire` does "
+                             "(default 3600; 0 never)")
+    parser.add_argument("--keep-per-label", type=int, metavar="N",
+                        help="when expiring, also trim each label's history to the last "
+                             "success, the last failure and the N newest")
     parser.add_argument("--batch-size", type=int, default=1000,
                         help="messages written in one transaction, at most (default 1000)")
 
@@ -58,7 +64,8 @@ def _follow_settings(args: argparse.Namespace, root_url: str | None) -> object:
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
     return FollowOptions(
-        root_url=root_url, backfill=not args.no_backfill,
+        root_url=root_url, backfill=not args.no_backfill, expire_every_s=args.expire_every,
+        keep_per_label=args.keep_per_label,
         pulse=PulseOptions(url=args.pulse_url,
                            queue_name=queue_name(args.pulse_url, args.queue_name),
                            bindings=bindings(args.binding), batch_size=args.batch_size,
@@ -341,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return _serve(settings, follow_options)
     if getattr(args, "keep_per_label", None) is not None and args.keep_per_label < 0:
-        print("tcgraph expire: --keep-per-label must be at least 0", file=sys.stderr)
+        print(f"tcgraph {args.verb}: --keep-per-label must be at least 0", file=sys.stderr)
         return 2
     with _database(settings) as url:
         try:

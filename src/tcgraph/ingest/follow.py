@@ -19,6 +19,7 @@ import asyncpg
 
 from tcgraph.config import Settings
 from tcgraph.ingest import backfill
+from tcgraph.ingest.expire import expire
 from tcgraph.ingest.mirror import BatchResult, Delivery, Mirror
 from tcgraph.ingest.pulse import Backoff, PulseOptions, consume
 from tcgraph.ingest.upstream import Upstream
@@ -42,6 +43,8 @@ class FollowOptions:
     pulse: PulseOptions
     backfill: bool = True
     backfill_max_tasks: int = 20_000  # per task group
+    expire_every_s: float = 3600.0  # 0: never expire (tcgraph expire can still be run)
+    keep_per_label: int | None = None
 
 
 BatchHook = Callable[[Sequence[Delivery], BatchResult], Awaitable[None]]
@@ -92,6 +95,8 @@ async def follow(pool: asyncpg.Pool, options: FollowOptions, *,
             loops.create_task(_fetch_waiting(mirror))
             if options.backfill:
                 loops.create_task(_backfill_groups(pool, upstream, groups, options))
+            if options.expire_every_s > 0:
+                loops.create_task(_expire(pool, options))
     finally:
         await upstream.close()
 
@@ -110,6 +115,26 @@ async def _fetch_waiting(mirror: Mirror) -> None:
             await backoff.pause()
             continue
         await asyncio.sleep(WAITING_EVERY_S)
+
+
+# Batches per table in one periodic pass: the follower's writes are never held up
+# for long, and what is left goes in the next pass.
+_EXPIRE_MAX_BATCHES = 20
+
+
+async def _expire(pool: asyncpg.Pool, options: FollowOptions) -> None:
+    """Delete what expired, as Taskcluster does, once every `expire_every_s`."""
+    while True:
+        try:
+            done = await expire(pool, keep_per_label=options.keep_per_label,
+                                max_batches=_EXPIRE_MAX_BATCHES)
+            if done.tasks or done.index_entries or done.namespaces or done.trimmed:
+                log.info("follow: expired %d tasks, %d index entries, %d namespaces; "
+                         "trimmed %d", done.tasks, done.index_entries, done.namespaces,
+                         done.trimmed)
+        except Exception as e:  # the database is away: next time
+            log.warning("follow: expiry failed (%s: %s)", type(e).__name__, e)
+        await asyncio.sleep(options.expire_every_s)
 
 
 async def _backfill_groups(pool: asyncpg.Pool, upstream: Upstream, groups: asyncio.Queue[str],
