@@ -1,18 +1,10 @@
 # tcgraph against an external PostgreSQL (see docker-compose.yml).
 
-# GraphiQL's files, from the npm packages pinned in package-lock.json.
-FROM node:20-slim AS graphiql
-WORKDIR /build
-COPY package.json package-lock.json ./
-COPY scripts/fetch-graphiql scripts/
-RUN scripts/fetch-graphiql
-
 FROM python:3.11-slim
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
-COPY --from=graphiql /build/src/tcgraph/api/static ./src/tcgraph/api/static
 RUN pip install --no-cache-dir . && useradd --system tcgraph
 
 USER tcgraph

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -24,7 +26,8 @@ CHROMIUM = "/usr/bin/chromium"
 # Chromium tries to reach Google's hosts at every start.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "artifacts"
 HTML = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 
 
@@ -37,12 +40,6 @@ def require(missing: str | None) -> None:
     pytest.skip(missing)
 
 
-def require_assets() -> None:
-    missing = graphiql.missing_assets()
-    require(f"GraphiQL's files are not fetched ({', '.join(missing)}): run scripts/fetch-graphiql"
-            if missing else None)
-
-
 def require_browser() -> None:
     if importlib.util.find_spec("playwright") is None:
         require("the Python package playwright is not installed (pip install playwright)")
@@ -50,8 +47,26 @@ def require_browser() -> None:
         require(f"{CHROMIUM} is missing (apt-get install -y chromium)")
 
 
+def test_the_shipped_files_are_the_pinned_npm_builds() -> None:
+    # scripts/vendor-graphiql checked each tarball's sha512 against the lock
+    # file and recorded each file's sha256: the shipped files must be those,
+    # from the versions and integrities package-lock.json pins now.
+    lock = json.loads((REPO / "package-lock.json").read_text())["packages"]
+    sources = json.loads((graphiql.STATIC_DIR / "SOURCES.json").read_text())
+    for name, source in sources["packages"].items():
+        pinned = lock[f"node_modules/{name}"]
+        assert (source["version"], source["integrity"]) == (
+            pinned["version"], pinned["integrity"]), f"{name}: run scripts/vendor-graphiql"
+    shipped = {p.name for p in graphiql.STATIC_DIR.iterdir()} - {"SOURCES.json"}
+    assert shipped == set(sources["files"])
+    assert set(graphiql.ASSETS) <= shipped
+    for name, source in sources["files"].items():
+        assert source["package"] in sources["packages"]
+        data = (graphiql.STATIC_DIR / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == source["sha256"], name
+
+
 async def test_the_page_loads_only_files_served_here(settings: Settings, database_url: str) -> None:
-    require_assets()
     with serving(create_app(settings, database_url)) as url, httpx.Client(base_url=url) as http:
         page = http.get("/graphql", headers=HTML)
         assert page.status_code == 200
@@ -81,7 +96,7 @@ async def test_missing_files_give_a_coded_answer_that_says_how_to_fetch_them(
     (error,) = page.json()["errors"]
     assert error["extensions"] == {"code": "GRAPHIQL_NOT_INSTALLED",
                                    "missing": list(graphiql.ASSETS)}
-    assert "scripts/fetch-graphiql" in error["message"]
+    assert "scripts/vendor-graphiql" in error["message"]
     assert "<script" not in page.text and "https://" not in page.text  # no CDN fallback
     assert asset.status_code == 404
     assert query.json()["data"] == {"task": None}
@@ -102,7 +117,6 @@ async def test_the_ide_can_be_turned_off(settings: Settings, database_url: str) 
 async def test_graphiql_runs_queries_in_chromium(
         pool: asyncpg.Pool, settings: Settings, database_url: str) -> None:
     require_browser()
-    require_assets()
     from playwright.async_api import async_playwright, expect
 
     running = FakeTask(label="build-linux64/opt", state="running")

@@ -1,9 +1,11 @@
 """GraphiQL, served entirely by tcgraph: the page at `/graphql` and every file it loads.
 
 Decision tasks and private networks often reach no CDN, so the page refers to
-nothing but this server. The files come from npm packages pinned in
-`package.json` / `package-lock.json` and are copied into `static/graphiql/`
-by `scripts/fetch-graphiql`; until that has run, `/graphql` says so (a coded 404).
+nothing but this server. The built files are shipped in the package
+(`static/graphiql/`, with `SOURCES.json` naming the npm package, version and
+integrity each came from); `scripts/vendor-graphiql` refreshes them from the
+versions pinned in `package-lock.json`. In an installation without them (a
+broken one), `/graphql` says so (a coded 404).
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def page(request: Request) -> Response:
     if missing:
         return Response(error_body(
             f"GraphiQL is not installed: {', '.join(missing)} missing from {STATIC_DIR}; "
-            f"in the tcgraph checkout, run scripts/fetch-graphiql (it needs Node.js and npm). "
+            f"reinstall tcgraph, or in a tcgraph checkout run scripts/vendor-graphiql "
+            f"(it needs Node.js and npm). "
             f"The GraphQL endpoint itself works: POST queries to this address.",
             "GRAPHIQL_NOT_INSTALLED", missing=missing), status_code=404,
             media_type="application/json")
@@ -116,7 +119,7 @@ def static_files() -> StaticFiles:
 
 class _Assets(StaticFiles):
     async def check_config(self) -> None:
-        # Before `scripts/fetch-graphiql` runs the directory does not exist:
+        # In an installation without the files the directory does not exist:
         # answer 404 (the page explains why) rather than StaticFiles' 500.
         if self.directory is not None and os.path.isdir(self.directory):
             await super().check_config()
