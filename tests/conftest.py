@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 
 from factories import store
-from services import PGBOUNCER, PgBouncer, Standby
+from services.postgres import PGBOUNCER, PgBouncer, Standby
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate

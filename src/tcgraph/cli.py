@@ -7,15 +7,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import asyncpg
 
-from tcgraph import __version__
-from tcgraph.api.middleware import RequestIdFilter
+from tcgraph import __version__, logs
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
@@ -25,6 +27,7 @@ log = logging.getLogger("tcgraph")
 
 
 def _database_options(parser: argparse.ArgumentParser) -> None:
+    _output_options(parser)
     parser.add_argument("--database-url", help="PostgreSQL URL (env TCGRAPH_DATABASE_URL); "
                         "without one, an embedded PostgreSQL runs in --data-dir")
     parser.add_argument("--data-dir", type=Path,
@@ -70,6 +73,15 @@ def _follow_settings(args: argparse.Namespace, root_url: str | None) -> object:
                            queue_name=queue_name(args.pulse_url, args.queue_name),
                            bindings=bindings(args.binding), batch_size=args.batch_size,
                            prefetch=max(4 * args.batch_size, 100)))
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=None,
+                        help="say more: -v adds uvicorn's and embedded PostgreSQL's messages, "
+                             "-vv debug output")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="text (default) or json: one object per line with the request id, "
+                             "route, status, duration and SQL counts (env TCGRAPH_LOG_FORMAT)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -155,8 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--index", action="append", default=[], metavar="NAMESPACE",
                           help="an index namespace to copy, with everything below it (repeatable)")
 
-    verbs.add_parser("schema", help="print the GraphQL schema (SDL)",
-                     description="Print the schema; schema.graphql is this output.")
+    schema = verbs.add_parser("schema", help="print the GraphQL schema (SDL)",
+                              description="Print the schema; schema.graphql is this output.")
+    _output_options(schema)
     return parser
 
 
@@ -209,7 +222,47 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (as uvicorn will), or None if it can."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
+@contextlib.contextmanager
+def _metrics_dir(workers: int) -> Iterator[None]:
+    """With several workers, a directory where they keep the metrics /metrics sums.
+
+    prometheus-client reads PROMETHEUS_MULTIPROC_DIR when it is imported, so
+    this runs before anything imports tcgraph.metrics. A directory the
+    operator gave is used as it is and kept.
+    """
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="tcgraph-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _serve(settings: Settings, follow: object | None) -> int:
+    busy = _port_in_use(settings.host, settings.port)
+    if busy:
+        print(f"tcgraph: cannot listen on {settings.host}:{settings.port}: {busy} "
+              f"(is another server running? choose another --port)", file=sys.stderr)
+        return 1
+    with _metrics_dir(settings.workers):
+        return _run_server(settings, follow)
+
+
+def _run_server(settings: Settings, follow: object | None) -> int:
     import uvicorn
 
     from tcgraph.server import create_app
@@ -228,17 +281,21 @@ def _serve(settings: Settings, follow: object | None) -> int:
         # PostgreSQL is stopped on the way out instead of being left running.
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _exit_on_signal)
+        # tcgraph's logging, not uvicorn's (log_config=None), and tcgraph's
+        # access line (metrics.Observe) instead of uvicorn's.
+        options: dict[str, Any] = dict(
+            host=settings.host, port=settings.port, log_config=None,
+            log_level=logs.uvicorn_level(settings.verbose), access_log=False,
+            lifespan="on", timeout_keep_alive=_KEEP_ALIVE_S)
         if settings.workers == 1:
             app = create_app(settings, settings.read_database_url or url,
                              follow=follow, write_database_url=url)  # type: ignore[arg-type]
-            uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                        lifespan="on", timeout_keep_alive=_KEEP_ALIVE_S)
+            uvicorn.run(app, **options)
         else:
-            # Worker processes build their own app from the environment.
+            # Worker processes build their own app (and logging) from the environment.
             os.environ.update(settings.with_(database_url=url).to_env())
             uvicorn.run("tcgraph.server:app_from_environment", factory=True,
-                        workers=settings.workers, host=settings.host, port=settings.port,
-                        log_level="info", lifespan="on", timeout_keep_alive=_KEEP_ALIVE_S)
+                        workers=settings.workers, **options)
     return 0
 
 
@@ -309,10 +366,7 @@ async def _demo(url: str, settings: Settings, tasks: int, seed: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tcgraph` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(levelname)s %(name)s [%(request_id)s]: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RequestIdFilter())
+    logs.configure(getattr(args, "verbose", None) or 0, getattr(args, "log_format", None) or "text")
     if args.verb == "schema":
         from tcgraph.api.schema import sdl
 
@@ -325,10 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=getattr(args, "host", None), port=getattr(args, "port", None),
             workers=getattr(args, "workers", None),
             demo=getattr(args, "demo", None), explain=getattr(args, "explain", None),
+            log_format=getattr(args, "log_format", None), verbose=getattr(args, "verbose", None),
         )
     except ValueError as e:
         print(f"tcgraph: {e}", file=sys.stderr)
         return 2
+    logs.configure(settings.verbose, settings.log_format)
     follow_options = None
     if args.verb == "follow" or (args.verb == "serve" and args.follow):
         try:

@@ -31,6 +31,11 @@ class Settings:
     workers: int = 1  # server processes; each has its own pool
     demo: bool = False
     explain: bool = False
+    log_format: str = "text"  # or "json": one object per line (see logs.py)
+    verbose: int = 0  # 0: tcgraph's messages and warnings; 1: libraries' INFO; 2: DEBUG
+    # 0 turns asyncpg's prepared-statement cache off, as a transaction-pooling
+    # pgbouncer before 1.21 requires (see docs/scaling.md).
+    statement_cache_size: int = 100
     # Limits. A request over any of them is refused before any SQL runs.
     max_keys: int = 10_000  # keys in one list argument (taskIds, labels, ...)
     default_page_size: int = 100
@@ -99,6 +104,10 @@ class Settings:
                      "batch_size", "statement_timeout_ms", "pool_max_size", "pool_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TCGRAPH_{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"TCGRAPH_LOG_FORMAT must be text or json, got {self.log_format!r}")
+        if self.statement_cache_size < 0:
+            raise ValueError("TCGRAPH_STATEMENT_CACHE_SIZE must not be negative")
         if self.pool_min_size < 0:
             raise ValueError("TCGRAPH_POOL_MIN_SIZE must not be negative")
         if self.default_page_size > self.max_page_size:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from tcgraph import logs, metrics
 from tcgraph.api import graphiql, references
 from tcgraph.api.graphql import GraphQLApp
 from tcgraph.api.middleware import REQUEST_ID_HEADER, BodyLimit, RequestId
@@ -64,6 +65,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.pool = await open_pool(database_url, settings, tolerate_outage=True)
+        metrics.worker_started()
         follower = None
         if follow is not None:
             from tcgraph.ingest.follow import run
@@ -78,12 +80,14 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower
             await app.state.pool.close()
+            metrics.worker_exited()
 
     graphql = GraphQLApp(build_schema(settings), settings)
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
         *REST_ROUTES,
         *references.routes,
         *([Mount(graphiql.STATIC_PATH, graphiql.static_files(), name="graphiql-static")]
@@ -91,6 +95,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
     ]
     middleware = [
         Middleware(RequestId),
+        Middleware(metrics.Observe),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
     ]
     # Pages on other origins may call tcgraph from a browser only if their origin is listed.
@@ -108,6 +113,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
 def app_from_environment() -> Starlette:
     """The app as `TCGRAPH_*` variables describe it (for `serve --workers N`)."""
     settings = Settings.from_env()
+    logs.configure(settings.verbose, settings.log_format)
     url = settings.read_database_url or settings.database_url
     if not url:
         raise RuntimeError("TCGRAPH_DATABASE_URL must be set")

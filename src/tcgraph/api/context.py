@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from tcgraph import metrics
 from tcgraph.config import Settings
 from tcgraph.loaders import Loaders
 from tcgraph.store.pool import Database, SqlStats
@@ -24,5 +25,7 @@ class Context:
 
     @classmethod
     def create(cls, pool: asyncpg.Pool, settings: Settings, **extra: Any) -> "Context":
-        db = Database(pool, SqlStats(), acquire_timeout=settings.pool_timeout_ms / 1000)
+        stats = SqlStats()
+        metrics.track_sql(stats)
+        db = Database(pool, stats, acquire_timeout=settings.pool_timeout_ms / 1000)
         return cls(settings=settings, db=db, loaders=Loaders(db, settings.batch_size), **extra)

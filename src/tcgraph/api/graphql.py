@@ -22,6 +22,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from tcgraph import metrics
 from tcgraph.api import graphiql
 from tcgraph.api.context import Context
 from tcgraph.config import Settings
@@ -122,8 +123,10 @@ class GraphQLApp(GraphQL):
         status = sub_response.status_code or 200
         # An answer the database could not give is a 503 as a whole, so load
         # balancers and clients retry it, whatever else the document asked.
-        codes = {(error.get("extensions") or {}).get("code")
-                 for result in results for error in result.get("errors") or ()}
+        extensions = [error.get("extensions") or {}
+                      for result in results for error in result.get("errors") or ()]
+        metrics.note_errors(extensions)
+        codes = {ext.get("code") for ext in extensions}
         if codes & UNAVAILABLE_CODES:
             status = 503
         elif LimitExceeded.code in codes:

@@ -8,8 +8,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tcgraph import metrics
 from tcgraph.api.rest.errors import API_PREFIX, too_large_body
-
 from tcgraph.errors import LimitExceeded, error_body
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -104,6 +104,9 @@ class BodyLimit:
                 await self._refuse(scope, send, received)
 
     async def _refuse(self, scope: Scope, send: Send, size: int) -> None:
+        extensions = {"code": "LIMIT_EXCEEDED", "limit": "max_body_bytes", "value": size,
+                      "maximum": self.max_bytes}
+        metrics.note_errors([extensions])
         if scope["path"].startswith(API_PREFIX):
             await _send_json(send, too_large_body(scope, size, self.max_bytes))
             return

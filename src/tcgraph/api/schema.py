@@ -13,6 +13,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
+from tcgraph import metrics
 from tcgraph.api import executor
 from tcgraph.api.types import (
     IndexedTask, LabelHistory, Mirror, Namespace, Task, TaskFilter, TaskGroup, TaskStatus, task_filter,
@@ -190,6 +191,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: DocumentShape(settings),
         lambda: Limits(settings),
+        metrics.OperationType,
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import asyncpg
 import orjson
 
+from tcgraph import metrics
 from tcgraph.config import Settings
 from tcgraph.errors import BadInput, DatabaseUnavailable, StatementTimeout
 
@@ -42,6 +43,9 @@ async def open_pool(url: str, settings: Settings, *, tolerate_outage: bool = Fal
             min_size=min_size,
             max_size=settings.pool_max_size,
             init=_init_connection,
+            # 0 behind a transaction-pooling pgbouncer before 1.21, which
+            # cannot keep a named prepared statement on one server connection.
+            statement_cache_size=settings.statement_cache_size,
             server_settings={
                 "application_name": "tcgraph",
                 "statement_timeout": str(settings.statement_timeout_ms),
@@ -105,6 +109,7 @@ class Database:
         """
         started = time.perf_counter()
         try:
+            metrics.pool_changed(self.pool.get_size(), waiting=1)
             try:
                 conn = await self.pool.acquire(timeout=self.acquire_timeout)
             except asyncio.TimeoutError:
@@ -116,6 +121,9 @@ class Database:
                 # database closed to connections) is an outage to the client.
                 log.warning("cannot connect to the database: %s: %s", type(e).__name__, e)
                 raise DatabaseUnavailable("the database is unavailable") from None
+            finally:
+                metrics.pool_changed(self.pool.get_size(), waiting=-1)
+            metrics.pool_changed(self.pool.get_size(), in_use=1)
             try:
                 rows = await conn.fetch(sql, *args)
             except (asyncpg.CharacterNotInRepertoireError,
@@ -137,6 +145,7 @@ class Database:
                 raise DatabaseUnavailable("the database is unavailable") from None
             finally:
                 await self.pool.release(conn)
+                metrics.pool_changed(self.pool.get_size(), in_use=-1)
         finally:
             self.stats.statements += 1
             self.stats.ms += (time.perf_counter() - started) * 1000

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tcgraph import metrics
 from tcgraph.api.context import Context
 from tcgraph.api.references import root_url
 from tcgraph.api.rest.errors import JSON, ApiError, error_response
@@ -129,13 +130,17 @@ def endpoint(method: Method) -> Callable[[Request], Awaitable[Response]]:
             call = Call(request, context, method.name, payload, limit, token)
             response: Response = JSON(await method.handler(call))
         except ApiError as e:
+            metrics.note_errors([{"code": e.code}])
             response = _reply(method, request, payload, e)
         except LimitExceeded as e:
+            metrics.note_errors([e.extensions])
             response = _reply(method, request, payload, ApiError("InputError", e.message))
         except ClientError as e:
+            metrics.note_errors([e.extensions])
             response = _reply(method, request, payload,
                               ApiError("InputValidationError", e.message))
         except ServiceUnavailable as e:
+            metrics.note_errors([e.extensions])
             response = _reply(method, request, payload, ApiError("ServiceUnavailable", e.message))
         except Exception:
             # Whatever broke stays in the log, under an id the client can quote.

