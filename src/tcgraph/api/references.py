@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,6 +27,8 @@ from tcgraph.api.schema import sdl
 
 API_VERSION = "v1"
 JSON_SCHEMA = "http://json-schema.org/draft-06/schema#"
+# A JSON schema, as a document.
+Schema = dict[str, Any]
 
 
 def root_url(request: Request) -> str:
@@ -50,22 +53,22 @@ CONTINUATION_TOKEN = {
 RUN_STATES = ["pending", "running", "completed", "failed", "exception"]
 
 
-def _object(properties: dict, required: list[str] | None = None, closed: bool = True,
-            **extra: object) -> dict:
-    schema: dict = {"type": "object", "properties": properties, **extra}
+def _object(properties: Schema, required: list[str] | None = None, closed: bool = True,
+            **extra: object) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties, **extra}
     schema["required"] = list(properties) if required is None else required
     if closed:
         schema["additionalProperties"] = False
     return schema
 
 
-def _keys_request(title: str, key: str, description: str, repeats: str) -> dict:
+def _keys_request(title: str, key: str, description: str, repeats: str) -> Schema:
     # As in Taskcluster's input schemas, a missing list is the empty list.
     return _object({key: {**STRINGS, "default": [], "description": description}}, required=[],
                    title=title, description=f"`{key}` to look up; {repeats}")
 
 
-def _page(title: str, key: str, items: dict) -> dict:
+def _page(title: str, key: str, items: Schema) -> Schema:
     return _object({key: {"type": "array", "uniqueItems": True, "items": items},
                     "continuationToken": CONTINUATION_TOKEN}, required=[key], title=title)
 
@@ -202,7 +205,7 @@ class Service:
     title: str
     description: str
     entries: tuple[Entry, ...]
-    schemas: dict[str, dict] = field(default_factory=dict)  # "v1/x.json" -> JSON schema
+    schemas: dict[str, Schema] = field(default_factory=dict)  # "v1/x.json" -> JSON schema
 
     def reference(self, root: str) -> dict[str, object]:
         """The API reference document, Taskcluster's `api-reference-v0` format."""

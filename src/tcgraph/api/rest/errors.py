@@ -8,6 +8,7 @@ body-size limit in front of everything.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Mapping
 
 import orjson
 from starlette.requests import Request
@@ -67,7 +68,7 @@ def error_body(method: str, params: dict[str, str], payload: object,
 
 
 def error_response(method: str, params: dict[str, str], payload: object,
-                   error: ApiError, headers: dict[str, str] | None = None) -> JSON:
+                   error: ApiError, headers: Mapping[str, str] | None = None) -> JSON:
     """`error` as Taskcluster answers it."""
     return JSON(error_body(method, params, payload, error),
                 status_code=STATUS_OF_CODE[error.code], headers=headers)
@@ -96,7 +97,7 @@ def too_large_body(scope: Scope, size: int, maximum: int) -> bytes:
 _ROUTING_CODES = {404: "ResourceNotFound", 405: "MethodNotAllowed"}
 
 
-def routing_error(request: Request, status: int, headers: dict[str, str] | None) -> JSON:
+def routing_error(request: Request, status: int, headers: Mapping[str, str] | None) -> JSON:
     """A 404 or 405 from routing under `/api/`, in Taskcluster's shape."""
     method, params = method_of(request.scope)
     if status == 405:

@@ -63,7 +63,7 @@ class Listing(Generic[T]):
         return body
 
 
-async def listing(call: Call, loader: DataLoader, parent: str,
+async def listing(call: Call, loader: DataLoader[Any, Any], parent: str,
                   position_of: Callable[[Any], str]) -> Listing[Any]:
     """The page of `parent`'s list that the call asks for, from a (parent, after, limit) loader."""
     if call.limit == 0:
@@ -111,7 +111,7 @@ async def found_page(call: Call, keys: Sequence[str],
     return Listing([f for _, f in found], None)
 
 
-def loading(call: Call, loader: DataLoader,
+def loading(call: Call, loader: DataLoader[Any, Any],
             key_of: Callable[[str], Hashable] = lambda key: key
             ) -> Callable[[Sequence[str]], Awaitable[Sequence[Any]]]:
     """`found_page`'s `load` through one of the request's loaders."""
