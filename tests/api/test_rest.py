@@ -427,13 +427,20 @@ async def test_other_failures_are_500s_without_internals(pool: asyncpg.Pool,
 # --- the real clients ----------------------------------------------------
 
 CLIENT_TASKS = 3000
+CLIENT_GROUP = slug(2 * 10**12)
+
+
+def client_state(n: int) -> str:
+    """Every 10th task failed, three still running, the rest completed."""
+    return "failed" if n % 10 == 0 else "running" if n % 1000 == 5 else "completed"
 
 
 @pytest.fixture(scope="module")
 def dataset(filled_database) -> Iterator[tuple[str, list[FakeTask]]]:
-    """A database with 3,000 tasks (every 10th failed), each indexed under `tcgraph.test.<n>`."""
+    """A database with 3,000 tasks of one group (`client_state`), each indexed under
+    `tcgraph.test.<n>`."""
     # The `database_url` fixture is per test; one server with 3,000 tasks serves the module.
-    known = [FakeTask(label=f"task-{n}", state="failed" if n % 10 == 0 else "completed",
+    known = [FakeTask(label=f"task-{n}", state=client_state(n), task_group_id=CLIENT_GROUP,
                       created=BASE + timedelta(seconds=n)) for n in range(CLIENT_TASKS)]
     entries = [(f"tcgraph.test.{n}", t.task_id, 1, FAR) for n, t in enumerate(known)]
     with filled_database(known, entries) as url:
@@ -498,6 +505,26 @@ def test_taskcluster_client_batch_methods_page_through_everything(
     assert [len(page["statuses"]) for page in limited] == [10, 10, 10]
 
 
+def test_taskcluster_client_limits_above_1000_are_clamped(
+        root_url: str, known: list[FakeTask]) -> None:
+    queue = taskcluster.Queue({"rootUrl": root_url})
+    index = taskcluster.Index({"rootUrl": root_url})
+    ids = [t.task_id for t in known]
+    statuses = queue.statuses(payload={"taskIds": ids}, query={"limit": 5000})
+    assert len(statuses["statuses"]) == 1000 and statuses["continuationToken"]
+    tasks = queue.tasks(payload={"taskIds": ids}, query={"limit": 5000})
+    assert len(tasks["tasks"]) == 1000 and tasks["continuationToken"]
+    found = index.findTasksAtIndex(payload={"indexes": [f"tcgraph.test.{n}" for n in range(1500)]},
+                                   query={"limit": 5000})
+    assert len(found["tasks"]) == 1000 and found["continuationToken"]
+    group = queue.listTaskGroup(CLIENT_GROUP, query={"limit": 5000})
+    assert len(group["tasks"]) == 1000 and group["continuationToken"]
+    everything: list[dict] = []
+    queue.listTaskGroup(CLIENT_GROUP, query={"limit": 5000},
+                        paginationHandler=lambda page: everything.extend(page["tasks"]))
+    assert sorted(t["status"]["taskId"] for t in everything) == sorted(ids)
+
+
 def test_taskcluster_client_single_lookups(root_url: str, known: list[FakeTask]) -> None:
     queue = taskcluster.Queue({"rootUrl": root_url})
     index = taskcluster.Index({"rootUrl": root_url})
@@ -540,6 +567,14 @@ def test_taskgraph_batched_lookups(taskgraph_env: None, known: list[FakeTask]) -
     assert definitions[known[0].task_id] == known[0].definition()
 
 
+def test_taskgraph_lists_a_task_groups_incomplete_tasks(
+        taskgraph_env: None, known: list[FakeTask]) -> None:
+    from taskgraph.util.taskcluster import list_task_group_incomplete_tasks
+
+    running = [t.task_id for n, t in enumerate(known) if client_state(n) == "running"]
+    assert sorted(list_task_group_incomplete_tasks(CLIENT_GROUP)) == sorted(running)
+
+
 def test_taskgraph_index_search_replaces_only_usable_tasks(
         taskgraph_env: None, known: list[FakeTask]) -> None:
     from taskgraph.optimize.strategies import IndexSearch
@@ -553,7 +588,9 @@ def test_taskgraph_index_search_replaces_only_usable_tasks(
     replaced = [search.should_replace_task(types.SimpleNamespace(label=path), {}, soon,
                                            ([path], index_to_task, task_to_status))
                 for path in paths]
-    assert replaced == [False if n % 10 == 0 else t.task_id for n, t in enumerate(known)]
+    # Failed tasks are not reused; completed and running ones are.
+    assert replaced == [False if client_state(n) == "failed" else t.task_id
+                        for n, t in enumerate(known)]
     # Every stored task expires in 2027: none may stand in for one needed until 2100.
     assert not any(search.should_replace_task(types.SimpleNamespace(label=path), {}, late,
                                               ([path], index_to_task, task_to_status))
