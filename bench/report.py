@@ -36,7 +36,6 @@ class Result:
     peak_rss_mb: float | None = None
     check: str = ""  # "ok", or what differed from the floor's answer
     error: str = ""
-    fast_path: dict | None = None  # tcgraph in process: FastPath taken/fallbacks during the run
 
     @property
     def median(self) -> float | None:
@@ -59,7 +58,7 @@ class Result:
             "http_requests": self.requests, "sql_statements": self.statements,
             "pg_stat_statements": self.pg_statements, "sql_ms": _round(self.sql_ms),
             "peak_rss_mb": _round(self.peak_rss_mb, 1),
-            "check": self.check, "error": self.error, "fast_path": self.fast_path,
+            "check": self.check, "error": self.error,
         }
 
 

@@ -224,7 +224,6 @@ class Case:
     tx: Any
     flow: workloads.Flow
     pid: Callable[[], int | None]  # the process whose peak RSS counts (None: in process)
-    fast_path: Any = None  # tcgraph's FastPath, in process
     answer: Any = None
 
 
@@ -239,7 +238,6 @@ async def measure(cases: list[Case], runs: int, warmup: int, counter: PgCounter)
                 s = Session(collect=collect)
                 if collect:
                     before_pg = await counter.total()
-                    fp = _fast_path_counts(case.fast_path)
                     case.answer = await case.flow(case.tx, s)
                     after_pg = await counter.total()
                     r.calls = s.calls
@@ -249,9 +247,6 @@ async def measure(cases: list[Case], runs: int, warmup: int, counter: PgCounter)
                     if before_pg is not None and after_pg is not None:
                         # (the counting queries run in another database)
                         r.pg_statements = after_pg - before_pg
-                    if fp is not None:
-                        after = _fast_path_counts(case.fast_path)
-                        r.fast_path = {k: after[k] - fp[k] for k in fp}
                 else:
                     await case.flow(case.tx, s)
         except Exception as e:
@@ -282,17 +277,6 @@ async def measure(cases: list[Case], runs: int, warmup: int, counter: PgCounter)
                 f"SQL {r.sql if r.sql is not None else '-':>5}  "
                 f"HTTP {r.requests if r.requests is not None else '-':>5}"
                 + (f"  RSS {r.peak_rss_mb:.0f} MB" if r.peak_rss_mb else ""))
-
-
-def _fast_path_counts(fast_path: Any) -> dict | None:
-    if fast_path is None:
-        return None
-    counts = {}
-    for name in ("taken", "fallbacks"):
-        value = getattr(fast_path, name, None)
-        if isinstance(value, int):
-            counts[name] = value
-    return counts or None
 
 
 def check_answers(cases: list[Case]) -> None:
@@ -405,7 +389,6 @@ async def run(args: argparse.Namespace) -> int:
         if postgraphile is not None:
             peer_http = workloads.Http(postgraphile.base, "postgraphile/http", "/graphql")
             http_clients.append(peer_http)
-        fast_path = getattr(schema, "fast_path", None)
 
         def server_pid() -> int | None:
             return tcgraph_server.pid if tcgraph_server else None
@@ -417,8 +400,8 @@ async def run(args: argparse.Namespace) -> int:
             return None
 
         def cases_for(workload: str, size: int) -> list[Case]:
-            def case(series: str, tx: Any, flow: workloads.Flow, pid, fp=None) -> Case:
-                return Case(Result(workload, size, series), tx, flow, pid, fp)
+            def case(series: str, tx: Any, flow: workloads.Flow, pid) -> Case:
+                return Case(Result(workload, size, series), tx, flow, pid)
 
             if workload in ("W1", "W2"):
                 name = "labels" if workload == "W1" else "paths"
@@ -436,7 +419,7 @@ async def run(args: argparse.Namespace) -> int:
                 peer_flow = workloads.single("W4", variables, workloads.PEER_DOCS)
             out = [
                 case("floor", floor_tx, flow, in_process),
-                case("tcgraph", tcgraph_tx, flow, in_process, fast_path),
+                case("tcgraph", tcgraph_tx, flow, in_process),
                 case("floor/http", floor_http, flow, server_pid),
                 case("tcgraph/http", tcgraph_http, flow, server_pid),
             ]

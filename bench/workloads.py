@@ -130,10 +130,12 @@ class TcgraphInProcess:
                                            context_value=context)
         if result.errors:
             raise RequestFailed(f"tcgraph: {result.errors[0].message}")
+        # The data holds JSON built in PostgreSQL as orjson fragments: the
+        # body is what the view sends, and replies are read from it.
         body = orjson.dumps({"data": result.data})
         s.calls += 1
         s.add_statements(context.db.stats.statements, context.db.stats.ms)
-        return Reply(body, data={"data": result.data})
+        return Reply(body)
 
 
 class Http:

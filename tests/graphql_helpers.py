@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 
 from tcgraph.api.context import Context
 from tcgraph.api.schema import build_schema
@@ -35,4 +36,6 @@ async def execute(pool: asyncpg.Pool, settings: Settings, query: str,
     context = Context.create(pool, settings)
     result = await schema.execute(query, variable_values=variables, context_value=context)
     errors = [e.formatted for e in result.errors or []]
-    return Result(result.data, errors, context.db.stats.statements, context.db.stats.rows)
+    # JSON built in PostgreSQL arrives as orjson fragments: read it as a client would.
+    data = orjson.loads(orjson.dumps(result.data)) if result.data is not None else None
+    return Result(data, errors, context.db.stats.statements, context.db.stats.rows)

@@ -11,7 +11,7 @@ from graphql import parse
 from factories import FakeTask, store
 from graphql_helpers import execute
 from servers import serving
-from tcgraph.api import types
+from tcgraph.api.types import tasks as types
 from tcgraph.config import Settings
 from tcgraph.api.schema import sdl
 from tcgraph.measure import document_demands
@@ -91,7 +91,7 @@ async def test_masked_errors_name_the_request_id_and_hide_internals(
 
     monkeypatch.setattr(types.Task, "_definition", broken)
     document = {"query": '{ task(taskId: "t1") { taskId metadata { name } } }'}
-    with serving(create_app(settings.with_(mask_errors=True, fast_path=False), database_url)) as url:
+    with serving(create_app(settings.with_(mask_errors=True, sql_json=False), database_url)) as url:
         masked = httpx.post(f"{url}/graphql", json=document, headers={"x-request-id": "req-42"})
         cursor = httpx.post(f"{url}/graphql", json={"query": '{ taskGroup(taskGroupId: "group-a") { '
                                                      'tasks(after: "junk") { nodes { taskId } } } }'})

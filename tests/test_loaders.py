@@ -111,9 +111,14 @@ async def test_tasks_found_by_label_are_not_fetched_again(
     build = FakeTask(label="build")
     test = FakeTask(label="test", dependencies=[build.task_id])
     await store(pool, [build, test])
-    result = await execute(pool, settings, """{
-        labels(labels: ["build", "test"]) { latest { taskId dependencies { taskId } } } }""")
+    query = """{
+        labels(labels: ["build", "test"]) { latest { taskId dependencies { taskId } } } }"""
+    result = await execute(pool, settings.with_(sql_json=False), query)
     assert result.data["labels"][1]["latest"]["dependencies"] == [{"taskId": build.task_id}]
     # The labels, then the definitions that name the dependencies; the
     # dependency itself was primed into the task loader by the label lookup.
     assert result.statements == 2
+    # Compiled, the whole selection is one statement.
+    compiled = await execute(pool, settings, query)
+    assert compiled.data == result.data
+    assert compiled.statements == 1

@@ -59,9 +59,9 @@ class Settings:
     # (unexpected ones are logged with the request id the response carries).
     introspection: bool = True
     mask_errors: bool = False
-    # Answer documents through the compiled executor where it can (same
-    # answers as the standard one, several times faster on large lists).
-    fast_path: bool = True
+    # Answer selections whose every field PostgreSQL can compute with JSON
+    # built there (api/sqljson.py); off, the resolvers answer everything.
+    sql_json: bool = True
     root_url: str = ""  # the public root URL the references name; default: the request's
     cors_origins: str = ""  # comma-separated browser origins allowed to call tcgraph
 

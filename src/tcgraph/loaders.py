@@ -8,6 +8,13 @@ and tasks found by label or page are primed into the task loader.
 
 Loaders hold per-request state and must be built inside the running event
 loop (aiodataloader binds to it), which is why `Loaders` is built per request.
+
+Several fields may wait on one cached future (two aliases of one task). Each
+waiter gets its own shield of it, so when GraphQL cancels one field (a sibling
+failed in a non-null position) the others still get their answer.
+
+The `*_json` loaders answer selections compiled by api/sqljson.py: their keys
+carry the compiled JSON expression (`shape`), and their answers are JSON text.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Hashable, Sequence, TypeVar
 
 from aiodataloader import DataLoader
@@ -31,6 +39,67 @@ LabelKey = tuple[str, TaskFilter]
 LabelPageKey = tuple[str, TaskFilter, tuple[datetime, str] | None, int]
 GroupPageKey = tuple[str, State | None, str | None, int]
 PageKey = tuple[str, str | None, int]
+
+
+@dataclass(frozen=True, slots=True)
+class JsonListKey:
+    """Keys answered as one JSON array (or, `single`, one JSON value) of `shape` each."""
+
+    shape: str
+    keys: tuple[str, ...]
+    single: bool = False
+    task_filter: TaskFilter | None = None  # labels only
+
+
+@dataclass(frozen=True, slots=True)
+class JsonPageKey:
+    """One page of a connection, each row answered as JSON of `shape`."""
+
+    shape: str
+    parent: str
+    after: str | None
+    limit: int
+    state: State | None = None  # task group pages only
+
+
+# (shapes, [(keys, shape number)], filter) -> one JSON array per list.
+JsonFetch = Callable[[list[str], list[tuple[tuple[str, ...], int]], TaskFilter | None],
+                     Awaitable[list[str]]]
+
+
+class Loader(DataLoader):  # type: ignore[misc]  # aiodataloader ships no type hints
+    """A DataLoader whose waiters can be cancelled one by one (see the module docstring)."""
+
+    def load(self, key: Any) -> "asyncio.Future[Any]":
+        return asyncio.shield(super().load(key))
+
+
+def _keeping_outages(
+    fn: Callable[[list[Any]], Awaitable[list[Any]]]
+) -> Callable[[list[Any]], Awaitable[list[Any]]]:
+    """A batch function whose outage stays cached for its keys.
+
+    A failed batch clears its keys, so a later load tries again; but when the
+    database is unavailable or timed out, a later load in the same request
+    would only wait for the same outage twice. Answering each key with the
+    error (instead of raising it) keeps it in the loader's cache.
+    """
+    async def load(keys: list[Any]) -> list[Any]:
+        try:
+            return await fn(keys)
+        except ServiceUnavailable as error:
+            return [error] * len(keys)
+
+    return load
+
+
+def _only(array: str) -> str | None:
+    """The one element of a JSON array of one element, as text (None for null).
+
+    json_agg writes one element as `[` + element + `]`.
+    """
+    element = array[1:-1]
+    return None if element == "null" else element
 
 
 async def _by_group(
@@ -55,9 +124,10 @@ class Loaders:
 
     def __init__(self, db: Database, batch_size: int) -> None:
         self.db = db
+        self.batch_size = batch_size
 
-        def loader(fn: Callable[[list], Awaitable[list]]) -> DataLoader:
-            return DataLoader(batch_load_fn=fn, max_batch_size=batch_size)
+        def loader(fn: Callable[[list[Any]], Awaitable[list[Any]]]) -> Loader:
+            return Loader(batch_load_fn=_keeping_outages(fn), max_batch_size=batch_size)
 
         self.task = loader(self._tasks)
         self.definition = loader(self._definitions)
@@ -78,62 +148,11 @@ class Loaders:
         self.dependents_page_en_us = loader(self._dependent_pages_en_us)
         self.child_namespaces_page_en_us = loader(self._child_namespace_pages_en_us)
         self.namespace_tasks_page_en_us = loader(self._namespace_entry_pages_en_us)
-
-    async def load_all(self, loader: DataLoader, keys: Sequence[Hashable]) -> list[Any]:
-        """`loader.load_many(keys)` for large key lists, without the per-key queue and gather.
-
-        Answers from the loader's cache where it can (keys loaded or primed
-        earlier in the request, including loads still in flight) and calls the
-        loader's batch function directly for the rest: distinct keys only, in
-        chunks of its `max_batch_size`, run concurrently as the loader itself
-        would. The answers are cached in the loader, so later `load` calls
-        (and the standard executor, after a fallback) reuse them.
-
-        A failed batch clears its keys from the cache, as the loader does, so a
-        later `load` tries again; except when the database is unavailable or
-        timed out (`ServiceUnavailable`): then the keys stay failed, and a later
-        `load` in this request fails the same way at once instead of waiting
-        for the same outage twice.
-        """
-        if not loader.cache:
-            return list(await loader.load_many(keys))
-        cache = loader._cache
-        cache_key = loader.get_cache_key
-        create_future = loader.loop.create_future
-        found: list[asyncio.Future] = []
-        missing: list[Hashable] = []
-        pending: list[asyncio.Future] = []
-        for key in keys:
-            if key is None:
-                raise TypeError("The loader.load() function must be called with a value, "
-                                "but got: None.")
-            ck = cache_key(key)
-            future = cache.get(ck)
-            if future is None:
-                future = cache[ck] = create_future()
-                missing.append(key)
-                pending.append(future)
-            found.append(future)
-        if missing:
-            size = loader.max_batch_size or len(missing)
-            if len(missing) <= size:
-                await _dispatch(loader, missing, pending)
-            else:
-                await asyncio.gather(*(
-                    _dispatch(loader, missing[i:i + size], pending[i:i + size])
-                    for i in range(0, len(missing), size)))
-        return [future.result() if future.done() else await future for future in found]
-
-    def release(self) -> None:
-        """Forget every row cached for this request, once its answer is built.
-
-        The loaders refer to each other (and to this object) in a cycle, so
-        without this the rows live on until the next full garbage collection.
-        A later load in the request queries again.
-        """
-        for value in vars(self).values():
-            if isinstance(value, DataLoader):
-                value.clear_all()
+        self.tasks_json = loader(self._tasks_json)
+        self.entries_json = loader(self._entries_json)
+        self.labels_json = loader(self._labels_json)
+        self.task_group_json_page = loader(self._task_group_json_pages)
+        self.dependents_json_page = loader(self._dependent_json_pages)
 
     def _prime(self, found: Sequence[Task | None]) -> None:
         for task in found:
@@ -225,32 +244,66 @@ class Loaders:
     async def _namespace_entry_pages_en_us(self, keys: list[PageKey]) -> list[Page]:
         return await index_entries.namespace_entry_pages_en_us(self.db, keys)
 
+    async def _json_lists(self, keys: list[JsonListKey], fetch: JsonFetch) -> list[str | None]:
+        """Answer JSON list keys with one statement per filter, whatever their shapes.
 
-async def _dispatch(loader: DataLoader, keys: list[Hashable],
-                    futures: list[asyncio.Future]) -> None:
-    """Run `loader`'s batch function for one chunk of keys and settle their futures."""
-    try:
-        values = list(await loader.batch_load_fn(keys))
-        if len(values) != len(keys):
-            raise TypeError(f"the batch function returned {len(values)} values for "
-                            f"{len(keys)} keys")
-    except Exception as error:
-        if not isinstance(error, ServiceUnavailable):
-            for key in keys:
-                loader.clear(key)
-        for future in futures:
-            if not future.done():
-                future.set_exception(error)
-                future.exception()  # retrieved: whoever loads the key gets it raised
-        return
-    except BaseException:  # cancelled: nobody may wait on these futures for ever
-        for future in futures:
-            future.cancel()
-        raise
-    for future, value in zip(futures, values):
-        if not future.done():
-            if isinstance(value, Exception):
-                future.set_exception(value)
-                future.exception()
-            else:
-                future.set_result(value)
+        A list longer than the batch size is answered in chunks of it, on
+        concurrent statements, and its JSON arrays joined (never decoded).
+        """
+        async def one_filter(task_filter: Hashable, found: list[JsonListKey]) -> list[str]:
+            short = [k for k in found if len(k.keys) <= self.batch_size]
+            answers: dict[JsonListKey, str] = {}
+            if short:
+                shapes = list(dict.fromkeys(k.shape for k in short))
+                number = {shape: i for i, shape in enumerate(shapes)}
+                answers.update(zip(short, await fetch(
+                    shapes, [(k.keys, number[k.shape]) for k in short], found[0].task_filter)))
+            for key in found:
+                if len(key.keys) > self.batch_size:
+                    answers[key] = await self._chunked(key, fetch)
+            return [answers[key] for key in found]
+
+        arrays = await _by_group(keys, lambda k: k.task_filter, one_filter)
+        return [_only(array) if key.single else array for key, array in zip(keys, arrays)]
+
+    async def _chunked(self, key: JsonListKey, fetch: JsonFetch) -> str:
+        size = self.batch_size
+        chunks = [key.keys[i:i + size] for i in range(0, len(key.keys), size)]
+        parts = await asyncio.gather(*(
+            fetch([key.shape], [(chunk, 0)], key.task_filter) for chunk in chunks))
+        return "[" + ",".join(part[0][1:-1] for part in parts) + "]"
+
+    async def _tasks_json(self, keys: list[JsonListKey]) -> list[str | None]:
+        async def fetch(shapes: list[str], lists: list[tuple[tuple[str, ...], int]],
+                        _: TaskFilter | None) -> list[str]:
+            return await tasks.tasks_json(self.db, shapes, lists)
+
+        return await self._json_lists(keys, fetch)
+
+    async def _entries_json(self, keys: list[JsonListKey]) -> list[str | None]:
+        async def fetch(shapes: list[str], lists: list[tuple[tuple[str, ...], int]],
+                        _: TaskFilter | None) -> list[str]:
+            return await index_entries.entries_json(self.db, shapes, lists)
+
+        return await self._json_lists(keys, fetch)
+
+    async def _labels_json(self, keys: list[JsonListKey]) -> list[str | None]:
+        async def fetch(shapes: list[str], lists: list[tuple[tuple[str, ...], int]],
+                        task_filter: TaskFilter | None) -> list[str]:
+            return await tasks.labels_json(self.db, shapes, lists, task_filter or TaskFilter())
+
+        return await self._json_lists(keys, fetch)
+
+    async def _task_group_json_pages(self, keys: list[JsonPageKey]) -> list[Page]:
+        async def load(group: Hashable, found: list[JsonPageKey]) -> list[Page]:
+            return await tasks.task_group_json_pages(
+                self.db, found[0].shape, [(k.parent, k.state, k.after, k.limit) for k in found])
+
+        return await _by_group(keys, lambda k: (k.shape, k.state is None), load)
+
+    async def _dependent_json_pages(self, keys: list[JsonPageKey]) -> list[Page]:
+        async def load(group: Hashable, found: list[JsonPageKey]) -> list[Page]:
+            return await task_dependencies.dependent_json_pages(
+                self.db, found[0].shape, [(k.parent, k.after, k.limit) for k in found])
+
+        return await _by_group(keys, lambda k: k.shape, load)

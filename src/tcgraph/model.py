@@ -121,6 +121,14 @@ class TaskGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class JsonNode:
+    """A row of a page answered as JSON built in PostgreSQL: its sort key and its JSON text."""
+
+    key: str
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """One page of a keyset-paginated list: `rows` plus whether more follow."""
 

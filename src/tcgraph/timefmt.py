@@ -17,6 +17,11 @@ def format_time(value: datetime | str) -> str:
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
+def sql_format_time(expression: str) -> str:
+    """SQL that writes the timestamptz `expression` as format_time does."""
+    return f"""to_char({expression} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+
+
 def parse_time(value: object) -> datetime:
     """An ISO 8601 timestamp with a zone; ValueError names what was wrong."""
     if not isinstance(value, str):

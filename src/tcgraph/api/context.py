@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -22,6 +22,8 @@ class Context:
     loaders: Loaders
     request: Any = None
     response: Any = None
+    # Compiled selections of this request (api/sqljson.py), by response path.
+    plans: dict[tuple[str, ...], str | None] = field(default_factory=dict)
 
     @classmethod
     def create(cls, pool: asyncpg.Pool, settings: Settings, **extra: Any) -> "Context":

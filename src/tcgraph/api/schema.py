@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
+import orjson
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
@@ -14,14 +15,16 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
 from tcgraph import metrics
-from tcgraph.api import executor
-from tcgraph.api.types import (
-    IndexedTask, LabelHistory, Mirror, Namespace, Task, TaskFilter, TaskGroup, TaskStatus, task_filter,
-)
+from tcgraph.api.sqljson import Executor, plan
+from tcgraph.api.types.index import IndexedTask, Namespace
+from tcgraph.api.types.labels import LabelHistory, TaskGroup
+from tcgraph.api.types.mirror import Mirror
+from tcgraph.api.types.tasks import Task, TaskFilter, TaskStatus, storable, task_filter
 from tcgraph.config import Settings
 from tcgraph.api.middleware import request_id
 from tcgraph.errors import ClientError, LimitExceeded, ServiceUnavailable
 from tcgraph.limits import DocumentShape, Limits
+from tcgraph.loaders import JsonListKey
 from tcgraph.model import split_index_path
 from tcgraph.store.queries import mirror as mirror_queries
 from tcgraph.timefmt import format_time, parse_time
@@ -31,23 +34,46 @@ def _keys(info: Info, argument: str, values: list[str]) -> list[str]:
     maximum = info.context.settings.max_keys
     if len(values) > maximum:
         raise LimitExceeded("max_keys", len(values), maximum, f"`{argument}` has too many keys")
+    for value in values:
+        storable(argument, value)
     return values
 
 
+def _json(text: str | None) -> Any:
+    return None if text is None else orjson.Fragment(text)
+
+
+# Each root field answers a selection that api/sqljson.py can compile with one
+# statement building its JSON; any other selection goes to the resolvers.
 @strawberry.type
 class Query:
     @strawberry.field(description="The task with this id, or null.")
     async def task(self, info: Info, task_id: strawberry.ID) -> Optional[Task]:
+        storable("taskId", task_id)
+        shape = plan(info, "Task", "t")
+        if shape is not None:
+            return _json(await info.context.loaders.tasks_json.load(
+                JsonListKey(shape, (str(task_id),), single=True)))
         found = await info.context.loaders.task.load(str(task_id))
         return Task(_task=found) if found is not None else None
 
     @strawberry.field(description="One entry per id, in order; null where no task matches.")
     async def tasks(self, info: Info, task_ids: list[strawberry.ID]) -> list[Optional[Task]]:
-        found = await info.context.loaders.task.load_many(_keys(info, "taskIds", task_ids))
+        ids = _keys(info, "taskIds", task_ids)
+        shape = plan(info, "Task", "t")
+        if shape is not None:
+            return _json(await info.context.loaders.tasks_json.load(
+                JsonListKey(shape, tuple(ids))))  # type: ignore[no-any-return]
+        found = await info.context.loaders.task.load_many(ids)
         return [Task(_task=t) if t is not None else None for t in found]
 
     @strawberry.field(description="The status of the task with this id, or null.")
     async def status(self, info: Info, task_id: strawberry.ID) -> Optional[TaskStatus]:
+        storable("taskId", task_id)
+        shape = plan(info, "TaskStatus", "t")
+        if shape is not None:
+            return _json(await info.context.loaders.tasks_json.load(
+                JsonListKey(shape, (str(task_id),), single=True)))
         found = await info.context.loaders.task.load(str(task_id))
         return TaskStatus(_task=found) if found is not None else None
 
@@ -55,11 +81,21 @@ class Query:
     async def statuses(
         self, info: Info, task_ids: list[strawberry.ID]
     ) -> list[Optional[TaskStatus]]:
-        found = await info.context.loaders.task.load_many(_keys(info, "taskIds", task_ids))
+        ids = _keys(info, "taskIds", task_ids)
+        shape = plan(info, "TaskStatus", "t")
+        if shape is not None:
+            return _json(await info.context.loaders.tasks_json.load(  # type: ignore[no-any-return]
+                JsonListKey(shape, tuple(ids))))
+        found = await info.context.loaders.task.load_many(ids)
         return [TaskStatus(_task=t) if t is not None else None for t in found]
 
     @strawberry.field(description="The task at an index path; null if absent or expired.")
     async def indexed_task(self, info: Info, index_path: str) -> Optional[IndexedTask]:
+        storable("indexPath", index_path)
+        shape = plan(info, "IndexedTask", "e")
+        if shape is not None:
+            return _json(await info.context.loaders.entries_json.load(
+                JsonListKey(shape, (index_path,), single=True)))
         found = await info.context.loaders.index_entry.load(split_index_path(index_path))
         return IndexedTask(_entry=found, _path=index_path) if found is not None else None
 
@@ -68,25 +104,41 @@ class Query:
         self, info: Info, index_paths: list[str]
     ) -> list[Optional[IndexedTask]]:
         paths = _keys(info, "indexPaths", index_paths)
+        shape = plan(info, "IndexedTask", "e")
+        if shape is not None:
+            return _json(await info.context.loaders.entries_json.load(  # type: ignore[no-any-return]
+                JsonListKey(shape, tuple(paths))))
         found = await info.context.loaders.index_entry.load_many(
             [split_index_path(p) for p in paths])
         return [IndexedTask(_entry=e, _path=p) if e is not None else None
                 for e, p in zip(found, paths)]
 
     @strawberry.field(description="The history of one label (tags.label, else metadata.name).")
-    def label(self, label: str, filter: Optional[TaskFilter] = None) -> LabelHistory:
-        return LabelHistory(label=label, _filter=task_filter(filter))
+    async def label(self, info: Info, label: str,
+                    filter: Optional[TaskFilter] = None) -> LabelHistory:
+        storable("label", label)
+        chosen = task_filter(filter)
+        shape = plan(info, "LabelHistory", "k")
+        if shape is not None:
+            return _json(await info.context.loaders.labels_json.load(  # type: ignore[no-any-return]
+                JsonListKey(shape, (label,), single=True, task_filter=chosen)))
+        return LabelHistory(label=label, _filter=chosen)
 
     @strawberry.field(description="One history per label, in order.")
-    def labels(
+    async def labels(
         self, info: Info, labels: list[str], filter: Optional[TaskFilter] = None
     ) -> list[LabelHistory]:
         chosen = task_filter(filter)
-        return [LabelHistory(label=label, _filter=chosen)
-                for label in _keys(info, "labels", labels)]
+        wanted = _keys(info, "labels", labels)
+        shape = plan(info, "LabelHistory", "k")
+        if shape is not None:
+            return _json(await info.context.loaders.labels_json.load(  # type: ignore[no-any-return]
+                JsonListKey(shape, tuple(wanted), task_filter=chosen)))
+        return [LabelHistory(label=label, _filter=chosen) for label in wanted]
 
     @strawberry.field(description="The task group with this id, or null if it has no tasks.")
     async def task_group(self, info: Info, task_group_id: strawberry.ID) -> Optional[TaskGroup]:
+        storable("taskGroupId", task_group_id)
         exists = await info.context.loaders.task_group_exists.load(str(task_group_id))
         return TaskGroup(task_group_id=task_group_id) if exists else None
 
@@ -97,6 +149,7 @@ class Query:
 
     @strawberry.field(description='An index namespace ("" is the root), or null if absent.')
     async def namespace(self, info: Info, path: str) -> Optional[Namespace]:
+        storable("path", path)
         found = await info.context.loaders.namespace.load(path)
         return Namespace(_namespace=found) if found is not None else None
 
@@ -127,38 +180,16 @@ SCALARS = {
 
 
 class Schema(strawberry.Schema):
-    """Strawberry's schema with the compiled fast path (api/executor.py) in `execute`.
+    """Strawberry's schema, whose executor takes JSON built in PostgreSQL (api/sqljson.py)."""
 
-    The fast path answers inside Strawberry's own pipeline, as the last
-    extension of the request, so parsing, validation (the depth limit), the
-    other extensions and error handling stay Strawberry's; whatever it cannot
-    answer runs on the standard executor. `fast_path.enabled = False` turns it off.
-    """
-
-    def __init__(self, *args: Any, fast_path: bool = True, **kwargs: Any) -> None:
-        self.fast_path = executor.FastPath(self, enabled=fast_path)
-        super().__init__(*args, **kwargs)
-
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        token = executor.activate(self.fast_path)
-        try:
-            return await super().execute(*args, **kwargs)
-        finally:
-            executor.deactivate(token)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, execution_context_class=Executor, **kwargs)
 
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # Errors about the request (bad documents, limits, cursors, outages)
         # are answered to the client; only the unexpected ones are worth a
         # traceback in the log.
         super().process_errors([e for e in errors if _unexpected(e)], execution_context)
-
-    def get_extensions(self, sync: bool = False) -> list[SchemaExtension]:
-        extensions = super().get_extensions(sync)
-        if not sync:
-            fast = executor.extension_for(extensions)
-            if fast is not None:
-                extensions.append(fast)
-        return extensions
 
 
 def _unexpected(error: GraphQLError) -> bool:
@@ -199,9 +230,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         extensions.append(_MaskUnexpected)
     if settings.explain:
         extensions.append(SqlReport)
-    return Schema(
-        query=Query, extensions=extensions, config=StrawberryConfig(scalar_map=SCALARS),
-        fast_path=getattr(settings, "fast_path", True))
+    return Schema(query=Query, extensions=extensions, config=StrawberryConfig(scalar_map=SCALARS))
 
 
 def sdl() -> str:

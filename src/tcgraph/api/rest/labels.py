@@ -11,7 +11,7 @@ from tcgraph.api.rest.bodies import body_object, key_list
 from tcgraph.api.rest.endpoint import PAGED, Call, Method, routes
 from tcgraph.api.rest.errors import ApiError
 from tcgraph.api.rest.pages import found_page, loading
-from tcgraph.api.types import TaskFilter
+from tcgraph.api.types.tasks import TaskFilter
 
 PREFIX = "/api/tcgraph/v1"
 REQUEST = "labels-status-request.json"

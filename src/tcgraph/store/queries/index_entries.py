@@ -6,8 +6,9 @@ from typing import Sequence
 
 import asyncpg
 
-from tcgraph.model import IndexEntry, Page
+from tcgraph.model import IndexEntry, Page, split_index_path
 from tcgraph.store.pool import Database
+from tcgraph.store.queries.json_lists import KeyList, fetch_lists
 from tcgraph.store.queries.pages import BEFORE_ALL, en_us_after, en_us_order, split_pages
 
 _ENTRY_COLUMNS = "e.namespace, e.name, e.task_id, e.rank, e.data::text AS data, e.expires"
@@ -92,3 +93,28 @@ async def namespace_entry_pages_en_us(
         [limit for _, _, limit in keys],
     )
     return split_pages(rows, len(keys), [limit for *_, limit in keys], _entry)
+
+
+# index_entries_pkey: one probe per path (LIMIT: see _ENTRIES_BY_PATH); each
+# entry row `e` also carries the path as it was asked for, `index_path`.
+_ENTRIES_JSON = """
+SELECT k.list, {values}
+FROM unnest($1::int[], $2::int[], $3::text[], $4::text[], $5::text[])
+     WITH ORDINALITY AS k(list, shape, index_path, namespace, name, ord)
+LEFT JOIN LATERAL (
+    SELECT e.*, k.index_path FROM index_entries e
+    WHERE e.namespace = k.namespace AND e.name = k.name AND e.expires > now()
+    LIMIT 1
+) e ON true
+GROUP BY k.list"""
+
+
+async def entries_json(db: Database, shapes: Sequence[str],
+                       path_lists: Sequence[tuple[Sequence[str], int]]) -> list[str]:
+    """Per (paths, shape number), the JSON array of that shape over each entry `e` (null: none)."""
+    lists: list[KeyList] = []
+    for paths, shape in path_lists:
+        split = [split_index_path(path) for path in paths]
+        lists.append(KeyList([list(paths), [ns for ns, _ in split], [name for _, name in split]],
+                             shape))
+    return await fetch_lists(db, _ENTRIES_JSON, "e.task_id", shapes, lists)

@@ -7,20 +7,21 @@ from typing import Sequence
 from tcgraph.model import Page
 from tcgraph.store.pool import Database
 from tcgraph.store.queries.pages import BEFORE_ALL, en_us_after, en_us_order, split_pages
-from tcgraph.store.queries.tasks import TASK_COLUMNS, task_row
+from tcgraph.store.queries.tasks import TASK_COLUMNS, json_node, json_node_columns, task_row
 
 # task_dependencies_dependent, then tasks_pkey
-_DEPENDENTS_PAGE = f"""
-SELECT k.ord, {TASK_COLUMNS}
+_DEPENDENTS_PAGE_OF = """
+SELECT k.ord, {columns}
 FROM unnest($1::text[], $2::text[], $3::int[]) WITH ORDINALITY AS k(task_id, after_id, lim, ord)
 CROSS JOIN LATERAL (
     SELECT d.task_id FROM task_dependencies d
-    WHERE d.dependency_id = k.task_id AND d.task_id > COALESCE(k.after_id, '{BEFORE_ALL}')
+    WHERE d.dependency_id = k.task_id AND d.task_id > COALESCE(k.after_id, '{before_all}')
     ORDER BY d.task_id
     LIMIT k.lim + 1
 ) d
 JOIN tasks t ON t.task_id = d.task_id
 ORDER BY k.ord, t.task_id"""
+_DEPENDENTS_PAGE = _DEPENDENTS_PAGE_OF.format(columns=TASK_COLUMNS, before_all=BEFORE_ALL)
 
 
 async def dependent_pages(
@@ -61,3 +62,16 @@ async def dependent_pages_en_us(
         [limit for _, _, limit in keys],
     )
     return split_pages(rows, len(keys), [limit for *_, limit in keys], task_row)
+
+
+async def dependent_json_pages(
+    db: Database, shape: str, keys: Sequence[tuple[str, str | None, int]]
+) -> list[Page]:
+    """As dependent_pages, each row a JsonNode of `shape` over the task `t`."""
+    rows = await db.fetch(
+        _DEPENDENTS_PAGE_OF.format(columns=json_node_columns(shape), before_all=BEFORE_ALL),
+        [task_id for task_id, _, _ in keys],
+        [after for _, after, _ in keys],
+        [limit for _, _, limit in keys],
+    )
+    return split_pages(rows, len(keys), [limit for *_, limit in keys], json_node)

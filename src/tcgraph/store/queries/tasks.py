@@ -7,8 +7,9 @@ from typing import Sequence
 
 import asyncpg
 
-from tcgraph.model import Page, Run, State, Task, TaskFilter, TaskGroup
+from tcgraph.model import JsonNode, Page, Run, State, Task, TaskFilter, TaskGroup
 from tcgraph.store.pool import Database
+from tcgraph.store.queries.json_lists import KeyList, fetch_lists
 from tcgraph.store.queries.pages import BEFORE_ALL, en_us_after, en_us_order, split_pages
 
 # Everything but the definition, which definitions_by_id fetches when needed.
@@ -101,6 +102,82 @@ CROSS JOIN LATERAL (
 ) t"""
     for outcome, (predicate, index) in _OUTCOMES.items()
 }
+
+
+# --- the same lookups answered as JSON built in PostgreSQL (api/sqljson.py) ---
+
+# tasks_pkey: one probe per id; ids not stored answer null.
+_TASKS_JSON = """
+SELECT k.list, {values}
+FROM unnest($1::int[], $2::int[], $3::text[]) WITH ORDINALITY AS k(list, shape, task_id, ord)
+LEFT JOIN LATERAL (SELECT * FROM tasks t WHERE t.task_id = k.task_id LIMIT 1) t ON true
+GROUP BY k.list"""
+
+
+async def tasks_json(db: Database, shapes: Sequence[str],
+                     id_lists: Sequence[tuple[Sequence[str], int]]) -> list[str]:
+    """Per (ids, shape number), the JSON array of that shape over each task `t` (null: none)."""
+    return await fetch_lists(db, _TASKS_JSON, "t.task_id", shapes,
+                             [KeyList([ids], shape) for ids, shape in id_lists])
+
+
+# The labels statement's rows carry the filter, so that `latest` and the
+# last_* subqueries below read it from their parent row.
+_LABELS_JSON = """
+SELECT k.list, {values}
+FROM (
+    SELECT k.list, k.shape, k.label, k.ord, $4::text AS project_id, $5::text AS scheduler_id,
+           $6::text AS task_queue_id, $7::jsonb AS tags
+    FROM unnest($1::int[], $2::int[], $3::text[]) WITH ORDINALITY AS k(list, shape, label, ord)
+) k
+GROUP BY k.list"""
+
+
+async def labels_json(db: Database, shapes: Sequence[str],
+                      label_lists: Sequence[tuple[Sequence[str], int]],
+                      task_filter: TaskFilter) -> list[str]:
+    """Per (labels, shape number), the JSON array of that shape over each label row `k`.
+
+    `k` has `label` and the filter's columns, which `LATEST_JSON` reads.
+    """
+    return await fetch_lists(db, _LABELS_JSON, "k.label", shapes,
+                             [KeyList([labels], shape) for labels, shape in label_lists],
+                             *_filter_args(task_filter))
+
+
+# For each label row `{row}` (see _LABELS_JSON): its newest task, optionally
+# the newest completed / failed one, restricted by the row's filter. `{json}`
+# is the task's JSON over `{child}`; the index is the one _OUTCOMES names.
+LATEST_JSON = {
+    outcome: f"""(
+    SELECT {{json}} FROM tasks {{child}}
+    WHERE {{child}}.label = {{row}}.label AND {predicate.replace("t.", "{child}.")}
+      AND ({{row}}.project_id IS NULL OR {{child}}.project_id = {{row}}.project_id)
+      AND ({{row}}.scheduler_id IS NULL OR {{child}}.scheduler_id = {{row}}.scheduler_id)
+      AND ({{row}}.task_queue_id IS NULL OR {{child}}.task_queue_id = {{row}}.task_queue_id)
+      AND ({{row}}.tags IS NULL OR {{child}}.definition -> 'tags' @> {{row}}.tags)
+    ORDER BY {{child}}.created DESC, {{child}}.task_id DESC   -- {index}
+    LIMIT 1)"""
+    for outcome, (predicate, index) in _OUTCOMES.items()
+}
+
+# tasks_pkey: the task a row's `task_id` names, or null.
+TASK_JSON = "(SELECT {json} FROM tasks {child} WHERE {child}.task_id = {row}.task_id)"
+
+# tasks_pkey per id: the stored tasks among the definition's dependencies, in
+# its order (repeats included), as Task.dependencies answers them.
+DEPENDENCIES_JSON = """(
+    SELECT COALESCE(json_agg({json} ORDER BY {child}_ids.n), '[]'::json)
+    FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof({row}.definition -> 'dependencies')
+                                        = 'array' THEN {row}.definition -> 'dependencies'
+                                        ELSE '[]'::jsonb END)
+         WITH ORDINALITY AS {child}_ids(task_id, n)
+    JOIN tasks {child} ON {child}.task_id = {child}_ids.task_id)"""
+
+# A task's runs, in order, each a row `{child}` with the run in `run`.
+RUNS_JSON = """(
+    SELECT COALESCE(json_agg({json} ORDER BY {child}.n), '[]'::json)
+    FROM jsonb_array_elements({row}.runs) WITH ORDINALITY AS {child}(run, n))"""
 
 
 def _filter_args(f: TaskFilter) -> tuple[str | None, str | None, str | None, str | None]:
@@ -241,3 +318,33 @@ async def task_group_pages_en_us(
         [limit for _, _, limit in keys],
     )
     return split_pages(rows, len(keys), [limit for *_, limit in keys], task_row)
+
+
+def json_node(r: asyncpg.Record) -> JsonNode:
+    """A page row selected as `key` and `json` (JSON_NODE_COLUMNS)."""
+    return JsonNode(key=r["key"], json=r["json"])
+
+
+def json_node_columns(shape: str) -> str:
+    """The columns of a page row answered as JSON: the task id (its cursor) and `shape`."""
+    return f"t.task_id AS key, ({shape})::text AS json"
+
+
+async def task_group_json_pages(
+    db: Database, shape: str, keys: Sequence[tuple[str, State | None, str | None, int]]
+) -> list[Page]:
+    """As task_group_pages, each row a JsonNode of `shape` over the task `t`."""
+    with_state = keys[0][1] is not None
+    statement = _GROUP_PAGE.format(
+        columns=json_node_columns(shape), before_all=BEFORE_ALL,
+        state="AND t.state = k.state" if with_state else "",
+        index="tasks_group_state" if with_state else "tasks_group")
+    rows = await db.fetch(
+        statement,
+        [group for group, _, _, _ in keys],
+        [state.value if state else None for _, state, _, _ in keys],
+        [after for _, _, after, _ in keys],
+        [limit for _, _, _, limit in keys],
+    )
+    return split_pages(rows, len(keys), [limit for *_, limit in keys], json_node)
+

@@ -1,0 +1,205 @@
+"""Leaf selections answered as JSON that PostgreSQL builds.
+
+A field of `api/types.py` may declare, next to its resolver, how PostgreSQL
+computes the same value (`Sql`, in the field's `metadata`). Where a loader is
+about to fetch rows for a selection whose every field (and every field below
+it) has such a declaration, `plan` compiles the selection into one
+`json_build_object(...)` expression over the loader's row; the loader's
+statement then returns each answer as JSON text, which goes into the response
+as an `orjson.Fragment`, never decoded. Any field without a declaration (a
+connection, anything with arguments) leaves the selection to the resolvers.
+
+What is compiled follows GraphQL's own rules for collecting fields: response
+keys in first-seen order, fields with one response key merged, fragments
+spread where they stand, `@skip`/`@include` applied, `__typename` answered.
+tests/api/test_differential.py runs generated documents both ways and
+compares the answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+import orjson
+from graphql import GraphQLOutputType
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.base import (
+    StrawberryContainer, StrawberryObjectDefinition, get_object_definition,
+)
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
+
+if TYPE_CHECKING:
+    from strawberry.types import Info
+
+    from tcgraph.api.context import Context
+
+SQL = "tcgraph.sql"  # the key of a field's `metadata` that holds its `Sql`
+
+# PostgreSQL functions take at most 100 arguments: 50 key/value pairs.
+_MAX_KEYS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """How PostgreSQL computes a field's value.
+
+    `template` is an SQL expression over `{row}`, the alias of the row that
+    holds the parent object. A field whose type is an object (or a list of
+    objects) also uses `{json}`, the compiled selection of that object, over
+    `{child}`, the alias its template gives the object's row; with `same_row`
+    the object is made of the parent's row itself (`{child}` is `{row}`).
+    """
+
+    template: str
+    same_row: bool = False
+
+
+def sql(template: str, *, same_row: bool = False) -> dict[str, Sql]:
+    """`metadata` for `strawberry.field`: the field's value as PostgreSQL computes it."""
+    return {SQL: Sql(template, same_row)}
+
+
+def quote(text: str) -> str:
+    """`text` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+class _Compiler:
+    def __init__(self, info: Info[Context, Any]) -> None:
+        self.schema = info.schema
+        self.aliases = 0
+
+    def alias(self) -> str:
+        self.aliases += 1
+        return f"j{self.aliases}"
+
+    def collect(self, selections: Iterable[Selection],
+                into: dict[str, tuple[str, list[Selection]]]) -> None:
+        """GraphQL's CollectFields: response key -> (field name, merged sub-selections)."""
+        for selection in selections:
+            if not _included(selection.directives):
+                continue
+            if isinstance(selection, SelectedField):
+                key = selection.alias or selection.name
+                if key in into:
+                    into[key][1].extend(selection.selections)
+                else:
+                    into[key] = (selection.name, list(selection.selections))
+            elif isinstance(selection, (FragmentSpread, InlineFragment)):
+                self.collect(selection.selections, into)
+
+    def compile(self, type_name: str, selections: Iterable[Selection], row: str) -> str | None:
+        fields: dict[str, tuple[str, list[Selection]]] = {}
+        self.collect(selections, fields)
+        if len(fields) > _MAX_KEYS:
+            return None
+        parts: list[str] = []
+        for key, (name, subselections) in fields.items():
+            value = self.value(type_name, name, subselections, row)
+            if value is None:
+                return None
+            parts.append(f"{quote(key)}, {value}")
+        return f"json_build_object({', '.join(parts)})"
+
+    def value(self, type_name: str, name: str, subselections: list[Selection],
+              row: str) -> str | None:
+        if name == "__typename":
+            return f"{quote(type_name)}::text"
+        field = self.schema.get_field_for_type(name, type_name)
+        if field is None or field.arguments:
+            return None
+        declared = field.metadata.get(SQL)
+        if not isinstance(declared, Sql):
+            return None
+        child_type = _object_type(field.type)
+        if child_type is None:
+            return declared.template.format(row=row)
+        child = row if declared.same_row else self.alias()
+        json = self.compile(child_type.name, subselections, child)
+        if json is None:
+            return None
+        return declared.template.format(row=row, child=child, json=json)
+
+
+def _object_type(annotation: Any) -> StrawberryObjectDefinition | None:
+    while isinstance(annotation, StrawberryContainer):
+        annotation = annotation.of_type
+    return get_object_definition(annotation)
+
+
+def _included(directives: Mapping[str, Mapping[str, Any]]) -> bool:
+    skip = directives.get("skip")
+    include = directives.get("include")
+    return not (skip is not None and skip.get("if")) and not (
+        include is not None and not include.get("if"))
+
+
+def _selection(info: Info[Context, Any]) -> list[Selection]:
+    subselections: list[Selection] = []
+    for selected in info.selected_fields:
+        if isinstance(selected, SelectedField):
+            subselections.extend(selected.selections)
+    return subselections
+
+
+def _memo(info: Info[Context, Any], kind: str, type_name: str, row: str,
+          compile: Callable[[_Compiler, list[Selection]], str | None]) -> str | None:
+    context = info.context
+    if not context.settings.sql_json:
+        return None
+    memo_key = (kind, type_name, row, *(p for p in info.path.as_list() if isinstance(p, str)))
+    if memo_key not in context.plans:
+        context.plans[memo_key] = compile(_Compiler(info), _selection(info))
+    return context.plans[memo_key]
+
+
+def plan(info: Info[Context, Any], type_name: str, row: str) -> str | None:
+    """The current field's selection on `type_name` as one JSON expression over `row`.
+
+    None when some field in it has no SQL declaration, or when the request's
+    settings turn compiled selections off; the resolvers answer it then.
+    A selection is compiled once per request and response path (list indices
+    aside: every item of a list has the same selection).
+    """
+    return _memo(info, "object", type_name, row,
+                 lambda compiler, selection: compiler.compile(type_name, selection, row))
+
+
+def plan_nodes(info: Info[Context, Any], type_name: str, row: str) -> str | None:
+    """For a connection field: its `nodes` selection on `type_name`, compiled as `plan` does.
+
+    Only when `nodes` is selected under one response key and no `edges { node }`
+    is (that would be a second selection of the same rows).
+    """
+    def compile(compiler: _Compiler, selection: list[Selection]) -> str | None:
+        fields: dict[str, tuple[str, list[Selection]]] = {}
+        compiler.collect(selection, fields)
+        nodes = [sub for name, sub in fields.values() if name == "nodes"]
+        for name, sub in fields.values():
+            if name == "edges":
+                edge_fields: dict[str, tuple[str, list[Selection]]] = {}
+                compiler.collect(sub, edge_fields)
+                if any(edge_name == "node" for edge_name, _ in edge_fields.values()):
+                    return None
+        if len(nodes) != 1:
+            return None
+        return compiler.compile(type_name, nodes[0], row)
+
+    return _memo(info, "nodes", type_name, row, compile)
+
+
+class Executor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor, which takes JSON built in PostgreSQL as a completed value.
+
+    A resolver that answers a compiled selection returns an `orjson.Fragment`:
+    the value of the whole field, checked by construction, to be spliced into
+    the response as it is.
+    """
+
+    def complete_value(self, return_type: GraphQLOutputType, field_details_list: Any,
+                       info: Any, path: Any, result: Any, position_context: Any) -> Any:
+        if type(result) is orjson.Fragment:
+            return result
+        return super().complete_value(return_type, field_details_list, info, path, result,
+                                      position_context)

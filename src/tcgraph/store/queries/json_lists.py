@@ -1,0 +1,55 @@
+"""Answering several key lists in one statement, each list as one JSON array built in PostgreSQL.
+
+The statements that use this take `$1::int[]` (which list each key belongs
+to), `$2::int[]` (which of the statement's shapes answers it), then the keys;
+they unnest them `WITH ORDINALITY AS k(list, shape, ..., ord)` and
+`GROUP BY k.list` around `{values}`: per shape, a JSON array of every key's
+answer in order (`json_agg ... FILTER`), so lists asked with different
+selections still share one statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from tcgraph.store.pool import Database
+
+
+@dataclass(frozen=True, slots=True)
+class KeyList:
+    """One list of keys: its values per key column, and the index of its shape."""
+
+    columns: Sequence[Sequence[str]]
+    shape: int
+
+
+async def fetch_lists(
+    db: Database, template: str, found: str, shapes: Sequence[str],
+    key_lists: Sequence[KeyList], *extra: object,
+) -> list[str]:
+    """For each list of keys, the JSON text of its array of answers.
+
+    Each answer is `shapes[list.shape]` over the key's row, or null where the
+    `found` column is null (no row); `extra` parameters follow the key columns.
+    """
+    values = ", ".join(
+        f"json_agg(CASE WHEN {found} IS NULL THEN NULL ELSE {shape} END ORDER BY k.ord) "
+        f"FILTER (WHERE k.shape = {number})::text AS json{number}"
+        for number, shape in enumerate(shapes))
+    statement = template.format(values=values)
+    width = len(key_lists[0].columns) if key_lists else 0
+    numbers: list[int] = []
+    shape_numbers: list[int] = []
+    flat: list[list[str]] = [[] for _ in range(width)]
+    for number, key_list in enumerate(key_lists):
+        count = len(key_list.columns[0])
+        numbers.extend([number] * count)
+        shape_numbers.extend([key_list.shape] * count)
+        for column, given in zip(flat, key_list.columns):
+            column.extend(given)
+    answers = ["[]"] * len(key_lists)
+    for row in await db.fetch(statement, numbers, shape_numbers, *flat, *extra):
+        number = row["list"]
+        answers[number] = row[f"json{key_lists[number].shape}"]
+    return answers
