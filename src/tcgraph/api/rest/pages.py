@@ -117,6 +117,6 @@ def loading(call: Call, loader: DataLoader[Any, Any],
     """`found_page`'s `load` through one of the request's loaders."""
 
     async def load(keys: Sequence[str]) -> Sequence[Any]:
-        return await call.context.loaders.load_all(loader, [key_of(key) for key in keys])
+        return list(await loader.load_many([key_of(key) for key in keys]))
 
     return load

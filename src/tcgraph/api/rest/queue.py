@@ -72,7 +72,7 @@ async def get_task_group(call: Call) -> object:
 async def _with_definitions(call: Call, page: Listing[model.Task]) -> list[dict[str, object]]:
     """`{status, task}` for each task of a page (one statement for all their definitions)."""
     loaders = call.context.loaders
-    definitions = await loaders.load_all(loaders.definition, [t.task_id for t in page.rows])
+    definitions = await loaders.definition.load_many([t.task_id for t in page.rows])
     return [shapes.status_and_task_json(t, d) for t, d in zip(page.rows, definitions)
             if d is not None]
 
