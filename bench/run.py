@@ -19,7 +19,7 @@ from typing import Any, Callable
 import asyncpg
 import httpx
 
-from bench import dataset, explain, peer, report, workloads
+from bench import concurrency, dataset, explain, peer, report, workloads
 from bench.pg import SERVER_SETTINGS, BenchPostgres, database_name, free_port
 from bench.report import Result
 from bench.workloads import Session
@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(WORKLOADS), help="workloads, e.g. W1,W2")
     p.add_argument("--no-peer", action="store_true", help="skip PostGraphile")
     p.add_argument("--no-explain", action="store_true", help="skip the EXPLAIN plans")
+    p.add_argument("--concurrency-seconds", type=float,
+                   help="length of each concurrency series (default 30; --quick 5; 0 skips it)")
     p.add_argument("--data-dir", type=Path, default=ROOT / ".bench",
                    help="the bench's embedded PostgreSQL (default .bench/ in the repository)")
     p.add_argument("--quick", action="store_true",
@@ -64,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.tasks = args.tasks or (5_000 if args.quick else 200_000)
     args.runs = args.runs or (1 if args.quick else 5)
+    if args.concurrency_seconds is None:
+        args.concurrency_seconds = 5.0 if args.quick else concurrency.SECONDS
     args.warmup = max(1, args.warmup if args.warmup is not None else (1 if args.quick else 2))
     args.keys = [int(k) for k in (args.keys or ("100,1000" if args.quick else "1000,10000"))
                  .split(",")]
@@ -446,6 +450,10 @@ async def run(args: argparse.Namespace) -> int:
                 if c.result.check.startswith(("DIFFERS", "unreadable")):
                     log(f"  check: {workload} {c.result.series}: {c.result.check}")
 
+        concurrent: dict[str, Any] | None = None
+        if args.concurrency_seconds > 0:
+            concurrent = await _concurrency(args, keys, tcgraph_server.base,
+                                            postgraphile.base if postgraphile else None)
         if not args.no_explain:
             log("explain: the hot statements with real parameters")
             plans, plan_notes = await explain.plans(url, keys, size=max(args.keys))
@@ -463,6 +471,7 @@ async def run(args: argparse.Namespace) -> int:
             "postgraphile": peer_version,
             "versions": _versions(),
             "top_statements": await counter.top(),
+            "concurrency": concurrent,
             "notes": notes,
             "duration_s": None,
         }
@@ -513,6 +522,27 @@ async def run(args: argparse.Namespace) -> int:
           + f" in {meta['duration_s']} s")
     failed = [r for r in results if r.error or r.check.startswith(("DIFFERS", "unreadable"))]
     return 1 if failed else 0
+
+
+async def _concurrency(args: argparse.Namespace, keys: Any, tcgraph_base: str,
+                       peer_base: str | None) -> dict[str, Any]:
+    """The concurrency series (bench/concurrency.py) against the servers already running."""
+    from bench import server as bench_server
+
+    variables = {"labels": dataset.take(keys.labels, 1_000)}
+    targets = [
+        concurrency.Target("tcgraph/http", tcgraph_base, "/graphql",
+                           concurrency.body(workloads.DOCS["W1"], variables)),
+        concurrency.Target("floor/http", tcgraph_base, bench_server.FLOOR_PATH + "/W1",
+                           concurrency.body(workloads.DOCS["W1"], variables)),
+    ]
+    if peer_base is not None:
+        targets.append(concurrency.Target("postgraphile/http", peer_base, "/graphql",
+                                          concurrency.body(workloads.PEER_DOCS["W1"], variables)))
+    copies = concurrency.Target(
+        "tcgraph/http", tcgraph_base, "/graphql",
+        concurrency.body(workloads.DOCS["W1"], {"labels": dataset.take(keys.labels, 10_000)}))
+    return await concurrency.run(targets, copies, tcgraph_base, log, args.concurrency_seconds)
 
 
 def _rel(path: Path) -> str:

@@ -23,7 +23,7 @@ import asyncio
 from collections import defaultdict
 from datetime import datetime
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Hashable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Hashable, Sequence, TypeVar
 
 from aiodataloader import DataLoader
 
@@ -67,7 +67,7 @@ JsonFetch = Callable[[list[str], list[tuple[tuple[str, ...], int]], TaskFilter |
                      Awaitable[list[str]]]
 
 
-class Loader(DataLoader):  # type: ignore[misc]  # aiodataloader ships no type hints
+class Loader(DataLoader[Any, Any]):
     """A DataLoader whose waiters can be cancelled one by one (see the module docstring)."""
 
     def load(self, key: Any) -> "asyncio.Future[Any]":
@@ -76,7 +76,7 @@ class Loader(DataLoader):  # type: ignore[misc]  # aiodataloader ships no type h
 
 def _keeping_outages(
     fn: Callable[[list[Any]], Awaitable[list[Any]]]
-) -> Callable[[list[Any]], Awaitable[list[Any]]]:
+) -> Callable[[list[Any]], Coroutine[Any, Any, list[Any]]]:
     """A batch function whose outage stays cached for its keys.
 
     A failed batch clears its keys, so a later load tries again; but when the

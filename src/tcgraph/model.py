@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 class State(str, enum.Enum):
@@ -132,7 +133,7 @@ class JsonNode:
 class Page:
     """One page of a keyset-paginated list: `rows` plus whether more follow."""
 
-    rows: tuple
+    rows: tuple[Any, ...]
     has_next: bool
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import orjson
 import strawberry
+from orjson import Fragment
 from graphql import GraphQLError
 from strawberry.extensions import (
     DisableIntrospection, MaskErrors, MaxTokensLimiter, SchemaExtension,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types.scalar import ScalarDefinition
 from strawberry.types import Info
 
 from tcgraph import metrics
@@ -30,25 +32,31 @@ from tcgraph.store.queries import mirror as mirror_queries
 from tcgraph.timefmt import format_time, parse_time
 
 
-def _keys(info: Info, argument: str, values: list[str]) -> list[str]:
+def _keys(info: Info, argument: str, values: Sequence[str]) -> list[str]:
     maximum = info.context.settings.max_keys
     if len(values) > maximum:
         raise LimitExceeded("max_keys", len(values), maximum, f"`{argument}` has too many keys")
     for value in values:
         storable(argument, value)
-    return values
+    return list(values)
 
 
-def _json(text: str | None) -> Any:
+def _json(text: str | None) -> orjson.Fragment | None:
     return None if text is None else orjson.Fragment(text)
+
+
+def _json_value(text: str | None) -> orjson.Fragment:
+    # Lists always have their array, and a label its history.
+    assert text is not None
+    return orjson.Fragment(text)
 
 
 # Each root field answers a selection that api/sqljson.py can compile with one
 # statement building its JSON; any other selection goes to the resolvers.
 @strawberry.type
 class Query:
-    @strawberry.field(description="The task with this id, or null.")
-    async def task(self, info: Info, task_id: strawberry.ID) -> Optional[Task]:
+    @strawberry.field(description="The task with this id, or null.", graphql_type=Optional[Task])
+    async def task(self, info: Info, task_id: strawberry.ID) -> Task | Fragment | None:
         storable("taskId", task_id)
         shape = plan(info, "Task", "t")
         if shape is not None:
@@ -57,18 +65,21 @@ class Query:
         found = await info.context.loaders.task.load(str(task_id))
         return Task(_task=found) if found is not None else None
 
-    @strawberry.field(description="One entry per id, in order; null where no task matches.")
-    async def tasks(self, info: Info, task_ids: list[strawberry.ID]) -> list[Optional[Task]]:
+    @strawberry.field(description="One entry per id, in order; null where no task matches.",
+                      graphql_type=list[Optional[Task]])
+    async def tasks(self, info: Info,
+                    task_ids: list[strawberry.ID]) -> list[Task | None] | Fragment:
         ids = _keys(info, "taskIds", task_ids)
         shape = plan(info, "Task", "t")
         if shape is not None:
-            return _json(await info.context.loaders.tasks_json.load(
-                JsonListKey(shape, tuple(ids))))  # type: ignore[no-any-return]
+            return _json_value(await info.context.loaders.tasks_json.load(
+                JsonListKey(shape, tuple(ids))))
         found = await info.context.loaders.task.load_many(ids)
         return [Task(_task=t) if t is not None else None for t in found]
 
-    @strawberry.field(description="The status of the task with this id, or null.")
-    async def status(self, info: Info, task_id: strawberry.ID) -> Optional[TaskStatus]:
+    @strawberry.field(description="The status of the task with this id, or null.",
+                      graphql_type=Optional[TaskStatus])
+    async def status(self, info: Info, task_id: strawberry.ID) -> TaskStatus | Fragment | None:
         storable("taskId", task_id)
         shape = plan(info, "TaskStatus", "t")
         if shape is not None:
@@ -77,20 +88,22 @@ class Query:
         found = await info.context.loaders.task.load(str(task_id))
         return TaskStatus(_task=found) if found is not None else None
 
-    @strawberry.field(description="One status per id, in order; null where no task matches.")
+    @strawberry.field(description="One status per id, in order; null where no task matches.",
+                      graphql_type=list[Optional[TaskStatus]])
     async def statuses(
         self, info: Info, task_ids: list[strawberry.ID]
-    ) -> list[Optional[TaskStatus]]:
+    ) -> list[TaskStatus | None] | Fragment:
         ids = _keys(info, "taskIds", task_ids)
         shape = plan(info, "TaskStatus", "t")
         if shape is not None:
-            return _json(await info.context.loaders.tasks_json.load(  # type: ignore[no-any-return]
+            return _json_value(await info.context.loaders.tasks_json.load(
                 JsonListKey(shape, tuple(ids))))
         found = await info.context.loaders.task.load_many(ids)
         return [TaskStatus(_task=t) if t is not None else None for t in found]
 
-    @strawberry.field(description="The task at an index path; null if absent or expired.")
-    async def indexed_task(self, info: Info, index_path: str) -> Optional[IndexedTask]:
+    @strawberry.field(description="The task at an index path; null if absent or expired.",
+                      graphql_type=Optional[IndexedTask])
+    async def indexed_task(self, info: Info, index_path: str) -> IndexedTask | Fragment | None:
         storable("indexPath", index_path)
         shape = plan(info, "IndexedTask", "e")
         if shape is not None:
@@ -99,40 +112,43 @@ class Query:
         found = await info.context.loaders.index_entry.load(split_index_path(index_path))
         return IndexedTask(_entry=found, _path=index_path) if found is not None else None
 
-    @strawberry.field(description="One entry per path, in order; null where absent or expired.")
+    @strawberry.field(description="One entry per path, in order; null where absent or expired.",
+                      graphql_type=list[Optional[IndexedTask]])
     async def indexed_tasks(
         self, info: Info, index_paths: list[str]
-    ) -> list[Optional[IndexedTask]]:
+    ) -> list[IndexedTask | None] | Fragment:
         paths = _keys(info, "indexPaths", index_paths)
         shape = plan(info, "IndexedTask", "e")
         if shape is not None:
-            return _json(await info.context.loaders.entries_json.load(  # type: ignore[no-any-return]
+            return _json_value(await info.context.loaders.entries_json.load(
                 JsonListKey(shape, tuple(paths))))
         found = await info.context.loaders.index_entry.load_many(
             [split_index_path(p) for p in paths])
         return [IndexedTask(_entry=e, _path=p) if e is not None else None
                 for e, p in zip(found, paths)]
 
-    @strawberry.field(description="The history of one label (tags.label, else metadata.name).")
+    @strawberry.field(description="The history of one label (tags.label, else metadata.name).",
+                      graphql_type=LabelHistory)
     async def label(self, info: Info, label: str,
-                    filter: Optional[TaskFilter] = None) -> LabelHistory:
+                    filter: Optional[TaskFilter] = None) -> LabelHistory | Fragment:
         storable("label", label)
         chosen = task_filter(filter)
         shape = plan(info, "LabelHistory", "k")
         if shape is not None:
-            return _json(await info.context.loaders.labels_json.load(  # type: ignore[no-any-return]
+            return _json_value(await info.context.loaders.labels_json.load(
                 JsonListKey(shape, (label,), single=True, task_filter=chosen)))
         return LabelHistory(label=label, _filter=chosen)
 
-    @strawberry.field(description="One history per label, in order.")
+    @strawberry.field(description="One history per label, in order.",
+                      graphql_type=list[LabelHistory])
     async def labels(
         self, info: Info, labels: list[str], filter: Optional[TaskFilter] = None
-    ) -> list[LabelHistory]:
+    ) -> list[LabelHistory] | Fragment:
         chosen = task_filter(filter)
         wanted = _keys(info, "labels", labels)
         shape = plan(info, "LabelHistory", "k")
         if shape is not None:
-            return _json(await info.context.loaders.labels_json.load(  # type: ignore[no-any-return]
+            return _json_value(await info.context.loaders.labels_json.load(
                 JsonListKey(shape, tuple(wanted), task_filter=chosen)))
         return [LabelHistory(label=label, _filter=chosen) for label in wanted]
 
@@ -169,7 +185,7 @@ def _parse_datetime(value: object) -> datetime:
         raise GraphQLError(f"DateTime: {e}") from None
 
 
-SCALARS = {
+SCALARS: dict[object, ScalarDefinition] = {
     datetime: strawberry.scalar(
         name="DateTime",
         description="A timestamp as Taskcluster writes it: 2026-11-23T12:00:00.000Z",
@@ -182,8 +198,8 @@ SCALARS = {
 class Schema(strawberry.Schema):
     """Strawberry's schema, whose executor takes JSON built in PostgreSQL (api/sqljson.py)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, execution_context_class=Executor, **kwargs)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(execution_context_class=Executor, **kwargs)
 
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # Errors about the request (bad documents, limits, cursors, outages)
@@ -218,7 +234,7 @@ class _MaskUnexpected(MaskErrors):
 def build_schema(settings: Settings | None = None) -> Schema:
     """The schema, with the limits and reporting `settings` ask for."""
     settings = settings or Settings()
-    extensions: list = [
+    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: DocumentShape(settings),
         lambda: Limits(settings),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import strawberry
-from aiodataloader import DataLoader
 from strawberry.types import Info
 
 from tcgraph import model, pagination
@@ -13,7 +12,7 @@ from tcgraph.api.context import Context
 from tcgraph.api.sqljson import plan_nodes, sql
 from tcgraph.api.types.connections import Connection, connection
 from tcgraph.api.types.tasks import Task, TaskState, json_connection
-from tcgraph.loaders import JsonPageKey
+from tcgraph.loaders import JsonPageKey, Loader
 from tcgraph.store.queries.tasks import LATEST_JSON
 
 ContextInfo = Info[Context, Any]
@@ -24,7 +23,7 @@ class LabelHistory:
     label: str = strawberry.field(metadata=sql("{row}.label"))
     _filter: strawberry.Private[model.TaskFilter]
 
-    async def _load(self, loader: DataLoader) -> Optional[Task]:
+    async def _load(self, loader: Loader) -> Optional[Task]:
         found = await loader.load((self.label, self._filter))
         return Task(_task=found) if found is not None else None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Sequence
+from typing import Any, Sequence
 
 import asyncpg
 
@@ -21,7 +21,7 @@ TASK_COLUMNS = """t.task_id, t.task_group_id, t.scheduler_id, t.task_queue_id, t
 _STATES = {state.value: state for state in State}
 
 
-def _run(raw: dict) -> Run:
+def _run(raw: dict[str, Any]) -> Run:
     return Run(
         run_id=raw["runId"],
         state=_STATES[raw["state"]],
