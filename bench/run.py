@@ -5,32 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import gc
 import os
 import platform
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import asyncpg
-import httpx
 
 from bench import concurrency, dataset, explain, peer, report, workloads
 from bench.pg import SERVER_SETTINGS, BenchPostgres, database_name, free_port
 from bench.report import Result
-from bench.workloads import Session
+from bench.measure import Case, PgCounter, TcgraphServer, check_answers, log, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 W4_KEYS = 900
 WORKLOADS = ("W1", "W2", "W3", "W4")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,245 +77,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.tasks < 100:
         p.error("--tasks must be at least 100")
     return args
-
-
-# --- processes --------------------------------------------------------------
-
-
-class TcgraphServer:
-    """`python -m bench.server`: tcgraph + the floor endpoints on uvicorn, 127.0.0.1."""
-
-    def __init__(self, url: str, log_dir: Path) -> None:
-        self.url = url
-        self.port = free_port()
-        self.log_path = log_dir / "server.log"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TCGRAPH_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        out = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.server", self.url, str(self.port)], cwd=ROOT, env=env,
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bench.server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.base}/health/ready", timeout=2,
-                             trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bench.server did not become ready: "
-                                   f"{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.process = None
-
-
-def reset_peak(pid: int | None) -> bool:
-    """Reset the process's VmHWM to its current RSS (Linux clear_refs 5)."""
-    if pid is None:
-        return False
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_mb(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-class PgCounter:
-    """Top-level statements run in the bench database, from pg_stat_statements."""
-
-    # Transaction control and session settings are not statements that answer
-    # anything; neither is the reset asyncpg runs on a connection it returns to
-    # its pool (`SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`).
-    NOT_COUNTED = ("begin", "commit", "rollback", "end", "set", "reset", "show", "savepoint",
-                   "release", "start", "discard", "deallocate", "listen", "unlisten", "close",
-                   r"select pg_advisory_unlock_all\(\)")
-    QUERY = """
-        SELECT coalesce(sum(s.calls), 0)::bigint
-        FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-        WHERE d.datname = $1 AND s.toplevel AND s.query !~* ('^\\s*(' || $2 || ')\\y')"""
-
-    def __init__(self, conn: asyncpg.Connection | None, database: str = "") -> None:
-        self.conn = conn
-        self.database = database
-
-    @classmethod
-    async def open(cls, admin_url: str, database: str) -> "PgCounter":
-        try:
-            conn = await asyncpg.connect(admin_url)
-            await conn.fetchval(cls.QUERY, database, "|".join(cls.NOT_COUNTED))
-            # From here on, pg_stat_statements holds what the workloads ran.
-            await conn.execute("SELECT pg_stat_statements_reset()")
-            return cls(conn, database)
-        except Exception as e:  # the count is an extra; the bench runs without it
-            log(f"pg_stat_statements unavailable ({type(e).__name__}: {e}); "
-                "PostGraphile's statements will not be counted")
-            return cls(None)
-
-    async def total(self) -> int | None:
-        if self.conn is None:
-            return None
-        return await self.conn.fetchval(self.QUERY, self.database, "|".join(self.NOT_COUNTED))
-
-    async def top(self, n: int = 12) -> list[dict]:
-        if self.conn is None:
-            return []
-        rows = await self.conn.fetch(r"""
-            SELECT s.calls, round(s.total_exec_time::numeric, 1) AS total_ms,
-                   round(s.mean_exec_time::numeric, 2) AS mean_ms, s.rows,
-                   regexp_replace(s.query, '\s+', ' ', 'g') AS query
-            FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-            WHERE d.datname = $1 AND s.toplevel ORDER BY s.total_exec_time DESC LIMIT $2""",
-                                     self.database, n)
-        return [dict(r, total_ms=float(r["total_ms"]), mean_ms=float(r["mean_ms"]),
-                     query=r["query"][:400]) for r in rows]
-
-    async def close(self) -> None:
-        if self.conn is not None:
-            await self.conn.close()
-
-
-# --- measuring ----------------------------------------------------------------
-
-
-@dataclass
-class Case:
-    result: Result
-    tx: Any
-    flow: workloads.Flow
-    pid: Callable[[], int | None]  # the process whose peak RSS counts (None: in process)
-    answer: Any = None
-
-
-async def measure(cases: list[Case], runs: int, warmup: int, counter: PgCounter) -> None:
-    first = cases[0].result
-    label = f"{first.workload} {report.keys_label(first.workload, first.keys)}"
-    for case in cases:
-        r = case.result
-        try:
-            for i in range(warmup):
-                collect = i == warmup - 1
-                s = Session(collect=collect)
-                if collect:
-                    before_pg = await counter.total()
-                    case.answer = await case.flow(case.tx, s)
-                    after_pg = await counter.total()
-                    r.calls = s.calls
-                    r.requests = s.requests if case.tx.http else None
-                    r.statements = s.statements
-                    r.sql_ms = s.sql_ms if s.statements is not None else None
-                    if before_pg is not None and after_pg is not None:
-                        # (the counting queries run in another database)
-                        r.pg_statements = after_pg - before_pg
-                else:
-                    await case.flow(case.tx, s)
-        except Exception as e:
-            r.error = f"{type(e).__name__}: {e}"[:300]
-            log(f"  {label} {r.series}: FAILED: {r.error}")
-    live = [c for c in cases if not c.result.error]
-    for run in range(runs):
-        for n in range(len(live)):
-            case = live[(n + run) % len(live)]  # rotate the order from run to run
-            pid = case.pid()
-            reset_peak(pid)
-            gc.collect()
-            s = Session(collect=False)
-            started = time.perf_counter()
-            try:
-                await case.flow(case.tx, s)
-            except Exception as e:
-                case.result.error = f"{type(e).__name__}: {e}"[:300]
-                continue
-            case.result.times_ms.append((time.perf_counter() - started) * 1000)
-            peak = peak_mb(pid)
-            if peak is not None:
-                case.result.peak_rss_mb = max(case.result.peak_rss_mb or 0, peak)
-    for case in cases:
-        r = case.result
-        if r.median is not None:
-            log(f"  {label:<16} {r.series:<20} median {r.median:9.1f} ms  "
-                f"SQL {r.sql if r.sql is not None else '-':>5}  "
-                f"HTTP {r.requests if r.requests is not None else '-':>5}"
-                + (f"  RSS {r.peak_rss_mb:.0f} MB" if r.peak_rss_mb else ""))
-
-
-def check_answers(cases: list[Case]) -> None:
-    """Compare every series' answer with the in-process floor's."""
-    reference = next((c for c in cases if c.result.series == "floor" and c.answer is not None),
-                     None)
-    if reference is None:
-        return
-    workload = reference.result.workload
-    want = workloads.canonical(workload, "floor", reference.answer)
-    for case in cases:
-        r = case.result
-        if case is reference:
-            r.check = "reference"
-            continue
-        if case.answer is None or r.error:
-            continue
-        try:
-            got = workloads.canonical(workload, r.series, case.answer)
-        except Exception as e:
-            r.check = f"unreadable answer: {type(e).__name__}: {e}"[:200]
-            continue
-        if got != want:
-            r.check = f"DIFFERS from the floor ({_differ(got, want)})"
-        elif r.series.startswith(("tcgraph", "floor")):
-            exact = _data(case.answer) == _data(reference.answer)
-            r.check = "ok (same body)" if exact else "ok (same facts, body differs)"
-        else:
-            r.check = "ok"
-
-
-def _data(answer: Any) -> Any:
-    if isinstance(answer, list):
-        return [a["data"] for a in answer]
-    return answer["data"]
-
-
-def _differ(got: Any, want: Any) -> str:
-    if isinstance(got, tuple):
-        return "; ".join(_differ(g, w) for g, w in zip(got, want) if g != w)
-    missing = len(set(map(repr, want)) - set(map(repr, got)))
-    extra = len(set(map(repr, got)) - set(map(repr, want)))
-    return f"{len(got)} items vs {len(want)}, {missing} missing, {extra} extra"
 
 
 # --- the run ------------------------------------------------------------------
@@ -491,13 +244,17 @@ async def run(args: argparse.Namespace) -> int:
             pg.stop()
 
     meta["duration_s"] = round(time.perf_counter() - started)
-    goals = report.targets(results, plans, max(args.keys))
+    goals = report.targets(results, plans, max(args.keys), meta.get("concurrency"))
     printed = (f"tcgraph benchmark: {info.stored_tasks:,} tasks ({info.labels:,} labels, "
                f"{info.index_entries:,} index entries); median of {args.runs} runs after "
                f"{args.warmup} warm-up; {os.cpu_count()} CPUs\n" + report.table(results))
     print()
     print(printed)
     print()
+    if meta.get("concurrency"):
+        print("concurrency (tcgraph's and the floor's /health/live: the same uvicorn):")
+        print(concurrency.markdown(meta["concurrency"]))
+        print()
     print("targets:")
     for goal in goals:
         print("  " + goal.line())
