@@ -1,6 +1,6 @@
 """Leaf selections answered as JSON that PostgreSQL builds.
 
-A field of `api/types.py` may declare, next to its resolver, how PostgreSQL
+A field of `api/types/` may declare, next to its resolver, how PostgreSQL
 computes the same value (`Sql`, in the field's `metadata`). Where a loader is
 about to fetch rows for a selection whose every field (and every field below
 it) has such a declaration, `plan` compiles the selection into one
