@@ -279,7 +279,9 @@ def w4_batch(labels: list[str], paths: list[str]) -> Flow:
     """W4 (b): Taskcluster's batch methods (and tcgraph's labels/status), following tokens."""
 
     async def flow(tx: Http, s: Session) -> Any:
-        found = [t for page in _pages(tx, s, "/api/index/v1/tasks/indexes", {"indexes": paths})
+        # Each path once: as on Taskcluster, a path asked twice and found fails the request.
+        indexes = {"indexes": list(dict.fromkeys(paths))}
+        found = [t for page in _pages(tx, s, "/api/index/v1/tasks/indexes", indexes)
                  for t in page["tasks"]]
         task_ids = list(dict.fromkeys(t["taskId"] for t in found))
         states = {st["taskId"]: st["status"]["state"].upper()
