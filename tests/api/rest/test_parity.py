@@ -13,11 +13,15 @@ from collections import defaultdict
 from typing import Any, Iterator
 
 import httpx
+import jsonschema
 import orjson
 import pytest
+from jsonschema.validators import validator_for
+from referencing import Registry, Resource
 
 from api.rest import replay
 from servers import serving
+from tcgraph.api import references
 from tcgraph.config import Settings
 from tcgraph.ingest.files import import_documents
 from tcgraph.server import create_app
@@ -41,6 +45,36 @@ def root_url(filled_database) -> Iterator[str]:
         asyncio.run(fill(url))
         with serving(create_app(Settings(database_url=url), url)) as root:
             yield root
+
+
+def _output_schemas(root: str) -> dict[tuple[str, str], jsonschema.protocols.Validator]:
+    """The output schema tcgraph's references give each method, by (service, method)."""
+    prefix = f"{root}/schemas/"
+
+    def retrieve(uri: str) -> Resource[Any]:
+        service, _, name = uri.removeprefix(prefix).partition("/")
+        return Resource.from_contents(references.schema_json(root, service, name))
+
+    registry: Registry[Any] = Registry(retrieve=retrieve)
+    found = {}
+    for service in references.SERVICES.values():
+        for entry in service.entries:
+            if entry.output is not None:
+                schema = references.schema_json(root, service.name, entry.output.split("#")[0])
+                found[(service.name, entry.name)] = validator_for(schema)(schema,
+                                                                          registry=registry)
+    return found
+
+
+def test_taskcluster_answers_match_the_output_schemas_tcgraph_publishes() -> None:
+    """Every recorded 200 body is valid under the schema tcgraph's references name for it."""
+    schemas = _output_schemas(replay.RECORDED_ROOT)
+    checked = 0
+    for record in replay.records():
+        if record.status == 200 and (record.service, record.method) in schemas:
+            schemas[(record.service, record.method)].validate(record.response)
+            checked += 1
+    assert checked == 1093  # every recorded 200 but the four pings, which have no schema
 
 
 def _items_by_id(recorded: list[replay.Record]) -> dict[str, dict[str, bytes]]:
@@ -71,6 +105,7 @@ def test_every_recorded_request_is_answered_as_taskcluster_did(root_url: str) ->
     recorded = replay.records()
     reference = _items_by_id(recorded)
     tokens = replay.Tokens()
+    schemas = _output_schemas(root_url)
     # Per walk of an unordered method: the ids tcgraph and Taskcluster gave so far.
     walks: dict[tuple[Any, ...], tuple[list[str], list[str]]] = {}
     mismatches: list[str] = []
@@ -82,6 +117,8 @@ def test_every_recorded_request_is_answered_as_taskcluster_did(root_url: str) ->
                                       json=record.payload if verb == "POST" else None)
             body = response.json()
             tokens.returned(record, body)
+            if response.status_code == 200 and (record.service, record.method) in schemas:
+                schemas[(record.service, record.method)].validate(body)
             if record.method in replay.UNORDERED and response.status_code == 200 == record.status:
                 same = _unordered_page_matches(record, body, reference[record.method])
                 if record.token is None or record.token not in tokens.theirs:
