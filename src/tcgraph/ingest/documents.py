@@ -91,9 +91,9 @@ class Reader:
 
     def _page(self, page: dict[str, object], key: str) -> Iterator[list[Item]]:
         """A paginated response: listTaskGroup, tasks, statuses, or index listTasks."""
-        elements = shapes.field(page, key, list, "a list")
+        elements = shapes.items(page, key, "a list")
         group = shapes.slugid(page, "taskGroupId") if "taskGroupId" in page else None
-        for i, element in enumerate(elements):  # type: ignore[arg-type]
+        for i, element in enumerate(elements):
             try:
                 if not isinstance(element, dict):
                     raise Invalid(f"expected an object, got {describe(element)}")

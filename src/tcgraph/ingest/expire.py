@@ -12,6 +12,7 @@ and the `keep_per_label` newest resolved tasks stay; older resolved tasks go.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -52,7 +53,8 @@ async def expire(pool: asyncpg.Pool, *, now: datetime | None = None,
         batches = 0
         while max_batches is None or batches < max_batches:
             deleted = await writes.in_transaction(
-                pool, lambda conn, t=table: expiry.delete_expired(conn, t, before, batch_size))
+                pool, functools.partial(expiry.delete_expired, table=table, before=before,
+                                        limit=batch_size))
             counts[table] += deleted
             batches += 1
             if deleted < batch_size:
@@ -77,5 +79,6 @@ async def trim_labels(pool: asyncpg.Pool, keep: int, label_batch: int = LABEL_BA
         if not labels:
             return deleted
         deleted += await writes.in_transaction(
-            pool, lambda conn, chunk=labels: expiry.trim_label_history(conn, chunk, keep))
+            pool, functools.partial(expiry.trim_label_history, labels=labels, keep=keep))
         after = labels[-1]
+

@@ -18,7 +18,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable, Iterator, cast
 
 import asyncpg
 
@@ -124,12 +124,32 @@ async def import_source(
         summary = await writes.in_transaction(pool, work)
     except ImportFailed:
         raise
-    except asyncpg.PostgresError as e:
-        raise ImportInterrupted(name, f"{e.__class__.__name__} ({e.sqlstate}): {e}") from e
-    except (*CONNECTION_ERRORS, asyncpg.InternalClientError, TimeoutError) as e:
-        raise ImportInterrupted(name, f"{e.__class__.__name__}: {e or 'connection lost'}") from e
+    except (asyncpg.PostgresError, *CONNECTION_ERRORS, asyncpg.InternalClientError,
+            TimeoutError) as e:
+        raise ImportInterrupted(name, _database_problem(e)) from e
     checkpoints.reached("committed")
     return summary
+
+
+def _database_problem(error: BaseException) -> str:
+    """What went wrong with the database, in words an operator can act on.
+
+    A lost connection fails the statement, then the rollback, with asyncpg's
+    own client errors on top: the server's error in the chain, if any, says
+    what happened (a shutdown, say); otherwise the connection was lost.
+    """
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__context__
+    for cause in seen:
+        if isinstance(cause, asyncpg.PostgresError):
+            return f"{type(cause).__name__} ({cause.sqlstate}): {cause}"
+    for cause in seen:
+        if isinstance(cause, (OSError, TimeoutError)):
+            return f"{type(cause).__name__}: {cause or 'no answer'}"
+    return "the connection to PostgreSQL was lost"
 
 
 async def import_documents(
@@ -287,7 +307,7 @@ async def _import(
         await writer.abandon()
         raise
     if missing:
-        location, path = missing[0].origin  # type: ignore[misc]
+        location, path = cast(tuple[str, shapes.Path], missing[0].origin)
         ids = [held.status.task_id for held in missing]
         more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
         raise ImportFailed(

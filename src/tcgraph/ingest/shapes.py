@@ -157,6 +157,18 @@ def field(obj: Mapping[str, object], key: str, kind: type | tuple[type, ...], wh
     return value
 
 
+def items(obj: Mapping[str, object], key: str, what: str,
+          default: object = _REQUIRED) -> list[object]:
+    """A list field."""
+    return field(obj, key, list, what, default)  # type: ignore[return-value]
+
+
+def members(obj: Mapping[str, object], key: str,
+            default: object = _REQUIRED) -> dict[str, object]:
+    """An object field."""
+    return field(obj, key, dict, "an object", default)  # type: ignore[return-value]
+
+
 def text(obj: Mapping[str, object], key: str, default: object = _REQUIRED) -> str:
     """A string field (no NUL: the store's text columns cannot hold one)."""
     value = field(obj, key, str, "a string", default)
@@ -232,19 +244,21 @@ def task_row(task_id: str, definition: object) -> TaskRow:
     created, created_text = time(definition, "created")  # type: ignore[misc]
     deadline, deadline_text = time(definition, "deadline")  # type: ignore[misc]
     expires, expires_text = time(definition, "expires", None) or _year_after(deadline)
-    dependencies = field(definition, "dependencies", list, "a list of taskIds", [])
-    for i, dependency in enumerate(dependencies):  # type: ignore[arg-type]
+    dependencies: list[str] = []
+    for i, dependency in enumerate(items(definition, "dependencies", "a list of taskIds", [])):
         if not isinstance(dependency, str) or not SLUGID.fullmatch(dependency):
             raise Invalid(f"{describe(dependency)} is not a taskId", ("dependencies", i))
-    tags = field(definition, "tags", dict, "an object", {})
-    metadata = field(definition, "metadata", dict, "an object", {})
+        dependencies.append(dependency)
+    tags = members(definition, "tags", {})
+    metadata = members(definition, "metadata", {})
+    label: str | None
     try:
-        label = text(tags, "label", None)  # type: ignore[arg-type]
+        label = text(tags, "label", None)
     except Invalid as e:
         raise e.inside("tags")
     if label is None:
         try:
-            label = text(metadata, "name", None)  # type: ignore[arg-type]
+            label = text(metadata, "name", None)
         except Invalid as e:
             raise e.inside("metadata")
     # Stored as the queue returns it, with the timestamps in its format
@@ -257,7 +271,7 @@ def task_row(task_id: str, definition: object) -> TaskRow:
         project_id=text(definition, "projectId", "none"), label=label, priority=priority,
         retries=count(definition, "retries", 5), created=created, deadline=deadline,
         expires=expires, definition=json_text(stored),
-        dependencies=tuple(dict.fromkeys(dependencies)),  # type: ignore[arg-type]
+        dependencies=tuple(dict.fromkeys(dependencies)),
     )
 
 
@@ -296,9 +310,8 @@ def status_row(status: object, task_id: str) -> StatusRow:
         raise Invalid(f"{state!r} is not a task state (one of {', '.join(TASK_STATES)})",
                       ("state",))
     retries_left = count(status, "retriesLeft")
-    raw_runs = field(status, "runs", list, "a list of runs")
-    runs = []
-    for i, run in enumerate(raw_runs):  # type: ignore[arg-type]
+    runs: list[dict[str, object]] = []
+    for i, run in enumerate(items(status, "runs", "a list of runs")):
         try:
             runs.append(_run(run, i))
         except Invalid as e:
@@ -364,7 +377,7 @@ def entry_row(entry: object) -> IndexEntryRow:
     namespace, name = index_path(text(entry, "namespace"))
     task_id = slugid(entry, "taskId")
     entry_rank = rank(field(entry, "rank", (int, float), "a number"))
-    data = field(entry, "data", dict, "an object")
+    data = members(entry, "data")
     try:
         data_text = json_text(data)
     except Invalid as e:
