@@ -141,9 +141,15 @@ def filled_database(server_url: str, template_database: str):
     return create
 
 
+# The host name tests that call the app in-process (httpx's ASGI transport) give it.
+ASGI_TEST_HOST = "tcgraph.test"
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, explain=True, pool_max_size=4)
+    hosts = ",".join([*Settings().allowed_host_list, ASGI_TEST_HOST])
+    return Settings(database_url=database_url, explain=True, pool_max_size=4,
+                    allowed_hosts=hosts)
 
 
 @pytest.fixture

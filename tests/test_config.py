@@ -35,3 +35,23 @@ def test_to_env_round_trips() -> None:
     s = Settings(database_url="postgresql://h/db", explain=True, max_keys=7, data_dir=Path("/d"),
                  cors_origins="https://a.example")
     assert Settings.from_env(s.to_env()) == s
+
+
+@pytest.mark.parametrize("env, hosts", [
+    ({}, ["localhost", "127.0.0.1", "[::1]"]),
+    ({"TCGRAPH_ROOT_URL": "https://tc.example.com/"},
+     ["localhost", "127.0.0.1", "[::1]", "tc.example.com"]),
+    ({"TCGRAPH_HOST": "0.0.0.0"}, ["localhost", "127.0.0.1", "[::1]"]),
+    ({"TCGRAPH_HOST": "10.1.2.3"}, ["localhost", "127.0.0.1", "[::1]", "10.1.2.3"]),
+    ({"TCGRAPH_HOST": "::1"}, ["localhost", "127.0.0.1", "[::1]"]),
+    ({"TCGRAPH_ALLOWED_HOSTS": "tc.example.com, *.internal"}, ["tc.example.com", "*.internal"]),
+    ({"TCGRAPH_ALLOWED_HOSTS": "*"}, ["*"]),
+])
+def test_allowed_hosts_default_to_this_machine_and_the_root_url(
+        env: dict[str, str], hosts: list[str]) -> None:
+    assert Settings.from_env(env).allowed_host_list == hosts
+
+
+def test_a_bad_host_pattern_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="TCGRAPH_ALLOWED_HOSTS: 'tc.\\*.example' is not"):
+        Settings.from_env({"TCGRAPH_ALLOWED_HOSTS": "tc.*.example"})

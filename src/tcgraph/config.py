@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def default_data_dir() -> Path:
@@ -64,6 +65,23 @@ class Settings:
     sql_json: bool = True
     root_url: str = ""  # the public root URL the references name; default: the request's
     cors_origins: str = ""  # comma-separated browser origins allowed to call tcgraph
+    # Comma-separated `Host` names tcgraph answers (`*.example.com` patterns,
+    # `*` for any); default: localhost, 127.0.0.1, [::1], the root URL's host
+    # and the listening address (unless a wildcard).
+    allowed_hosts: str = ""
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        """The `Host` names served: URLs in answers are built from them (see the README)."""
+        given = [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+        if given:
+            return given
+        names = ["localhost", "127.0.0.1", "[::1]"]
+        root_host = urlsplit(self.root_url).hostname if self.root_url else None
+        for host in (root_host, self.host):
+            if host and host not in ("0.0.0.0", "::") and _host_pattern(host) not in names:
+                names.append(_host_pattern(host))
+        return names
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -112,8 +130,19 @@ class Settings:
             raise ValueError("TCGRAPH_POOL_MIN_SIZE must not be negative")
         if self.default_page_size > self.max_page_size:
             raise ValueError("TCGRAPH_DEFAULT_PAGE_SIZE must not exceed TCGRAPH_MAX_PAGE_SIZE")
+        for pattern in self.allowed_host_list:
+            if "*" in pattern[1:] or (pattern.startswith("*") and not pattern.startswith("*.")
+                                      and pattern != "*"):
+                raise ValueError(f"TCGRAPH_ALLOWED_HOSTS: {pattern!r} is not a host name, "
+                                 f"'*.domain' or '*'")
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("TCGRAPH_POOL_MIN_SIZE must not exceed TCGRAPH_POOL_MAX_SIZE")
+
+
+def _host_pattern(host: str) -> str:
+    """`host` as a `Host` header names it: IPv6 literals in brackets."""
+    host = host.lower()
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _parse(name: str, raw: str, kind: type) -> object:

@@ -73,6 +73,11 @@ class StatementTimeout(ServiceUnavailable):
 UNAVAILABLE_CODES = frozenset({DatabaseUnavailable.code, StatementTimeout.code})
 
 
+# The codes of refusals made before any GraphQL runs (routing, the HTTP view), by status.
+HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+              415: "UNSUPPORTED_MEDIA_TYPE"}
+
+
 def error_body(message: str, code: str, **details: object) -> bytes:
     """A GraphQL error answer given outside GraphQL (HTTP refusals): one coded error."""
     return orjson.dumps({"errors": [{"message": message,

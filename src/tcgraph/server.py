@@ -17,17 +17,21 @@ from starlette.routing import Mount, Route
 from tcgraph import logs, metrics
 from tcgraph.api import graphiql, references
 from tcgraph.api.graphql import GraphQLApp
-from tcgraph.api.middleware import REQUEST_ID_HEADER, BodyLimit, RequestId
+from tcgraph.api.middleware import REQUEST_ID_HEADER, AllowedHosts, BodyLimit, RequestId
 from tcgraph.api.rest.errors import API_PREFIX, routing_error
 from tcgraph.api.rest.routes import ROUTES as REST_ROUTES
 from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
+from tcgraph.errors import HTTP_CODES, error_body
 from tcgraph.store.pool import open_pool
 
 if TYPE_CHECKING:  # the follower's modules load only when it runs
     from tcgraph.ingest.follow import FollowOptions
 
 _READY_TIMEOUT_S = 2.0
+# Routes that build no URL answer any `Host`: probes and scrapers (load
+# balancers, orchestrators, Prometheus) often name the instance by its address.
+ANY_HOST_PATHS = ("/health/live", "/health/ready", "/metrics")
 
 
 async def live(request: Request) -> JSONResponse:
@@ -46,12 +50,14 @@ async def ready(request: Request) -> JSONResponse:
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Routing's refusals (404, 405): Taskcluster's error body under `/api/`, else plain text."""
+    """Routing's refusals (404, 405): Taskcluster's error body under `/api/`, else a GraphQL one."""
     assert isinstance(exc, HTTPException)
     if request.url.path.startswith(API_PREFIX) and exc.status_code in (404, 405):
         return routing_error(request, exc.status_code, exc.headers)
-    return Response(exc.detail, status_code=exc.status_code, headers=exc.headers,
-                    media_type="text/plain")
+    code = HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
+    return Response(error_body(f"{exc.detail}: {request.method} {request.url.path}", code),
+                    status_code=exc.status_code, headers=exc.headers,
+                    media_type="application/json")
 
 
 def create_app(settings: Settings, database_url: str, *, follow: FollowOptions | None = None,
@@ -96,6 +102,8 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
     middleware = [
         Middleware(RequestId),
         Middleware(metrics.Observe),
+        Middleware(AllowedHosts, allowed_hosts=settings.allowed_host_list,
+                   any_host_paths=ANY_HOST_PATHS),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
     ]
     # Pages on other origins may call tcgraph from a browser only if their origin is listed.

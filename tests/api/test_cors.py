@@ -42,7 +42,8 @@ async def client(stored: None, database_url: str,
     # server reads the origins from.
     monkeypatch.setenv("TCGRAPH_CORS_ORIGINS", origins)
     settings = Settings.from_env({"TCGRAPH_CORS_ORIGINS": origins},
-                                 database_url=database_url, pool_max_size=2)
+                                 database_url=database_url, pool_max_size=2,
+                                 allowed_hosts="tcgraph.test")
     async with connected(create_app(settings, database_url)) as client:
         yield client
 
@@ -96,7 +97,8 @@ async def test_a_post_from_a_refused_origin_carries_no_header(client: httpx.Asyn
 async def test_no_origins_configured_means_no_cors_headers(
         stored: None, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TCGRAPH_CORS_ORIGINS", raising=False)
-    settings = Settings.from_env({}, database_url=database_url, pool_max_size=2)
+    settings = Settings.from_env({}, database_url=database_url, pool_max_size=2,
+                                 allowed_hosts="tcgraph.test")
     async with connected(create_app(settings, database_url)) as client:
         response = await preflight(client, ALLOWED)
         posted = await client.post("/graphql", headers={"origin": ALLOWED},

@@ -121,3 +121,14 @@ def test_a_mutation_over_get_is_a_coded_refusal(connection: Connection) -> None:
     error, = orjson.loads(body)["errors"]
     assert error["extensions"]["code"], error
     assert_still_serving(connection)
+
+
+@pytest.mark.parametrize("method, path, status, code", [
+    ("GET", "/no/such/page", 404, "NOT_FOUND"),
+    ("PUT", "/graphql", 405, "METHOD_NOT_ALLOWED"),
+    ("DELETE", "/health/live", 405, "METHOD_NOT_ALLOWED"),
+])
+def test_routing_refusals_outside_the_rest_api_are_coded(
+        connection: Connection, method: str, path: str, status: int, code: str) -> None:
+    assert_coded(*connection.request(method, path), status, code, path)
+    assert_still_serving(connection)

@@ -29,7 +29,8 @@ def comparable_status(status: dict) -> dict:
 
 async def mismatches(pool: asyncpg.Pool, rec: Recording, database_url: str) -> list[str]:
     """Every answer that differs from the recording, described (empty when all agree)."""
-    app = create_app(Settings(database_url=database_url), database_url)
+    app = create_app(Settings(database_url=database_url, allowed_hosts="tcgraph.test"),
+                     database_url)
     app.state.pool = pool
     found: list[str] = []
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

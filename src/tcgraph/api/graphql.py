@@ -26,14 +26,9 @@ from tcgraph import metrics
 from tcgraph.api import graphiql
 from tcgraph.api.context import Context
 from tcgraph.config import Settings
-from tcgraph.errors import UNAVAILABLE_CODES, LimitExceeded, error_body
+from tcgraph.errors import HTTP_CODES, UNAVAILABLE_CODES, LimitExceeded, error_body
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
-
-# Codes of the refusals Strawberry's HTTP layer makes before any GraphQL runs,
-# by HTTP status; the message is Strawberry's own.
-_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-               415: "UNSUPPORTED_MEDIA_TYPE"}
 
 
 def _accepts_graphql_response_json(request: Request) -> bool:
@@ -74,7 +69,7 @@ class GraphQLApp(GraphQL):
             # Strawberry answers these in plain text; every tcgraph error is a
             # GraphQL error body with a code, in the media type asked for.
             response = error_response(request, e.status_code, e.reason,
-                                      _HTTP_CODES.get(e.status_code, "BAD_REQUEST"))
+                                      HTTP_CODES.get(e.status_code, "BAD_REQUEST"))
         await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Any:

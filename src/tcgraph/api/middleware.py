@@ -1,4 +1,4 @@
-"""ASGI middleware around every route: request ids and the body-size limit."""
+"""ASGI middleware around every route: request ids, allowed hosts and the body-size limit."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import contextvars
 import logging
 import uuid
 
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tcgraph import metrics
-from tcgraph.api.rest.errors import API_PREFIX, too_large_body
+from tcgraph.api.rest.errors import API_PREFIX, bad_host_body, too_large_body
 from tcgraph.errors import LimitExceeded, error_body
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -54,6 +55,54 @@ class RequestId:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
+
+
+class AllowedHosts:
+    """Answer only requests whose `Host` is allowed; refuse the rest with a coded 400.
+
+    The matching is Starlette's TrustedHostMiddleware's (exact names, `*.domain`,
+    `*`); its plain-text refusal is replaced by tcgraph's error bodies. Without
+    it, URLs tcgraph builds from the request (the references) would name
+    whatever host a client sent, and a cache in front would serve them to all.
+    `any_host_paths` build no URL and answer any `Host` (probes often send an IP).
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str],
+                 any_host_paths: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+        self.any_host_paths = any_host_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.any_host_paths:
+            await self.app(scope, receive, send)
+            return
+        admitted = False
+
+        async def admit(scope: Scope, receive: Receive, send: Send) -> None:
+            nonlocal admitted
+            admitted = True
+            await self.app(scope, receive, send)
+
+        async def send_if_admitted(message: Message) -> None:
+            if admitted:  # the refusal TrustedHostMiddleware would send is dropped
+                await send(message)
+
+        check = TrustedHostMiddleware(admit, allowed_hosts=self.allowed_hosts, www_redirect=False)
+        await check(scope, receive, send_if_admitted)
+        if not admitted:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        message = (f"the Host {host!r} is not served here; allowed: "
+                   f"{', '.join(self.allowed_hosts)} (allowed_hosts)")
+        metrics.note_errors([{"code": "HOST_NOT_ALLOWED"}])
+        if scope["path"].startswith(API_PREFIX):
+            body = bad_host_body(scope, message)
+        else:
+            body = error_body(message, "HOST_NOT_ALLOWED", host=host)
+        await _send_json(send, 400, body)
 
 
 class _TooLarge(Exception):
@@ -108,17 +157,17 @@ class BodyLimit:
                       "maximum": self.max_bytes}
         metrics.note_errors([extensions])
         if scope["path"].startswith(API_PREFIX):
-            await _send_json(send, too_large_body(scope, size, self.max_bytes))
+            await _send_json(send, 413, too_large_body(scope, size, self.max_bytes))
             return
         message = (f"the request body is larger than the limit of {self.max_bytes} bytes "
                    f"(max_body_bytes)")
         body = error_body(message, LimitExceeded.code, limit="max_body_bytes", value=size,
                           maximum=self.max_bytes)
-        await _send_json(send, body)
+        await _send_json(send, 413, body)
 
 
-async def _send_json(send: Send, body: bytes) -> None:
-    """A 413 with a JSON body."""
-    await send({"type": "http.response.start", "status": 413, "headers": [
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    """An answer with a JSON body."""
+    await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

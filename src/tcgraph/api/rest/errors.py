@@ -94,6 +94,12 @@ def too_large_body(scope: Scope, size: int, maximum: int) -> bytes:
     return orjson.dumps(error_body(method, params, {}, error))
 
 
+def bad_host_body(scope: Scope, message: str) -> bytes:
+    """The 400 body for a REST request whose `Host` is not served (`allowed_hosts`)."""
+    method, params = method_of(scope)
+    return orjson.dumps(error_body(method, params, {}, ApiError("InputError", message)))
+
+
 _ROUTING_CODES = {404: "ResourceNotFound", 405: "MethodNotAllowed"}
 
 
