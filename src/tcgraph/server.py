@@ -55,6 +55,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if request.url.path.startswith(API_PREFIX) and exc.status_code in (404, 405):
         return routing_error(request, exc.status_code, exc.headers)
     code = HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
+    metrics.note_errors([{"code": code}])
     return Response(error_body(f"{exc.detail}: {request.method} {request.url.path}", code),
                     status_code=exc.status_code, headers=exc.headers,
                     media_type="application/json")

@@ -150,6 +150,7 @@ def _json_kind(value: object) -> str:
 def error_response(request: Request, status: int, message: str, code: str,
                    **details: object) -> Response:
     """A GraphQL-over-HTTP error answer: `{"errors": [...]}` with `code` and `details`."""
+    metrics.note_errors([{"code": code}])
     media_type = (GRAPHQL_RESPONSE_JSON if _accepts_graphql_response_json(request)
                   else "application/json")
     return Response(error_body(message, code, **details), status_code=status,
