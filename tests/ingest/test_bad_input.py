@@ -126,3 +126,20 @@ async def test_non_utf8_input_names_the_real_byte(
     error = await refused(pool, str(path))
     assert error.where == where, error
     assert error.problem.startswith("not UTF-8 (byte 0x"), error
+
+
+@pytest.mark.parametrize("text, where, problem", [
+    # Long numbers take the exact parser, which must refuse what orjson refuses.
+    ("[" * 5000 + "12345678901234567890" + "]" * 5000, "top level", "nested more than 1024"),
+    ('{"namespace": "a.\\ud800", "taskId": "%s", "rank": 12345678901234567890, "data": {},'
+     ' "expires": "2099-01-01T00:00:00.000Z"}' % TASK_A, "namespace", "lone UTF-16 surrogate"),
+    ('{"namespace": "a.b", "taskId": "%s", "rank": 1, "data": {"x": "\\udc00"},'
+     ' "expires": "2099-01-01T00:00:00.000Z", "n": 12345678901234567890}' % TASK_A, "data",
+     "lone UTF-16 surrogate"),
+])
+async def test_what_orjson_refuses_is_refused_on_the_exact_path_too(
+        pool: asyncpg.Pool, tmp_path: Path, text: str, where: str, problem: str) -> None:
+    path = tmp_path / "odd.json"
+    path.write_text(text)
+    error = await refused(pool, str(path))
+    assert error.where == where and problem in error.problem, error

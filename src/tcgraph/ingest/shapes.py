@@ -91,7 +91,11 @@ def loads(data: bytes | str) -> object:
     raw = data.encode() if isinstance(data, str) else data
     if not _LONG_NUMBER.search(raw):
         return orjson.loads(raw)
-    return json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+    try:
+        return json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+    except RecursionError:
+        # orjson's limit, which the standard library would otherwise exceed by crashing.
+        raise ValueError("nested more than 1024 levels deep") from None
 
 
 def _finite(text: str) -> float:
@@ -172,6 +176,11 @@ def members(obj: Mapping[str, object], key: str,
 def text(obj: Mapping[str, object], key: str, default: object = _REQUIRED) -> str:
     """A string field (no NUL: the store's text columns cannot hold one)."""
     value = field(obj, key, str, "a string", default)
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate escape, which json lets through
+            raise Invalid("a lone UTF-16 surrogate escape, which is not text", (key,)) from None
     if isinstance(value, str) and "\x00" in value:
         raise Invalid("a NUL character (\\u0000), which cannot be stored", (key,))
     return value  # type: ignore[return-value]
