@@ -352,7 +352,7 @@ async def _expire(url: str, settings: Settings, keep_per_label: int | None) -> i
 
 
 async def _demo(url: str, settings: Settings, tasks: int, seed: int) -> None:
-    from tcgraph.demo import write_demo
+    from tcgraph.demo import examples, write_demo
     from tcgraph.store.pool import open_pool
 
     pool = await open_pool(url, settings.with_(pool_min_size=1, pool_max_size=2))
@@ -360,7 +360,12 @@ async def _demo(url: str, settings: Settings, tasks: int, seed: int) -> None:
         summary = await write_demo(pool, tasks=tasks, seed=seed)
     finally:
         await pool.close()
-    print(f"demo: {summary.tasks} tasks, {summary.index_entries} index entries", file=sys.stderr)
+    found = examples(tasks, seed)
+    print(f"demo: {summary.tasks} tasks, {summary.index_entries} index entries\n"
+          f"  a completed build-linux64/opt task: {found.task_id}\n"
+          f"  a task group with failed tasks:     {found.task_group_id}\n"
+          f"  a label with successes and failures: {found.label}\n"
+          f"  a cached toolchain's index path:    {found.cached_path}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,18 +6,24 @@ entries the index service would have made. Ten pushes (task groups) run the
 same taskgraph, so each label has about ten tasks of history:
 
 - the decision task, whose taskId is the taskGroupId (`Gecko Decision Task`);
+- toolchains (`toolchain-linux64-clang`), whose inputs rarely change: they are
+  indexed under `gecko.cache.level-3.toolchain.<hash>`, one hash for every
+  five pushes, so most pushes find them cached;
 - builds (`build-linux64/opt`), which depend on the decision task;
 - signing and repackaging (`signing-win64/debug`, `repackage-macosx64/opt`),
   which depend on the build, then on signing;
-- tests (`test-linux64/opt-mochitest-browser-chrome-3`), which depend on their build.
+- tests (`test-linux64/opt-mochitest-browser-chrome-3`), which depend on their build,
+  in three chunks of each suite per platform before the next platform.
 
 Every task also depends on the decision task, as in Gecko. Older pushes are
 resolved (mostly completed; some failed, some exceptions, some retried); the
-newest push is still running. Completed tasks are indexed, as the index
+newest push is still running. Pushes alternate between the projects
+(`projectId`) `autoland` and `mozilla-central`. Completed tasks are indexed, as the index
 service does on completion, under `gecko.v2.<project>.revision.<rev>...`,
 `gecko.v2.<project>.latest...` (the newest push with a completed task wins by
-rank) and `gecko.cache.level-3.<kind>.<hash>` for tests whose inputs did not
-change between two pushes.
+rank) and `gecko.cache.level-3.<kind>.<hash>` for toolchains and for tests whose
+inputs did not change between pushes. `examples()` names ids of the default
+dataset that the README uses (`tcgraph demo` prints them).
 
 Everything, timestamps included, depends only on `tasks` and `seed`.
 """
@@ -52,6 +58,10 @@ _SUITES = (
     "reftest", "crashtest", "web-platform-tests", "web-platform-tests-reftest", "jsreftest",
     "marionette", "gtest", "mochitest-a11y",
 )
+_TOOLCHAINS = ("linux64-clang", "linux64-rust", "linux64-cbindgen", "win64-clang",
+               "macosx64-clang")
+# Test chunks of each suite, per platform, before the next platform.
+_CHUNKS = 3
 _BUILD_TYPES = ("opt", "debug")
 _OWNERS = tuple(f"developer{n}@example.com" for n in range(1, 13))
 
@@ -102,6 +112,8 @@ def _taskgraph(count: int) -> list[_Label]:
     Every label comes after the one it depends on, so any prefix is a whole graph.
     """
     graph = [_Label(DECISION_LABEL, "decision-task", None, "", None)]
+    graph += [_Label(f"toolchain-{name}", "toolchain", None, "", DECISION_LABEL)
+              for name in _TOOLCHAINS]
     configs = [(p, t) for p in _PLATFORMS for t in _BUILD_TYPES]
     for p, t in configs:
         graph.append(_Label(f"build-{p.build}/{t}", "build", p, t, DECISION_LABEL))
@@ -112,13 +124,14 @@ def _taskgraph(count: int) -> list[_Label]:
         if p.signed:
             graph.append(_Label(f"repackage-{p.build}/{t}", "repackage", p, t,
                                 f"signing-{p.build}/{t}"))
-    chunk = 0
+    first = 1
     while len(graph) < count:
-        chunk += 1
         for p, t in configs:
-            for suite in _SUITES:
-                graph.append(_Label(f"test-{p.test}/{t}-{suite}-{chunk}", "test", p, t,
-                                    f"build-{p.build}/{t}", suite, chunk))
+            for chunk in range(first, first + _CHUNKS):
+                for suite in _SUITES:
+                    graph.append(_Label(f"test-{p.test}/{t}-{suite}-{chunk}", "test", p, t,
+                                        f"build-{p.build}/{t}", suite, chunk))
+        first += _CHUNKS
     return graph[:count]
 
 
@@ -202,6 +215,7 @@ def _push(rng: random.Random, age: int, graph: list[_Label]) -> Iterator[object]
 # are resolved; "retried" is an exception run followed by a completed retry.
 _RESOLVED_OUTCOMES = {
     "decision-task": (("completed", 1.0),),
+    "toolchain": (("completed", 0.96), ("retried", 0.02), ("failed", 0.02)),
     "build": (("completed", 0.93), ("retried", 0.03), ("failed", 0.03), ("exception", 0.01)),
     "signing": (("completed", 0.96), ("retried", 0.02), ("failed", 0.01), ("exception", 0.01)),
     "repackage": (("completed", 0.96), ("retried", 0.02), ("failed", 0.01), ("exception", 0.01)),
@@ -209,12 +223,13 @@ _RESOLVED_OUTCOMES = {
 }
 _NEWEST_OUTCOMES = {
     "decision-task": (("completed", 1.0),),
+    "toolchain": (("completed", 1.0),),
     "build": (("completed", 0.6), ("running", 0.4)),
     "signing": (("completed", 0.4), ("running", 0.3), ("pending", 0.3)),
     "repackage": (("completed", 0.4), ("running", 0.3), ("pending", 0.3)),
     "test": (("completed", 0.35), ("failed", 0.03), ("running", 0.3), ("pending", 0.32)),
 }
-_MINUTES = {"decision-task": (4, 6), "build": (25, 70), "signing": (2, 6), "repackage": (4, 12),
+_MINUTES = {"decision-task": (4, 6), "toolchain": (10, 30), "build": (25, 70), "signing": (2, 6), "repackage": (4, 12),
             "test": (5, 45)}
 
 
@@ -291,6 +306,10 @@ def _index_paths(spec: _Label, project: str, revision: str, age: int) -> list[st
     v2 = f"gecko.v2.{project}"
     if spec.kind == "decision-task":
         return [f"{v2}.revision.{revision}.taskgraph.decision", f"{v2}.latest.taskgraph.decision"]
+    if spec.kind == "toolchain":
+        # Toolchain inputs change every fifth push.
+        digest = hashlib.sha256(f"{spec.label}:{age // 5}".encode()).hexdigest()
+        return [f"gecko.cache.level-3.toolchain.{digest}"]
     assert spec.platform is not None
     if spec.kind == "test":
         # Inputs change every other push: the two pushes share a cache entry,
@@ -305,25 +324,29 @@ def _index_paths(spec: _Label, project: str, revision: str, age: int) -> list[st
 def _element(p: _Planned, group_id: str, project: str, revision: str, owner: str) -> dict:
     """A listTaskGroup element: the definition as queue.task gives it, and its status."""
     spec = p.spec
-    queue = "gecko-3/decision" if spec.platform is None else (
-        spec.platform.test_queue if spec.kind == "test" else spec.platform.build_queue)
+    if spec.platform is None:
+        queue = "gecko-3/decision" if spec.kind == "decision-task" else "gecko-3/b-linux"
+    else:
+        queue = spec.platform.test_queue if spec.kind == "test" else spec.platform.build_queue
     provisioner, worker_type = queue.split("/")
     deadline, expires = p.created + timedelta(days=1), p.created + timedelta(days=365)
     repository = "mozilla-central" if project == "mozilla-central" else "integration/autoland"
     tags = {"kind": spec.kind, "createdForUser": owner, "worker-implementation":
             "generic-worker" if spec.platform and spec.platform.os in ("windows", "macosx")
             else "docker-worker"}
-    if spec.platform is not None:
+    if spec.kind != "decision-task":
         # Decision tasks carry no label tag: their label is their metadata.name.
-        tags |= {"label": spec.label, "os": spec.platform.os}
-    symbol = {"decision-task": "D", "build": "B", "signing": "Bs", "repackage": "Rpk"}.get(
+        tags["label"] = spec.label
+    if spec.platform is not None:
+        tags["os"] = spec.platform.os
+    symbol = {"decision-task": "D", "toolchain": "TL", "build": "B", "signing": "Bs", "repackage": "Rpk"}.get(
         spec.kind, f"{spec.suite[:2]}{spec.chunk}")
     definition = {
         "provisionerId": provisioner,
         "workerType": worker_type,
         "taskQueueId": queue,
         "schedulerId": "gecko-level-3",
-        "projectId": "none",
+        "projectId": project,
         "taskGroupId": group_id,
         "dependencies": p.dependencies,
         "requires": "all-completed",
@@ -361,7 +384,7 @@ def _element(p: _Planned, group_id: str, project: str, revision: str, owner: str
         "workerType": worker_type,
         "taskQueueId": queue,
         "schedulerId": "gecko-level-3",
-        "projectId": "none",
+        "projectId": project,
         "taskGroupId": group_id,
         "deadline": definition["deadline"],
         "expires": definition["expires"],
@@ -384,6 +407,39 @@ def _slugid(rng: random.Random) -> str:
 def _time(value: datetime) -> str:
     """Taskcluster's format, `2026-11-01T00:00:00.000Z` (`value` is naive, in UTC)."""
     return value.isoformat(timespec="milliseconds") + "Z"
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Keys of a generated dataset that answer with data (the README's examples use them)."""
+
+    task_id: str  # the newest completed build-linux64/opt
+    task_group_id: str  # the newest task group with failed tasks
+    label: str  # a test label with both a latest success and a latest failure
+    cached_path: str  # a toolchain's gecko.cache.level-3.toolchain.<hash> entry
+
+
+def examples(tasks: int = 2000, seed: int = 1) -> Examples:
+    """The example keys of `generate(tasks, seed)`; the same arguments give the same keys."""
+    task_id = group_id = cached = ""
+    states: dict[str, set[str]] = {}
+    for document in generate(tasks, seed):  # oldest push first: later ones overwrite
+        if not isinstance(document, dict):
+            continue
+        if "taskGroupId" in document:
+            for element in document["tasks"]:
+                label, state = element["task"]["metadata"]["name"], element["status"]["state"]
+                if label == "build-linux64/opt" and state == "completed":
+                    task_id = element["status"]["taskId"]
+                if state == "failed":
+                    group_id = document["taskGroupId"]
+                if label.startswith("test-"):
+                    states.setdefault(label, set()).add(state)
+        else:
+            cached = next((e["namespace"] for e in document["tasks"]
+                           if ".toolchain." in e["namespace"]), cached)
+    label = next((name for name, seen in states.items() if {"completed", "failed"} <= seen), "")
+    return Examples(task_id=task_id, task_group_id=group_id, label=label, cached_path=cached)
 
 
 async def write_demo(pool: asyncpg.Pool, tasks: int = 2000, seed: int = 1) -> ImportSummary:

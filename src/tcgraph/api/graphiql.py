@@ -28,15 +28,22 @@ SCRIPTS = ("react.production.min.js", "react-dom.production.min.js", "graphiql.m
 STYLESHEETS = ("graphiql.min.css",)
 ASSETS = SCRIPTS + STYLESHEETS
 
-_EXAMPLE = """\
+# The editor's first document: on the demo dataset (what `scripts/serve` fills
+# an empty database with) every field of it has data.
+EXAMPLE = """\
 # tcgraph: Taskcluster tasks, statuses, index paths and labels.
 # Press Ctrl-Enter (or the play button) to run; the Docs panel lists every field.
-query Example($taskIds: [ID!]! = []) {
-  statuses(taskIds: $taskIds) {
-    taskId
-    state
-    expires
+query Example {
+  label(label: "build-linux64/opt") {
+    latest { taskId created status { state expires } }
+    lastSuccess { taskId }
+    history(first: 5) { nodes { taskId created status { state } } }
   }
+  indexedTask(indexPath: "gecko.v2.autoland.latest.firefox.linux64-opt") {
+    taskId
+    task { label status { state } }
+  }
+  namespace(path: "gecko.v2") { namespaces(first: 10) { nodes { path } } }
 }
 """
 
@@ -108,7 +115,7 @@ def page(request: Request) -> Response:
         "stylesheets": "\n".join(f'<link rel="stylesheet" href="{base}/{name}">'
                                  for name in STYLESHEETS),
         "scripts": "\n".join(f'<script src="{base}/{name}"></script>' for name in SCRIPTS),
-        "boot": _BOOT % {"example": _js_string(_EXAMPLE)},
+        "boot": _BOOT % {"example": _js_string(EXAMPLE)},
     })
 
 
