@@ -1,9 +1,9 @@
 """EXPLAIN (ANALYZE, BUFFERS) of tcgraph's hot statements, with the parameters the workloads send.
 
-The statements are taken from `tcgraph.store.queries` itself (so the plans are
-of the SQL that runs), with real keys: 10,000 labels, 10,000 index paths, the
-10,000 task ids behind those paths, the W3 group's first page and the
-dependencies of its tasks. Each is shown twice: the custom plan PostgreSQL
+The statements are the ones tcgraph sends: each workload's document runs in
+process with real keys (10,000 labels, 10,000 index paths, the W3 group's
+first page, W4's 900 + 900), its statements are recorded with their
+parameters, and those are explained. Each is shown twice: the custom plan PostgreSQL
 makes for these values, and the generic plan that a prepared statement may
 switch to after five executions (asyncpg prepares every statement, so both can
 run), each executed with `EXPLAIN (ANALYZE, BUFFERS)`.
@@ -13,15 +13,19 @@ A statement is an index lookup when no plan node scans a table sequentially.
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import asyncpg
 
-from bench import floor
+from bench import floor, server as bench_server, workloads
 from bench.dataset import Keys
+from tcgraph.api.context import Context
+from tcgraph.api.schema import build_schema
+from tcgraph.loaders import Loaders
 from tcgraph.model import split_index_path
+from tcgraph.store.pool import Database, open_pool
 
 
 @dataclass
@@ -45,58 +49,64 @@ class Plan:
 _SEQ = re.compile(r"Seq Scan on (\w+)")
 
 
-def _statement(name: str) -> str | None:
-    """A statement of tcgraph.store.queries by `module.NAME[.key]` (None if renamed)."""
-    module, _, rest = name.partition(".")
-    try:
-        value: object = importlib.import_module(f"tcgraph.store.queries.{module}")
-    except ImportError:
-        return None
-    for part in rest.split("."):
-        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
-        if value is None:
-            return None
-    return value if isinstance(value, str) else None
+class _Recording(Database):
+    """A Database that records every statement it runs, with its parameters."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def fetch(self, sql: str, *args: Any) -> Sequence[asyncpg.Record]:
+        self.statements.append((sql, args))
+        return await super().fetch(sql, *args)
+
+
+async def _statements(pool: asyncpg.Pool, query: str,
+                      variables: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements tcgraph runs for one document, in order."""
+    settings = bench_server.settings()
+    db = _Recording(pool)
+    context = Context(settings=settings, db=db, loaders=Loaders(db, settings.batch_size))
+    result = await build_schema(settings).execute(query, variable_values=variables,
+                                                  context_value=context)
+    if result.errors:
+        raise RuntimeError(f"explain: {result.errors[0].message}")
+    return db.statements
+
+
+def _keys_in(args: tuple[Any, ...]) -> int:
+    return max((len(a) for a in args if isinstance(a, list)), default=1)
 
 
 async def plans(url: str, keys: Keys, size: int = 10_000) -> tuple[list[Plan], list[str]]:
-    """(plans, notes about statements that could not be found)."""
+    """(plans, notes about documents whose statements could not be explained)."""
     conn = await asyncpg.connect(url)
+    pool = await open_pool(url, bench_server.settings())
     notes: list[str] = []
     try:
         labels = keys.labels[:size]
         paths = keys.paths[:size]
         split = [split_index_path(p) for p in paths]
         namespaces, names = [s[0] for s in split], [s[1] for s in split]
-        task_ids = [r[0] for r in await conn.fetch(
-            "SELECT e.task_id FROM unnest($1::text[], $2::text[]) AS k(ns, name) "
-            "JOIN index_entries e ON e.namespace = k.ns AND e.name = k.name", namespaces, names)]
-        page_ids = [r[0] for r in await conn.fetch(
-            "SELECT task_id FROM tasks WHERE task_group_id = $1 ORDER BY task_id LIMIT 1000",
-            keys.w3_group)]
-        dep_ids = [r[0] for r in await conn.fetch(
-            "SELECT DISTINCT dependency_id FROM task_dependencies WHERE task_id = ANY($1::text[]) "
-            "AND NOT dependency_id = ANY($1::text[])", page_ids)]
-        no_filter = (None, None, None, None)
-        wanted = [
-            ("latest_by_label", "tasks._LATEST_BY_LABEL.latest", "W1, W4 (labels -> latest)",
-             (labels, *no_filter), len(labels)),
-            ("index_entries", "index_entries._ENTRIES_BY_PATH", "W2, W4 (index paths)",
-             (namespaces, names), len(paths)),
-            ("tasks_by_id", "tasks._TASKS_BY_ID", "W2, W4 (entry -> task)", (task_ids,), len(task_ids)),
-            ("task_groups_exist", "tasks._GROUPS_EXIST", "W3 (taskGroup)", ([keys.w3_group],), 1),
-            ("task_group_page", "tasks._GROUP_PAGE_ANY_STATE", "W3 (a page of 1,000)",
-             ([keys.w3_group], [None], [None], [1000]), 1),
-            ("tasks_by_id (dependencies)", "tasks._TASKS_BY_ID",
-             "W3 (dependencies not on the page)", (dep_ids,), len(dep_ids)),
+        documents = [
+            ("W1", "labels -> latest -> status", {"labels": labels}),
+            ("W2", "index paths -> task -> status, runs", {"paths": paths}),
+            ("W3", "the group, then a page of 1,000 with dependencies",
+             {"group": keys.w3_group, "after": None}),
+            ("W4", "labels and index paths, one statement each",
+             {"labels": keys.labels[:900], "paths": keys.paths[:900]}),
         ]
         found: list[Plan] = []
-        for name, attr, used_by, args, count in wanted:
-            sql = _statement(attr)
-            if sql is None:
-                notes.append(f"tcgraph.store.queries.{attr} not found: {name} not explained")
+        for workload, what, variables in documents:
+            try:
+                statements = await _statements(pool, workloads.DOCS[workload], variables)
+            except Exception as e:  # a document that fails is reported, not fatal
+                notes.append(f"{workload} not explained: {type(e).__name__}: {e}"[:300])
                 continue
-            found.append(await _explain(conn, name, used_by, sql, args, count))
+            for n, (sql, args) in enumerate(statements, 1):
+                name = f"{workload} statement {n} of {len(statements)}"
+                found.append(await _explain(conn, name, f"{workload} ({what})", sql, args,
+                                            _keys_in(args)))
         # The floor's statements, for comparison.
         found.append(await _explain(conn, "floor W1", "floor", floor.W1_SQL, (labels,),
                                     len(labels)))
@@ -106,6 +116,7 @@ async def plans(url: str, keys: Keys, size: int = 10_000) -> tuple[list[Plan], l
                                     (keys.w3_group, "", floor.W3_PAGE + 1), 1))
         return found, notes
     finally:
+        await pool.close()
         await conn.close()
 
 
@@ -180,3 +191,32 @@ def markdown(found: list[Plan], notes: list[str]) -> str:
     for note in notes:
         out.append(f"- {note}\n")
     return "\n".join(out)
+
+
+async def _main(tasks: int) -> None:
+    from pathlib import Path
+
+    from bench import dataset, report
+    from bench.pg import BenchPostgres, database_name
+
+    root = Path(__file__).resolve().parent.parent
+    pg = BenchPostgres(root / ".bench")
+    pg.start()
+    try:
+        url = pg.url(database_name(tasks))
+        found, notes = await plans(url, await dataset.pick_keys(url, 10_000))
+    finally:
+        pg.stop()
+    (root / "bench" / "results" / "plans.md").write_text(markdown(found, notes))
+    docs = root / "docs" / "performance.md"
+    mine = markdown([p for p in found if p.used_by != "floor"], notes)
+    docs.write_text(report.replace_section(docs.read_text(), "plans", mine))
+    print(f"explained {len(found)} statements: bench/results/plans.md, docs/performance.md")
+
+
+if __name__ == "__main__":
+    # `python -m bench.explain [TASKS]`: the plans alone, on the dataset a run built.
+    import asyncio
+    import sys
+
+    asyncio.run(_main(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000))
