@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import uvicorn
 
@@ -18,11 +18,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(app: object, startup_timeout: float = 10.0) -> Iterator[str]:
-    """Serve `app` in a thread for the duration of the block; yields its base URL."""
+def serving(app: object, startup_timeout: float = 10.0, **options: Any) -> Iterator[str]:
+    """Serve `app` in a thread for the duration of the block; yields its base URL.
+
+    `options` go to uvicorn (e.g. `http_server.uvicorn_options(settings)`, as `serve` runs it).
+    """
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+                                           lifespan="on", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout

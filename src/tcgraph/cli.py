@@ -99,6 +99,15 @@ def _parser() -> argparse.ArgumentParser:
                             "TCGRAPH_READ_DATABASE_URL); migrations use --database-url")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--header-timeout-ms", type=int,
+                       help="close a connection whose request headers take longer (env "
+                            "TCGRAPH_HEADER_TIMEOUT_MS; default 10000)")
+    serve.add_argument("--body-timeout-ms", type=int,
+                       help="refuse a request whose body takes longer after its headers (env "
+                            "TCGRAPH_BODY_TIMEOUT_MS; default 60000)")
+    serve.add_argument("--max-connections", type=int,
+                       help="open connections per server process; more are refused (env "
+                            "TCGRAPH_MAX_CONNECTIONS; default 1000)")
     serve.add_argument("--workers", type=int,
                        help="server processes (env TCGRAPH_WORKERS; default 1)")
     serve.add_argument("--demo", action="store_true", default=None,
@@ -210,14 +219,6 @@ async def _fill_if_empty(url: str, settings: Settings) -> bool:
         await pool.close()
 
 
-# Idle keep-alive connections are closed after this long. uvicorn's default
-# (5 s) equals common clients' own idle expiry (httpx: 5 s), so a client could
-# send a request on a connection at the very moment the server closes it; it
-# must also outlast load balancers' idle timeouts (often 60 s), so that they,
-# not tcgraph, close idle connections.
-_KEEP_ALIVE_S = 75
-
-
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -265,6 +266,7 @@ def _serve(settings: Settings, follow: object | None) -> int:
 def _run_server(settings: Settings, follow: object | None) -> int:
     import uvicorn
 
+    from tcgraph.http_server import uvicorn_options
     from tcgraph.server import create_app
 
     with _database(settings) as url:
@@ -286,7 +288,7 @@ def _run_server(settings: Settings, follow: object | None) -> int:
         options: dict[str, Any] = dict(
             host=settings.host, port=settings.port, log_config=None,
             log_level=logs.uvicorn_level(settings.verbose), access_log=False,
-            lifespan="on", timeout_keep_alive=_KEEP_ALIVE_S)
+            lifespan="on", **uvicorn_options(settings))
         if settings.workers == 1:
             app = create_app(settings, settings.read_database_url or url,
                              follow=follow, write_database_url=url)  # type: ignore[arg-type]
@@ -382,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             database_url=args.database_url, data_dir=args.data_dir,
             read_database_url=getattr(args, "read_database_url", None),
             host=getattr(args, "host", None), port=getattr(args, "port", None),
+            header_timeout_ms=getattr(args, "header_timeout_ms", None),
+            body_timeout_ms=getattr(args, "body_timeout_ms", None),
+            max_connections=getattr(args, "max_connections", None),
             workers=getattr(args, "workers", None),
             demo=getattr(args, "demo", None), explain=getattr(args, "explain", None),
             log_format=getattr(args, "log_format", None), verbose=getattr(args, "verbose", None),

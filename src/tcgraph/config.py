@@ -43,6 +43,12 @@ class Settings:
     max_page_size: int = 1_000
     max_depth: int = 12  # nesting depth of a document
     max_body_bytes: int = 4_000_000  # request body; 10,000 long index paths fit
+    # Slow clients: a request's headers must arrive within this long of its
+    # first byte, its body within this long of the headers; connections past
+    # `max_connections` (per server process) are refused. See http_server.py.
+    header_timeout_ms: int = 10_000
+    body_timeout_ms: int = 60_000
+    max_connections: int = 1_000
     max_aliases: int = 100  # aliases in one document
     max_tokens: int = 20_000  # lexical tokens in one document (send keys as variables)
     # Times one field (one response name) may appear in one selection set,
@@ -117,7 +123,8 @@ class Settings:
 
     def validate(self) -> None:
         for name in ("workers", "max_keys", "max_body_bytes", "max_aliases", "max_tokens",
-                     "max_field_repeats",
+                     "max_field_repeats", "header_timeout_ms", "body_timeout_ms",
+                     "max_connections",
                      "max_cost", "default_page_size", "max_page_size", "max_depth",
                      "batch_size", "statement_timeout_ms", "pool_max_size", "pool_timeout_ms"):
             if getattr(self, name) < 1:

@@ -17,7 +17,9 @@ from starlette.routing import Mount, Route
 from tcgraph import logs, metrics
 from tcgraph.api import graphiql, references
 from tcgraph.api.graphql import GraphQLApp
-from tcgraph.api.middleware import REQUEST_ID_HEADER, AllowedHosts, BodyLimit, RequestId
+from tcgraph.api.middleware import (
+    REQUEST_ID_HEADER, AllowedHosts, BodyDeadline, BodyLimit, RequestId,
+)
 from tcgraph.api.rest.errors import API_PREFIX, routing_error
 from tcgraph.api.rest.routes import ROUTES as REST_ROUTES
 from tcgraph.api.schema import build_schema
@@ -105,6 +107,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
         Middleware(metrics.Observe),
         Middleware(AllowedHosts, allowed_hosts=settings.allowed_host_list,
                    any_host_paths=ANY_HOST_PATHS),
+        Middleware(BodyDeadline, timeout_s=settings.body_timeout_ms / 1000),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
     ]
     # Pages on other origins may call tcgraph from a browser only if their origin is listed.

@@ -1,7 +1,8 @@
-"""ASGI middleware around every route: request ids, allowed hosts and the body-size limit."""
+"""ASGI middleware around every route: request ids, allowed hosts, the body's size and deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import uuid
@@ -105,6 +106,65 @@ class AllowedHosts:
         await _send_json(send, 400, body)
 
 
+class _BodyTooSlow(Exception):
+    pass
+
+
+class BodyDeadline:
+    """Refuse a request whose body does not arrive within `timeout_s` of the first read: 408.
+
+    The clock starts when the app first asks for the body (the headers are in by
+    then) and stops once the last part has arrived. The refusal says
+    `connection: close`: the rest of a late body is not worth waiting for.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline: float | None = None
+        complete = False
+        started = False
+
+        async def timed_receive() -> Message:
+            nonlocal deadline, complete
+            if complete:  # after the body: waiting for a disconnect, unbounded
+                return await receive()
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + self.timeout_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTooSlow from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, tracking_send)
+        except _BodyTooSlow:
+            if started:
+                raise
+            timeout_ms = round(self.timeout_s * 1000)
+            metrics.note_errors([{"code": LimitExceeded.code, "limit": "body_timeout_ms"}])
+            body = error_body(f"the request's body did not arrive within {timeout_ms} ms "
+                              f"(body_timeout_ms)", LimitExceeded.code, limit="body_timeout_ms",
+                              maximum=timeout_ms)
+            await _send_json(send, 408, body, close=True)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -166,8 +226,11 @@ class BodyLimit:
         await _send_json(send, 413, body)
 
 
-async def _send_json(send: Send, status: int, body: bytes) -> None:
-    """An answer with a JSON body."""
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+async def _send_json(send: Send, status: int, body: bytes, close: bool = False) -> None:
+    """An answer with a JSON body; `close`: and the connection is closed after it."""
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
