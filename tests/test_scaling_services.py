@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -12,7 +15,7 @@ import pytest
 
 from factories import FAR, FakeTask, store
 from services.postgres import PgBouncer, Standby, wait_replayed
-from servers import serving
+from servers import free_port, serving
 from tcgraph.config import Settings
 from tcgraph.server import create_app
 
@@ -144,3 +147,17 @@ async def test_a_write_through_the_read_url_is_refused(replicated: str) -> None:
         assert await conn.fetchval("SELECT count(*) FROM tasks") == 2
     finally:
         await conn.close()
+
+
+def test_writing_commands_on_the_standby_are_refused_clearly(replicated: str, tmp_path: Path
+                                                             ) -> None:
+    dump = tmp_path / "entry.json"
+    dump.write_text('{"namespace": "a.b", "taskId": "x", "rank": 0, "data": {}, '
+                    '"expires": "2030-01-01T00:00:00.000Z"}')
+    for verb in (["migrate"], ["import", str(dump)], ["serve", "--port", str(free_port())]):
+        result = subprocess.run([sys.executable, "-m", "tcgraph", *verb, "--database-url",
+                                 replicated], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert "refuses writes (cannot execute" in result.stderr
+        assert "a hot standby or a read-only role" in result.stderr
+        assert "Traceback" not in result.stderr and "http://" not in result.stderr

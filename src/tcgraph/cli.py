@@ -196,10 +196,22 @@ def _database(settings: Settings) -> Iterator[str]:
         embedded.stop()
 
 
+class ReadOnlyDatabase(Exception):
+    """The database URL given for writing is a hot standby or a read-only role."""
+
+    def explain(self, verb: str) -> str:
+        return (f"tcgraph {verb}: the database at --database-url refuses writes ({self}): it is "
+                f"a hot standby or a read-only role. Migrations, imports and follow write to "
+                f"the primary: give the primary's URL as --database-url (and a standby's as "
+                f"serve --read-database-url)")
+
+
 async def _migrate(url: str) -> list[str]:
     conn = await asyncpg.connect(url)
     try:
         return await migrate(conn)
+    except asyncpg.ReadOnlySQLTransactionError as e:
+        raise ReadOnlyDatabase(str(e)) from None
     finally:
         await conn.close()
 
@@ -270,7 +282,11 @@ def _run_server(settings: Settings, follow: object | None) -> int:
     from tcgraph.server import create_app
 
     with _database(settings) as url:
-        applied = asyncio.run(_migrate(url))
+        try:
+            applied = asyncio.run(_migrate(url))
+        except ReadOnlyDatabase as e:
+            print(e.explain("serve"), file=sys.stderr)
+            return 1
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         # A database that is, or is about to be, a mirror never gets demo data.
@@ -422,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except CONNECTION_ERRORS as e:
             print(f"tcgraph {args.verb}: cannot reach the database ({type(e).__name__}: {e})",
                   file=sys.stderr)
+            return 1
+        except ReadOnlyDatabase as e:
+            print(e.explain(args.verb), file=sys.stderr)
             return 1
         if args.verb == "migrate":
             print(f"applied: {', '.join(applied)}" if applied else "up to date", file=sys.stderr)
