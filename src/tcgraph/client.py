@@ -188,14 +188,15 @@ def _data(response: httpx.Response) -> dict[str, Any]:
         raise TcGraphHTTPError(response.status_code, response.text, str(response.request.url))
     if body.get("errors"):
         raise TcGraphQueryError(list(body["errors"]))
-    if not isinstance(body.get("data"), dict):
+    data = body.get("data")
+    if not isinstance(data, dict):
         raise TcGraphError(f"the answer from {response.request.url} has no data")
-    return body["data"]
+    return data
 
 
 def _delay(backoff: float, attempt: int) -> float:
     """Exponential backoff with jitter, so that many clients do not retry in step."""
-    ceiling = min(MAX_BACKOFF, backoff * 2 ** attempt)
+    ceiling = min(MAX_BACKOFF, backoff * 2.0 ** attempt)
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

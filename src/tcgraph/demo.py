@@ -35,7 +35,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from typing import Any, Iterator
 
 import asyncpg
 
@@ -157,7 +157,7 @@ class _Planned:
     task_id: str
     dependencies: list[str]
     created: datetime
-    runs: list[dict]
+    runs: list[dict[str, Any]]
     retries_left: int
     finished: datetime | None  # when it completed, for its dependents
     routes: list[str]
@@ -173,7 +173,7 @@ def _push(rng: random.Random, age: int, graph: list[_Label]) -> Iterator[object]
     owner = rng.choice(_OWNERS)
     group_id = _slugid(rng)
     planned: dict[str, _Planned] = {}
-    entries: list[dict] = []
+    entries: list[dict[str, Any]] = []
     for position, spec in enumerate(graph):
         task_id = group_id if spec.parent is None else _slugid(rng)
         parent = planned[spec.parent] if spec.parent else None
@@ -235,7 +235,7 @@ _MINUTES = {"decision-task": (4, 6), "toolchain": (10, 30), "build": (25, 70), "
 
 def _runs(
     rng: random.Random, spec: _Label, newest: bool, ready: datetime | None, deadline: datetime
-) -> tuple[list[dict], datetime | None]:
+) -> tuple[list[dict[str, Any]], datetime | None]:
     """A task's runs, and when it completed (None if it did not)."""
     if ready is None:
         if newest:
@@ -280,7 +280,7 @@ def _run(
     run_id: int, state: str, reason_created: str, scheduled: datetime,
     started: datetime | None = None, resolved: datetime | None = None,
     reason_resolved: str | None = None, worker: tuple[str, str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     run: dict[str, object] = {"runId": run_id, "state": state, "reasonCreated": reason_created}
     if reason_resolved:
         run["reasonResolved"] = reason_resolved
@@ -321,7 +321,7 @@ def _index_paths(spec: _Label, project: str, revision: str, age: int) -> list[st
     return [f"{v2}.revision.{revision}.firefox.{name}", f"{v2}.latest.firefox.{name}"]
 
 
-def _element(p: _Planned, group_id: str, project: str, revision: str, owner: str) -> dict:
+def _element(p: _Planned, group_id: str, project: str, revision: str, owner: str) -> dict[str, Any]:
     """A listTaskGroup element: the definition as queue.task gives it, and its status."""
     spec = p.spec
     if spec.platform is None:

@@ -153,7 +153,7 @@ def worker_exited() -> None:
     """Drop this process from the workers, and its live gauges from the sums."""
     WORKERS.set(0)
     if multiprocess_mode():
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 async def endpoint(request: Request) -> Response:
@@ -161,7 +161,7 @@ async def endpoint(request: Request) -> Response:
     POOL_SIZE.set(request.app.state.pool.get_size())  # fresh for this worker, idle or not
     if multiprocess_mode():
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         body = generate_latest(registry)
     else:
         body = generate_latest(REGISTRY)

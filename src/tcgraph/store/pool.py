@@ -125,7 +125,7 @@ class Database:
                 metrics.pool_changed(self.pool.get_size(), waiting=-1)
             metrics.pool_changed(self.pool.get_size(), in_use=1)
             try:
-                rows = await conn.fetch(sql, *args)
+                rows: Sequence[asyncpg.Record] = await conn.fetch(sql, *args)
             except (asyncpg.CharacterNotInRepertoireError,
                     asyncpg.UntranslatableCharacterError) as e:
                 # A key with U+0000 (or another character PostgreSQL cannot
