@@ -90,7 +90,8 @@ def test_a_json_body_that_is_not_an_object_is_a_coded_400(connection: Connection
                                                           kind: str) -> None:
     for _ in range(2):  # twice on the same connection: it stays open
         assert_coded(*connection.request("POST", "/graphql", body), 400, "BAD_REQUEST",
-                     f"must be a JSON object with `query`, got a JSON {kind}")
+                     f"expected a JSON object (a request with `query`, or `variables`), "
+                     f"got a JSON {kind}")
     assert_still_serving(connection)
 
 
@@ -111,6 +112,17 @@ def test_strawberrys_own_refusals_are_coded_graphql_errors(
         words: str) -> None:
     assert_coded(*connection.request(method, "/graphql", body, content_type), 400,
                  "BAD_REQUEST", words)
+    assert_still_serving(connection)
+
+
+@pytest.mark.parametrize("variables, words", [
+    ("42", "expected a JSON object"), ("[1]", "`variables` must be an object"),
+    ("%7B", "Unable to parse request body as JSON"),
+])
+def test_get_variables_that_are_not_an_object_are_coded_400s(
+        connection: Connection, variables: str, words: str) -> None:
+    assert_coded(*connection.request(
+        "GET", f"/graphql?query=%7B__typename%7D&variables={variables}"), 400, "BAD_REQUEST", words)
     assert_still_serving(connection)
 
 

@@ -102,12 +102,13 @@ class GraphQLApp(GraphQL):
 
     def parse_json(self, data: str | bytes) -> Any:
         value = super().parse_json(data)
-        # A request is a JSON object (a list is a batch, which Strawberry
-        # refuses while batching is off); anything else would reach
-        # Strawberry's `data.get(...)` and fail there as a 500.
+        # A request body is a JSON object (a list is a batch, which Strawberry
+        # refuses while batching is off), and so are GET's `variables` and
+        # `extensions`; anything else would reach Strawberry's `data.get(...)`
+        # and fail there as a 500.
         if not isinstance(value, (dict, list)):
-            raise HTTPException(400, f"the request body must be a JSON object with `query`, "
-                                     f"got a JSON {_json_kind(value)}")
+            raise HTTPException(400, f"expected a JSON object (a request with `query`, or "
+                                     f"`variables`), got a JSON {_json_kind(value)}")
         return value
 
     def encode_json(self, data: object) -> bytes:
