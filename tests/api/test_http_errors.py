@@ -144,3 +144,13 @@ def test_routing_refusals_outside_the_rest_api_are_coded(
         connection: Connection, method: str, path: str, status: int, code: str) -> None:
     assert_coded(*connection.request(method, path), status, code, path)
     assert_still_serving(connection)
+
+
+@pytest.mark.parametrize("token", ["00", "610062", "ff", "bogus"])
+def test_forged_rest_continuation_tokens_are_the_first_page_as_in_taskcluster(
+        connection: Connection, token: str) -> None:
+    """A NUL once reached PostgreSQL as a key (an InputValidationError naming the driver)."""
+    first = connection.request("GET", "/api/index/v1/namespaces/gecko")
+    forged = connection.request("GET", f"/api/index/v1/namespaces/gecko?continuationToken={token}")
+    assert forged[0] == 200, forged[2]
+    assert orjson.loads(forged[2]) == orjson.loads(first[2])
