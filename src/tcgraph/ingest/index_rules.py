@@ -125,9 +125,10 @@ def namespaces(entries: Iterable[IndexEntryRow]) -> list[NamespaceRow]:
     store only ever extends a stored expiry.
     """
     found: dict[tuple[str, str], datetime] = {}
-    for entry in entries:
-        parts = entry.namespace.split(".") if entry.namespace else []
-        expires = entry.expires
+    # Only each namespace's latest entry matters: the rounding keeps the order.
+    for namespace, last in _latest_per_namespace(entries).items():
+        parts = namespace.split(".") if namespace else []
+        expires = last
         for depth in range(len(parts), 0, -1):
             expires = next_midnight(expires)
             key = (".".join(parts[:depth - 1]), parts[depth - 1])
@@ -135,3 +136,13 @@ def namespaces(entries: Iterable[IndexEntryRow]) -> list[NamespaceRow]:
                 found[key] = expires
     return [NamespaceRow(parent=parent, name=name, expires=expires)
             for (parent, name), expires in sorted(found.items())]
+
+
+def _latest_per_namespace(entries: Iterable[IndexEntryRow]) -> dict[str, datetime]:
+    """Each namespace's latest entry expiry: the others cannot extend anything above it."""
+    latest: dict[str, datetime] = {}
+    for entry in entries:
+        held = latest.get(entry.namespace)
+        if held is None or held < entry.expires:
+            latest[entry.namespace] = entry.expires
+    return latest
