@@ -30,7 +30,7 @@ class Run:
     """One run of a task, as in the `runs` list of `queue.status`.
 
     Its timestamps are text in Taskcluster's format (`...T12:00:00.000Z`), as
-    the importer stored them: they are only ever passed through, and parsing
+    import stored them: they are only ever passed through, and parsing
     and re-formatting four timestamps per run is a real cost at 10,000 tasks.
     """
 
