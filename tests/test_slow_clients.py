@@ -132,6 +132,17 @@ def test_half_the_body_is_refused_and_closed(impatient: tuple[str, int]) -> None
         refusal(until_closed(sock), 408, "body_timeout_ms")
 
 
+def test_half_a_rest_body_is_refused_in_taskclusters_shape(impatient: tuple[str, int]) -> None:
+    with connect(impatient) as sock:
+        sock.sendall(b"POST /api/queue/v1/tasks/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        head, _, body = until_closed(sock).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower(), head
+    answer = orjson.loads(body)
+    assert answer["code"] == "RequestTimeout", answer
+    assert "body_timeout_ms" in answer["message"]
+
+
 def test_a_keep_alive_connection_gets_the_same_header_deadline_per_request(
         impatient: tuple[str, int]) -> None:
     with connect(impatient) as sock:

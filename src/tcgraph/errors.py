@@ -69,6 +69,11 @@ class StatementTimeout(ServiceUnavailable):
     code = "STATEMENT_TIMEOUT"
 
 
+class RequestRefused(Exception):
+    """Raised from an ASGI `receive` by a middleware that answers the request itself
+    (the body too large, too slow). A handler that catches every exception lets it through."""
+
+
 # The codes for which an HTTP response as a whole should say 503.
 UNAVAILABLE_CODES = frozenset({DatabaseUnavailable.code, StatementTimeout.code})
 

@@ -154,3 +154,17 @@ def test_forged_rest_continuation_tokens_are_the_first_page_as_in_taskcluster(
     forged = connection.request("GET", f"/api/index/v1/namespaces/gecko?continuationToken={token}")
     assert forged[0] == 200, forged[2]
     assert orjson.loads(forged[2]) == orjson.loads(first[2])
+
+
+def test_a_chunked_rest_body_over_the_limit_is_413_not_an_incident(
+        connection: Connection) -> None:
+    """No Content-Length to refuse up front: the limit trips while the handler reads."""
+    chunk = b"[" + b'"x",' * 1_100_000  # over the default 4,000,000 bytes
+    connection.sock.sendall(
+        b"POST /api/queue/v1/tasks/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n" % len(chunk) + chunk + b"\r\n0\r\n\r\n")
+    while b"\r\n\r\n" not in connection.buffer:
+        connection._read()
+    head = connection.buffer.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 413 "), head

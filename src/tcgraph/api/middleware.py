@@ -11,8 +11,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tcgraph import metrics
-from tcgraph.api.rest.errors import API_PREFIX, bad_host_body, too_large_body
-from tcgraph.errors import LimitExceeded, error_body
+from tcgraph.api.rest.errors import API_PREFIX, refusal_body, too_large_body
+from tcgraph.errors import LimitExceeded, RequestRefused, error_body
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -100,13 +100,13 @@ class AllowedHosts:
                    f"{', '.join(self.allowed_hosts)} (allowed_hosts)")
         metrics.note_errors([{"code": "HOST_NOT_ALLOWED"}])
         if scope["path"].startswith(API_PREFIX):
-            body = bad_host_body(scope, message)
+            body = refusal_body(scope, "InputError", message)
         else:
             body = error_body(message, "HOST_NOT_ALLOWED", host=host)
         await _send_json(send, 400, body)
 
 
-class _BodyTooSlow(Exception):
+class _BodyTooSlow(RequestRefused):
     pass
 
 
@@ -159,13 +159,17 @@ class BodyDeadline:
                 raise
             timeout_ms = round(self.timeout_s * 1000)
             metrics.note_errors([{"code": LimitExceeded.code, "limit": "body_timeout_ms"}])
-            body = error_body(f"the request's body did not arrive within {timeout_ms} ms "
-                              f"(body_timeout_ms)", LimitExceeded.code, limit="body_timeout_ms",
-                              maximum=timeout_ms)
+            message = (f"the request's body did not arrive within {timeout_ms} ms "
+                       f"(body_timeout_ms)")
+            if scope["path"].startswith(API_PREFIX):
+                body = refusal_body(scope, "RequestTimeout", message)
+            else:
+                body = error_body(message, LimitExceeded.code, limit="body_timeout_ms",
+                                  maximum=timeout_ms)
             await _send_json(send, 408, body, close=True)
 
 
-class _TooLarge(Exception):
+class _TooLarge(RequestRefused):
     pass
 
 

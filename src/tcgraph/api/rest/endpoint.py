@@ -25,7 +25,7 @@ from tcgraph import metrics
 from tcgraph.api.context import Context
 from tcgraph.api.references import root_url
 from tcgraph.api.rest.errors import JSON, ApiError, error_response
-from tcgraph.errors import ClientError, LimitExceeded, ServiceUnavailable
+from tcgraph.errors import ClientError, LimitExceeded, RequestRefused, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ def endpoint(method: Method) -> Callable[[Request], Awaitable[Response]]:
         except ServiceUnavailable as e:
             metrics.note_errors([e.extensions])
             response = _reply(method, request, payload, ApiError("ServiceUnavailable", e.message))
+        except RequestRefused:
+            raise  # the body's size or deadline: the middleware answers
         except Exception:
             # Whatever broke stays in the log, under an id the client can quote.
             incident = uuid.uuid4()

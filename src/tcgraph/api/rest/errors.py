@@ -33,6 +33,7 @@ STATUS_OF_CODE = {
     # Not Taskcluster's codes: it never answers these statuses itself, but its clients
     # read any error in this shape (and retry any 5xx, which a database outage calls for).
     "MethodNotAllowed": 405,
+    "RequestTimeout": 408,  # the body did not arrive in time (body_timeout_ms)
     "ServiceUnavailable": 503,
 }
 
@@ -94,10 +95,10 @@ def too_large_body(scope: Scope, size: int, maximum: int) -> bytes:
     return orjson.dumps(error_body(method, params, {}, error))
 
 
-def bad_host_body(scope: Scope, message: str) -> bytes:
-    """The 400 body for a REST request whose `Host` is not served (`allowed_hosts`)."""
+def refusal_body(scope: Scope, code: str, message: str) -> bytes:
+    """The body refusing a REST request in front of every route (its `Host`, a late body)."""
     method, params = method_of(scope)
-    return orjson.dumps(error_body(method, params, {}, ApiError("InputError", message)))
+    return orjson.dumps(error_body(method, params, {}, ApiError(code, message)))
 
 
 _ROUTING_CODES = {404: "ResourceNotFound", 405: "MethodNotAllowed"}
