@@ -7,13 +7,12 @@ import contextlib
 import uuid
 from typing import AsyncIterator, Iterator
 
-import aio_pika
 import asyncpg
 import pytest
 
 from servers import serving
 from services.rabbitmq import RabbitMQ, running_rabbitmq
-from services.replay import Message, Recording, upstream_app
+from services.replay import Message, Recording, declare_queue, upstream_app
 from tcgraph.config import Settings
 from tcgraph.ingest.follow import FollowOptions, follow
 from tcgraph.ingest.pulse import PulseOptions, bindings, queue_name
@@ -68,12 +67,8 @@ async def following(database_url: str, options: FollowOptions, **kwargs: object
 async def prepare_queue(options: FollowOptions) -> None:
     """Declare and bind the follower's queue now, as a follower that ran before would
     have: messages published from here on wait in it for the follower."""
-    connection = await aio_pika.connect(options.pulse.url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(options.pulse.queue_name, durable=True)
-        for b in options.pulse.bindings:
-            await queue.bind(b.exchange, b.routing_key)
+    await declare_queue(options.pulse.url, options.pulse.queue_name,
+                        [(b.exchange, b.routing_key) for b in options.pulse.bindings])
 
 
 async def wait_for(condition, what: str, timeout: float = WAIT_S) -> None:

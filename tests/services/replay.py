@@ -78,6 +78,17 @@ async def declare_exchanges(url: str, names: Iterable[str]) -> None:
             await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
 
 
+async def declare_queue(url: str, name: str, bindings: Iterable[tuple[str, str]]) -> None:
+    """Declare a durable queue with its (exchange, routing key) bindings, as a follower
+    that ran before would have: messages published from then on wait in it."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, durable=True)
+        for exchange, routing_key in bindings:
+            await queue.bind(exchange, routing_key)
+
+
 async def publish(url: str, messages: Iterable[Message]) -> int:
     """Publish `messages` (persistent, with their CC header) with publisher confirms."""
     connection = await aio_pika.connect(url)

@@ -111,10 +111,12 @@ async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str]) -> in
 
 
 async def write_tasks(conn: asyncpg.Connection, definitions: Sequence[TaskRow],
-                      statuses: Sequence[tuple[str, StatusRow]] = ()) -> int:
+                      statuses: Sequence[tuple[str, StatusRow]] = (),
+                      completed: Collection[str] = ()) -> int:
     """Store definitions and statuses (task group id, status), keep those statuses
     whose task is still not stored in mirror_waiting, apply statuses that waited for
-    the definitions, and index what completed: the part backfill and the follower share.
+    the definitions, and index what completed among the definitions' tasks and
+    `completed`: the part backfill and the follower share.
 
     Returns how many statuses wait.
     """
@@ -129,7 +131,7 @@ async def write_tasks(conn: asyncpg.Connection, definitions: Sequence[TaskRow],
     ids = [row.task_id for row in definitions]
     if ids:
         await writes.promote_waiting(conn, ids)
-    await index_tasks(conn, ids)
+    await index_tasks(conn, {*ids, *completed})
     return len(waiting)
 
 
@@ -169,9 +171,8 @@ class Mirror:
                 new_groups = await writes.claim_groups(conn, [found.groups[t] for t in missing])
             waiting = await write_tasks(
                 conn, list(fetched.values()),
-                [(found.groups[t], status) for t, status in found.statuses.items()])
-            # Tasks whose definition was fetched now were indexed by write_tasks.
-            await index_tasks(conn, found.completed - set(fetched))
+                [(found.groups[t], status) for t, status in found.statuses.items()],
+                found.completed)
             if found.rejected:
                 await writes.insert_rejected(conn, found.rejected)
             last = deliveries[-1]
