@@ -22,7 +22,7 @@ from typing import IO, Iterable, Iterator, cast
 
 import asyncpg
 
-from tcgraph.ingest import batches, checkpoints, documents, shapes
+from tcgraph.ingest import batches, checkpoints, documents, jsontext, shapes
 from tcgraph.ingest.progress import Progress
 from tcgraph.store import writes
 from tcgraph.store.pool import CONNECTION_ERRORS
@@ -203,7 +203,7 @@ def _json_or_json_lines(
     if not data or data.isspace():
         raise ImportFailed(source, "line 1", "empty file: there is nothing to import")
     try:
-        return iter([("", shapes.loads(data))]), True
+        return iter([("", jsontext.loads(data))]), True
     except ValueError as whole:
         if (where := _not_utf8(data)) is not None:
             where, _, problem = where.partition(": ")
@@ -228,7 +228,7 @@ def _json_error_message(error: ValueError) -> str:
 
 def _is_json(text: bytes) -> bool:
     try:
-        shapes.loads(text)
+        jsontext.loads(text)
     except ValueError:
         return False
     return True
@@ -251,7 +251,7 @@ def _json_lines(
         if not line.strip():
             continue
         try:
-            document = shapes.loads(line)
+            document = jsontext.loads(line)
         except ValueError as e:
             if (where := _not_utf8(line, number, offset)) is not None:
                 where, _, problem = where.partition(": ")

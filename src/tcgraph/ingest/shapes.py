@@ -6,7 +6,7 @@ problem raises `Invalid` with the path of the bad element inside the value
 given; callers prefix where that value came from (`where`).
 
 Everything accepted here can be stored as it is and comes back unchanged:
-integers of any size (`loads`, `json_text`), no NUL characters (PostgreSQL's
+integers of any size (`ingest.jsontext.loads` parses them, `json_text` writes them), no NUL characters (PostgreSQL's
 text and jsonb cannot hold them), timestamps PostgreSQL and Python can both
 represent, and counts that fit the store's integer columns.
 """
@@ -27,12 +27,6 @@ from tcgraph.timefmt import format_time
 
 SLUGID = re.compile(r"[A-Za-z0-9_-]{22}")
 _TASKCLUSTER_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-# A number orjson may round (it keeps -2^63 to 2^64 - 1 exactly) has 20 digits, or
-# a minus and 19, after what can precede a JSON value. The digits of a hash in a
-# string rarely look so; when they do, it costs time, never exactness.
-_DIGITS_AS_ONES = bytes.maketrans(b"0123456789", b"1" * 10)
-_LONGEST_SAFE = b"1" * 19
-_BEFORE_A_VALUE = frozenset(b":[,")
 # The store's integer columns (retries, retriesLeft) are 32-bit.
 MAX_COUNT = 2**31 - 1
 
@@ -83,53 +77,6 @@ def describe(value: object) -> str:
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"the string {shown!r}"
     return "a list" if isinstance(value, list) else "an object"
-
-
-def loads(data: bytes | str) -> object:
-    """Parse JSON, keeping integers of any size exactly (orjson keeps 64 bits).
-
-    Raises ValueError (orjson's or json's JSONDecodeError, both with `msg`,
-    `lineno` and `colno`) for text that is not JSON; NaN, Infinity and numbers
-    too large for a double are not JSON numbers here either.
-    """
-    raw = data.encode() if isinstance(data, str) else data
-    if not _has_long_number(raw):
-        return orjson.loads(raw)
-    try:
-        return json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
-    except RecursionError:
-        # orjson's limit, which the standard library would otherwise exceed by crashing.
-        raise ValueError("nested more than 1024 levels deep") from None
-
-
-def _has_long_number(raw: bytes) -> bool:
-    # Digit runs are found at C speed in a copy where every digit is a "1".
-    digits = raw.translate(_DIGITS_AS_ONES)
-    start = digits.find(_LONGEST_SAFE)
-    while start != -1:
-        end = start + len(_LONGEST_SAFE)
-        while end < len(digits) and digits[end] == 0x31:
-            end += 1
-        negative = start > 0 and raw[start - 1] == 0x2D  # "-"
-        before = start - 1 - negative
-        while before >= 0 and raw[before] in b" \t\r\n":
-            before -= 1
-        if (end - start >= (19 if negative else 20)
-                and (before < 0 or raw[before] in _BEFORE_A_VALUE)):
-            return True
-        start = digits.find(_LONGEST_SAFE, end)
-    return False
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is too large for a number")
-    return value
-
-
-def _no_constant(text: str) -> float:
-    raise ValueError(f"{text} is not a JSON number")
 
 
 def json_text(value: object) -> str:
