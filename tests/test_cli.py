@@ -146,3 +146,28 @@ def test_serve_embedded_default_fills_demo_data_and_stops_postgres(tmp_path: Pat
     assert f"open http://127.0.0.1:{port}/graphql" in stderr
     # PostgreSQL stopped with the last tcgraph process using it.
     assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_flags_bound_slow_clients(database_url: str, workers: int) -> None:
+    """`--header-timeout-ms` reaches every worker: a socket that sends nothing is closed."""
+    import socket
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tcgraph", "serve", "--database-url", database_url,
+         "--port", str(port), "--workers", str(workers), "--header-timeout-ms", "500",
+         "--body-timeout-ms", "500", "--max-connections", "100"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            received = b""
+            while chunk := sock.recv(65536):  # until the server closes it
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 408 "), received
+        assert b'"limit":"header_timeout_ms"' in received
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0
