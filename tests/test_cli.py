@@ -157,7 +157,7 @@ def test_serve_flags_bound_slow_clients(database_url: str, workers: int) -> None
     process = subprocess.Popen(
         [sys.executable, "-m", "tcgraph", "serve", "--database-url", database_url,
          "--port", str(port), "--workers", str(workers), "--header-timeout-ms", "500",
-         "--body-timeout-ms", "500", "--max-connections", "100"],
+         "--body-timeout-ms", "500", "--send-timeout-ms", "500", "--max-connections", "100"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", process)

@@ -152,6 +152,27 @@ def test_a_keep_alive_connection_gets_the_same_header_deadline_per_request(
         refusal(until_closed(sock), 408, "header_timeout_ms")
 
 
+def test_a_client_that_stops_reading_is_dropped(filled_database) -> None:
+    """An answer of several megabytes to a client with a tiny receive buffer that never reads."""
+    ids = [f"no-such-task-{n}" for n in range(10_000)]
+    aliases = " ".join(f"a{n}: statuses(taskIds: $ids) {{ taskId }}" for n in range(60))
+    request = orjson.dumps({"query": f"query ($ids: [ID!]!) {{ {aliases} }}",
+                            "variables": {"ids": ids}})
+    for address in start(filled_database, send_timeout_ms=1000, max_cost=1_000_000):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(PATIENCE_S)
+        sock.connect(address)
+        with sock:
+            sock.sendall(REQUEST + b"Content-Length: %d\r\n\r\n" % len(request) + request)
+            # Read nothing: the server's buffers fill, then it must drop the connection,
+            # which the client sees as a reset once it reads again.
+            deadline = time.monotonic() + PATIENCE_S
+            while sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                assert time.monotonic() < deadline, "the server kept writing to a stalled client"
+                time.sleep(0.1)
+
+
 def test_connections_beyond_the_limit_are_refused_and_served_again_once_freed(
         crowded: tuple[str, int]) -> None:
     held = [connect(crowded) for _ in range(3)]

@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--body-timeout-ms", type=int,
                        help="refuse a request whose body takes longer after its headers (env "
                             "TCGRAPH_BODY_TIMEOUT_MS; default 60000)")
+    serve.add_argument("--send-timeout-ms", type=int,
+                       help="drop a connection whose client stops reading an answer for longer "
+                            "(env TCGRAPH_SEND_TIMEOUT_MS; default 60000)")
     serve.add_argument("--max-connections", type=int,
                        help="open connections per server process; more are refused (env "
                             "TCGRAPH_MAX_CONNECTIONS; default 1000)")
@@ -403,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             header_timeout_ms=getattr(args, "header_timeout_ms", None),
             body_timeout_ms=getattr(args, "body_timeout_ms", None),
             max_connections=getattr(args, "max_connections", None),
+            send_timeout_ms=getattr(args, "send_timeout_ms", None),
             workers=getattr(args, "workers", None),
             demo=getattr(args, "demo", None), explain=getattr(args, "explain", None),
             log_format=getattr(args, "log_format", None), verbose=getattr(args, "verbose", None),

@@ -48,6 +48,7 @@ class Settings:
     # `max_connections` (per server process) are refused. See http_server.py.
     header_timeout_ms: int = 10_000
     body_timeout_ms: int = 60_000
+    send_timeout_ms: int = 60_000  # a client that stops reading an answer is dropped after it
     max_connections: int = 1_000
     max_aliases: int = 100  # aliases in one document
     max_tokens: int = 20_000  # lexical tokens in one document (send keys as variables)
@@ -124,7 +125,7 @@ class Settings:
     def validate(self) -> None:
         for name in ("workers", "max_keys", "max_body_bytes", "max_aliases", "max_tokens",
                      "max_field_repeats", "header_timeout_ms", "body_timeout_ms",
-                     "max_connections",
+                     "send_timeout_ms", "max_connections",
                      "max_cost", "default_page_size", "max_page_size", "max_depth",
                      "batch_size", "statement_timeout_ms", "pool_max_size", "pool_timeout_ms"):
             if getattr(self, name) < 1:

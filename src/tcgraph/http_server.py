@@ -12,7 +12,8 @@ through the parser callbacks and the asyncio `Protocol` methods it already
 has: a request's headers must arrive within `header_timeout_ms` of its first
 byte (of the connection, for the first request), else the client gets a 408
 and the connection is closed; and a connection beyond `max_connections` (per
-server process) gets a 503 and is closed at once. The body's deadline is
+server process) gets a 503 and is closed at once; a client that stops reading
+an answer for `send_timeout_ms` is dropped. The body's deadline is
 enforced in ASGI, where its reads happen (`api.middleware.BodyDeadline`).
 Every refusal carries a coded GraphQL error body.
 """
@@ -22,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +49,7 @@ class ConnectionLimits:
 
     header_timeout_s: float
     max_connections: int
+    send_timeout_s: float
 
 
 def _raw_response(status: str, message: str, code: str, **details: object) -> bytes:
@@ -62,6 +66,7 @@ class BoundedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.limits = limits
         self.header_deadline: asyncio.TimerHandle | None = None
+        self.send_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -84,7 +89,34 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
+        self.resume_writing()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        # The client stopped reading and the transport's buffer is full: it
+        # must read again within `send_timeout_s`, or the connection is dropped
+        # (closing would wait to send the buffer, so it is aborted).
+        super().pause_writing()
+        if self.send_deadline is None:
+            self.send_deadline = self.loop.call_later(self.limits.send_timeout_s,
+                                                      self._reads_too_slow)
+
+    def resume_writing(self) -> None:
+        if self.send_deadline is not None:
+            self.send_deadline.cancel()
+            self.send_deadline = None
+        super().resume_writing()
+
+    def _reads_too_slow(self) -> None:
+        self.send_deadline = None
+        log.warning("dropped a connection whose client read nothing for %g s (send_timeout_ms)",
+                    self.limits.send_timeout_s)
+        # A reset, not a close: a close would leave the kernel trying to
+        # deliver its buffer to a client that does not read.
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def _arm_header_deadline(self) -> None:
         # Armed once per request: a client trickling bytes does not move it.
@@ -116,7 +148,8 @@ class BoundedProtocol(HttpToolsProtocol):
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The options tcgraph gives `uvicorn.run` / `uvicorn.Config` besides the app and address."""
     limits = ConnectionLimits(header_timeout_s=settings.header_timeout_ms / 1000,
-                              max_connections=settings.max_connections)
+                              max_connections=settings.max_connections,
+                              send_timeout_s=settings.send_timeout_ms / 1000)
     # A partial of a module-level class, so that `--workers N` can send it to
     # the worker processes.
     return {"http": functools.partial(BoundedProtocol, limits=limits),
