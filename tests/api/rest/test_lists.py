@@ -127,3 +127,22 @@ async def test_the_real_client_follows_list_tokens(
             queue.listTaskGroup(slug(6 * 10**11))
         assert raised.value.status_code == 404
         assert raised.value.body["code"] == "ResourceNotFound"
+
+
+async def test_ranks_no_64_bit_integer_holds_are_written_as_the_index_service_writes_them(
+        pool: asyncpg.Pool, client: httpx.AsyncClient) -> None:
+    task = FakeTask()
+    await store(pool, [task], entries=[
+        ("proj.huge", task.task_id, float(2**64), FAR),
+        ("proj.half", task.task_id, 0.5, FAR),
+        ("proj.whole", task.task_id, 41, FAR)])
+    huge = await client.get("/api/index/v1/task/proj.huge")
+    assert huge.status_code == 200, huge.text
+    # JavaScript's JSON.stringify(2 ** 64): shortest digits, padded with zeros.
+    assert b'"rank":18446744073709552000' in huge.content
+    found = await client.post("/api/index/v1/tasks/indexes",
+                              json={"indexes": ["proj.huge", "proj.half", "proj.whole"]})
+    assert found.status_code == 200, found.text
+    ranks = {t["namespace"]: t["rank"] for t in found.json()["tasks"]}
+    assert ranks == {"proj.huge": 2**64 + 384, "proj.half": 0.5, "proj.whole": 41}
+    assert isinstance(ranks["proj.whole"], int)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import orjson
 
 from tcgraph import model
@@ -62,14 +64,27 @@ def task_group_json(group: model.TaskGroup) -> dict[str, object]:
             "expires": format_time(group.expires)}
 
 
+def rank_json(rank: float) -> object:
+    """A stored rank written as the index service (JavaScript) writes that number.
+
+    Ranks are doubles to Taskcluster; a whole one is written without a fraction
+    (41, not 41.0), and one of 2^53 or more with JavaScript's shortest digits
+    padded with zeros (2^64 is 18446744073709552000), which no 64-bit integer
+    holds, so it goes out as raw JSON text. From 1e21 on JavaScript switches to
+    exponent notation, which orjson's float output already is.
+    """
+    if not rank.is_integer() or abs(rank) >= 1e21:
+        return rank
+    whole = int(Decimal(repr(rank)))
+    return whole if -2**63 <= whole < 2**63 else orjson.Fragment(str(whole).encode())
+
+
 def indexed_task_json(entry: model.IndexEntry, path: str) -> dict[str, object]:
     """An index entry as `index.findTask` returns it, its `namespace` being `path` as asked."""
-    # The index stores ranks as integers; a float column must not turn 41 into 41.0.
-    rank = int(entry.rank) if entry.rank.is_integer() else entry.rank
     return {
         "namespace": path,
         "taskId": entry.task_id,
-        "rank": rank,
+        "rank": rank_json(entry.rank),
         "data": orjson.Fragment(entry.data),
         "expires": format_time(entry.expires),
     }
