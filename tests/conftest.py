@@ -95,23 +95,23 @@ async def _admin(server_url: str, sql: str) -> None:
         await conn.close()
 
 
-async def _create_database(server_url: str, template: str) -> tuple[str, str]:
+async def create_database(server_url: str, template: str) -> tuple[str, str]:
     """A new copy of the migrated template: (its name, its URL)."""
     name = f"tcgraph_test_{uuid.uuid4().hex[:12]}"
     await _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     return name, with_database(server_url, name)
 
 
-async def _drop_database(server_url: str, name: str) -> None:
+async def drop_database(server_url: str, name: str) -> None:
     await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 async def database_url(server_url: str, template_database: str) -> AsyncIterator[str]:
     """A fresh, migrated, empty database for this test alone."""
-    name, url = await _create_database(server_url, template_database)
+    name, url = await create_database(server_url, template_database)
     yield url
-    await _drop_database(server_url, name)
+    await drop_database(server_url, name)
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +123,7 @@ def filled_database(server_url: str, template_database: str):
 
     @contextlib.contextmanager
     def create(tasks: list = (), entries: list = ()) -> Iterator[str]:
-        name, url = asyncio.run(_create_database(server_url, template_database))
+        name, url = asyncio.run(create_database(server_url, template_database))
 
         async def fill() -> None:
             pool = await open_pool(url, Settings())
@@ -136,7 +136,7 @@ def filled_database(server_url: str, template_database: str):
             asyncio.run(fill())
             yield url
         finally:
-            asyncio.run(_drop_database(server_url, name))
+            asyncio.run(drop_database(server_url, name))
 
     return create
 

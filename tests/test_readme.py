@@ -18,18 +18,16 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import asyncpg
 import httpx
 import pytest
 from graphql import (DocumentNode, FragmentDefinitionNode, ListTypeNode, NonNullTypeNode,
                      OperationDefinitionNode, parse)
 
-from conftest import with_database
+from conftest import create_database, drop_database
 from servers import serving
 from tcgraph.api import graphiql
 from tcgraph.config import Settings
@@ -70,34 +68,22 @@ def blocks() -> list[Block]:
 @pytest.fixture(scope="module")
 def demo(server_url: str, template_database: str) -> Iterator[tuple[str, str]]:
     """(server URL, database URL) of a server on the default demo dataset."""
-    name = f"tcgraph_readme_{uuid.uuid4().hex[:12]}"
-    url = with_database(server_url, name)
 
-    async def create() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-        finally:
-            await conn.close()
+    async def create() -> tuple[str, str]:
+        name, url = await create_database(server_url, template_database)
         pool = await open_pool(url, Settings(pool_max_size=2))
         try:
             await write_demo(pool)
         finally:
             await pool.close()
+        return name, url
 
-    async def drop() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
+    name, url = asyncio.run(create())
     try:
         with serving(create_app(Settings(database_url=url), url)) as base:
             yield base, url
     finally:
-        asyncio.run(drop())
+        asyncio.run(drop_database(server_url, name))
 
 
 def check_answer(body: object, document: str) -> None:
