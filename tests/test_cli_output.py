@@ -69,3 +69,11 @@ def test_json_logs_carry_request_id_route_status_duration_and_sql(database_url: 
         "/graphql", 200, "query")
     assert access[0]["duration_ms"] > 0
     assert access[0]["sql_statements"] == 1 and isinstance(access[0]["sql_rows"], int)
+
+
+def test_serve_on_an_unreachable_database_is_one_line() -> None:
+    result = tcgraph("serve", "--database-url", "postgresql://nobody@unreachable.invalid/db",
+                     "--port", str(free_port()))
+    assert result.returncode == 1
+    assert result.stderr.startswith("tcgraph serve: cannot reach the database (")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -287,6 +287,10 @@ def _run_server(settings: Settings, follow: object | None) -> int:
     with _database(settings) as url:
         try:
             applied = asyncio.run(_migrate(url))
+        except CONNECTION_ERRORS as e:
+            print(f"tcgraph serve: cannot reach the database ({type(e).__name__}: {e})",
+                  file=sys.stderr)
+            return 1
         except ReadOnlyDatabase as e:
             print(e.explain("serve"), file=sys.stderr)
             return 1
