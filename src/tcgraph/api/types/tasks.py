@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import orjson
 import strawberry
@@ -148,7 +148,51 @@ class TaskRun:
         return self._run.resolved
 
 
-# Fields that TaskStatus and Task both have, computed the same way.
+class _HoldsTask(Protocol):
+    _task: model.Task
+
+
+# Fields that TaskStatus and Task both have: one resolver and one SQL each.
+def _task_id(root: _HoldsTask) -> strawberry.ID:
+    return strawberry.ID(root._task.task_id)
+
+
+def _task_group_id(root: _HoldsTask) -> strawberry.ID:
+    return strawberry.ID(root._task.task_group_id)
+
+
+def _provisioner_id(root: _HoldsTask) -> str:
+    return root._task.provisioner_id
+
+
+def _worker_type(root: _HoldsTask) -> str:
+    return root._task.worker_type
+
+
+def _task_queue_id(root: _HoldsTask) -> str:
+    return root._task.task_queue_id
+
+
+def _scheduler_id(root: _HoldsTask) -> str:
+    return root._task.scheduler_id
+
+
+def _project_id(root: _HoldsTask) -> str:
+    return root._task.project_id
+
+
+def _priority(root: _HoldsTask) -> str:
+    return root._task.priority
+
+
+def _deadline(root: _HoldsTask) -> datetime:
+    return root._task.deadline
+
+
+def _expires(root: _HoldsTask) -> datetime:
+    return root._task.expires
+
+
 _TASK_ID = sql("{row}.task_id")
 _TASK_GROUP_ID = sql("{row}.task_group_id")
 _PROVISIONER_ID = sql("split_part({row}.task_queue_id, '/', 1)")
@@ -167,45 +211,17 @@ _EXPIRES = sql(sql_format_time("{row}.expires"))
 class TaskStatus:
     _task: strawberry.Private[model.Task]
 
-    @strawberry.field(metadata=_TASK_ID)
-    def task_id(self) -> strawberry.ID:
-        return strawberry.ID(self._task.task_id)
-
-    @strawberry.field(metadata=_PROVISIONER_ID)
-    def provisioner_id(self) -> str:
-        return self._task.provisioner_id
-
-    @strawberry.field(metadata=_WORKER_TYPE)
-    def worker_type(self) -> str:
-        return self._task.worker_type
-
-    @strawberry.field(metadata=_TASK_QUEUE_ID)
-    def task_queue_id(self) -> str:
-        return self._task.task_queue_id
-
-    @strawberry.field(metadata=_SCHEDULER_ID)
-    def scheduler_id(self) -> str:
-        return self._task.scheduler_id
-
-    @strawberry.field(metadata=_PROJECT_ID)
-    def project_id(self) -> str:
-        return self._task.project_id
-
-    @strawberry.field(metadata=_TASK_GROUP_ID)
-    def task_group_id(self) -> strawberry.ID:
-        return strawberry.ID(self._task.task_group_id)
-
-    @strawberry.field(metadata=_PRIORITY)
-    def priority(self) -> str:
-        return self._task.priority
-
-    @strawberry.field(metadata=_DEADLINE)
-    def deadline(self) -> datetime:
-        return self._task.deadline
-
-    @strawberry.field(metadata=_EXPIRES)
-    def expires(self) -> datetime:
-        return self._task.expires
+    task_id: strawberry.ID = strawberry.field(resolver=_task_id, metadata=_TASK_ID)
+    provisioner_id: str = strawberry.field(resolver=_provisioner_id, metadata=_PROVISIONER_ID)
+    worker_type: str = strawberry.field(resolver=_worker_type, metadata=_WORKER_TYPE)
+    task_queue_id: str = strawberry.field(resolver=_task_queue_id, metadata=_TASK_QUEUE_ID)
+    scheduler_id: str = strawberry.field(resolver=_scheduler_id, metadata=_SCHEDULER_ID)
+    project_id: str = strawberry.field(resolver=_project_id, metadata=_PROJECT_ID)
+    task_group_id: strawberry.ID = strawberry.field(resolver=_task_group_id,
+                                                    metadata=_TASK_GROUP_ID)
+    priority: str = strawberry.field(resolver=_priority, metadata=_PRIORITY)
+    deadline: datetime = strawberry.field(resolver=_deadline, metadata=_DEADLINE)
+    expires: datetime = strawberry.field(resolver=_expires, metadata=_EXPIRES)
 
     @strawberry.field(metadata=sql("{row}.retries_left"))
     def retries_left(self) -> int:
@@ -222,6 +238,18 @@ class TaskStatus:
     @strawberry.field(metadata=sql("{json}", same_row=True))
     def task(self) -> Task:
         return Task(_task=self._task)
+
+
+def _label(root: _HoldsTask) -> Optional[str]:
+    return root._task.label
+
+
+def _retries(root: _HoldsTask) -> int:
+    return root._task.retries
+
+
+def _created(root: _HoldsTask) -> datetime:
+    return root._task.created
 
 
 def _falsy_to(expression: str, empty: str) -> str:
@@ -250,57 +278,23 @@ class Task:
             self._parsed = orjson.loads(await self._definition_text(info))
         return self._parsed
 
-    @strawberry.field(metadata=_TASK_ID)
-    def task_id(self) -> strawberry.ID:
-        return strawberry.ID(self._task.task_id)
-
-    @strawberry.field(metadata=_TASK_GROUP_ID)
-    def task_group_id(self) -> strawberry.ID:
-        return strawberry.ID(self._task.task_group_id)
-
-    @strawberry.field(description="`tags.label`, else `metadata.name`.", metadata=sql("{row}.label"))
-    def label(self) -> Optional[str]:
-        return self._task.label
-
-    @strawberry.field(metadata=_SCHEDULER_ID)
-    def scheduler_id(self) -> str:
-        return self._task.scheduler_id
-
-    @strawberry.field(metadata=_TASK_QUEUE_ID)
-    def task_queue_id(self) -> str:
-        return self._task.task_queue_id
-
-    @strawberry.field(metadata=_PROVISIONER_ID)
-    def provisioner_id(self) -> str:
-        return self._task.provisioner_id
-
-    @strawberry.field(metadata=_WORKER_TYPE)
-    def worker_type(self) -> str:
-        return self._task.worker_type
-
-    @strawberry.field(metadata=_PROJECT_ID)
-    def project_id(self) -> str:
-        return self._task.project_id
-
-    @strawberry.field(metadata=_PRIORITY)
-    def priority(self) -> str:
-        return self._task.priority
-
-    @strawberry.field(metadata=sql("{row}.retries"))
-    def retries(self) -> int:
-        return self._task.retries
-
-    @strawberry.field(metadata=sql(sql_format_time("{row}.created")))
-    def created(self) -> datetime:
-        return self._task.created
-
-    @strawberry.field(metadata=_DEADLINE)
-    def deadline(self) -> datetime:
-        return self._task.deadline
-
-    @strawberry.field(metadata=_EXPIRES)
-    def expires(self) -> datetime:
-        return self._task.expires
+    task_id: strawberry.ID = strawberry.field(resolver=_task_id, metadata=_TASK_ID)
+    task_group_id: strawberry.ID = strawberry.field(resolver=_task_group_id,
+                                                    metadata=_TASK_GROUP_ID)
+    label: Optional[str] = strawberry.field(
+        resolver=_label, description="`tags.label`, else `metadata.name`.",
+        metadata=sql("{row}.label"))
+    scheduler_id: str = strawberry.field(resolver=_scheduler_id, metadata=_SCHEDULER_ID)
+    task_queue_id: str = strawberry.field(resolver=_task_queue_id, metadata=_TASK_QUEUE_ID)
+    provisioner_id: str = strawberry.field(resolver=_provisioner_id, metadata=_PROVISIONER_ID)
+    worker_type: str = strawberry.field(resolver=_worker_type, metadata=_WORKER_TYPE)
+    project_id: str = strawberry.field(resolver=_project_id, metadata=_PROJECT_ID)
+    priority: str = strawberry.field(resolver=_priority, metadata=_PRIORITY)
+    retries: int = strawberry.field(resolver=_retries, metadata=sql("{row}.retries"))
+    created: datetime = strawberry.field(resolver=_created,
+                                         metadata=sql(sql_format_time("{row}.created")))
+    deadline: datetime = strawberry.field(resolver=_deadline, metadata=_DEADLINE)
+    expires: datetime = strawberry.field(resolver=_expires, metadata=_EXPIRES)
 
     @strawberry.field(metadata=sql("{json}", same_row=True))
     async def metadata(self, info: ContextInfo) -> TaskMetadata:
