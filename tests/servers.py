@@ -1,4 +1,4 @@
-"""A real uvicorn server on 127.0.0.1 for tests that speak HTTP."""
+"""The app for tests that speak HTTP: a real uvicorn server on 127.0.0.1, or in-process."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any, Iterator
 
+import asyncpg
+import httpx
 import uvicorn
 
 
@@ -38,3 +40,12 @@ def serving(app: object, startup_timeout: float = 10.0, **options: Any) -> Itera
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def asgi_client(app: Any, pool: asyncpg.Pool, host: str = "tcgraph.test") -> httpx.AsyncClient:
+    """An HTTP client calling `app` in-process (httpx's ASGI transport) at http://`host`.
+
+    The transport does not run the lifespan, which opens the app's pool: `pool` stands in for it.
+    """
+    app.state.pool = pool
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{host}")

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import asyncpg
 import httpx
 
+from servers import asgi_client
 from services.replay import Recording
 from tcgraph.config import Settings
 from tcgraph.server import create_app
@@ -31,10 +32,8 @@ async def mismatches(pool: asyncpg.Pool, rec: Recording, database_url: str) -> l
     """Every answer that differs from the recording, described (empty when all agree)."""
     app = create_app(Settings(database_url=database_url, allowed_hosts="tcgraph.test"),
                      database_url)
-    app.state.pool = pool
     found: list[str] = []
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://tcgraph.test") as client:
+    async with asgi_client(app, pool) as client:
         for task_id, definition in rec.definitions.items():
             answer = await client.get(f"/api/queue/v1/task/{task_id}")
             if answer.status_code != 200 or answer.json() != definition:

@@ -3,8 +3,6 @@ pages, beyond what the recording holds (more than 1,000 rows, exact multiples of
 
 from __future__ import annotations
 
-from typing import AsyncIterator
-
 import asyncpg
 import httpx
 import orjson
@@ -20,17 +18,6 @@ from tcgraph.server import create_app
 GROUP = slug(5 * 10**11)
 # Taskcluster's order of these names (en-US: punctuation, digits, then letters, a < A < b).
 NAMES = ["_x", "-x", "1", "a", "A", "a-b", "aB", "b", "B", "Ba"]
-
-
-@pytest.fixture
-async def client(pool: asyncpg.Pool, settings: Settings,
-                 database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, database_url)
-    # The ASGI transport does not run the lifespan: the fixture's pool stands in for the app's.
-    app.state.pool = pool
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://tcgraph.test") as c:
-        yield c
 
 
 def en_us(value: str) -> tuple[list[int], list[bool]]:
