@@ -76,6 +76,17 @@ def status(task_id: str, runs: list[dict], group: str = GROUP, retries_left: int
     }
 
 
+def group_page(*elements: dict) -> dict:
+    """A `queue.listTaskGroup` page of GROUP holding `elements`."""
+    return {"taskGroupId": GROUP, "tasks": list(elements)}
+
+
+def completed(n: int) -> dict:
+    """The `n`th of many completed tasks, as a `queue.listTaskGroup` element."""
+    return {"status": status(tid(n), [run(0, "completed")]),
+            "task": definition(tags={"label": f"l{n}"})}
+
+
 def entry(path: str, task_id: str, rank: float = 0, data: dict | None = None,
           expires: str = "2030-01-01T00:00:00.000Z") -> dict:
     return {"namespace": path, "taskId": task_id, "rank": rank, "data": data or {},

@@ -10,7 +10,9 @@ import asyncpg
 import orjson
 import pytest
 
-from ingest.dumps import GROUP, TASK_A, counts, definition, entry, run, status, write
+from ingest.dumps import (GROUP, TASK_A, TASK_B, completed, counts, definition, entry,
+                          group_page, run, snapshot, status, tid, write, write_lines)
+from tcgraph.ingest import batches
 from tcgraph.ingest.files import ImportFailed, import_source
 
 BIG = 2**70
@@ -143,3 +145,113 @@ async def test_what_orjson_refuses_is_refused_on_the_exact_path_too(
     path.write_text(text)
     error = await refused(pool, str(path))
     assert error.where == where and problem in error.problem, error
+
+
+BAD_INPUT = [
+    pytest.param("bad.json", b'{"tasks": [\n  {"taskId": 1,}\n]}', "line 2, column 15",
+                 "not valid JSON: ", id="invalid-json"),
+    pytest.param("bad.jsonl", orjson.dumps(group_page(completed(1))) + b"\n" + orjson.dumps(group_page(completed(2)))
+                 + b"\n{oops\n", "line 3", "not valid JSON: ", id="invalid-json-line"),
+    pytest.param("bad.jsonl", b'{\n  "taskGroupId": "x"\n}\n', "line 1",
+                 "(JSON Lines files hold one document a line)", id="pretty-json-in-jsonl"),
+    pytest.param("bad.json", b"  \n", "line 1", "empty file: there is nothing to import",
+                 id="empty"),
+    pytest.param("bad.json", orjson.dumps(group_page(completed(1), {"status": status(TASK_A, []),
+                                                          "task": definition(taskGroupId=None)})),
+                 "tasks[1].task.taskGroupId", "expected a string, got null",
+                 id="null-task-group"),
+    pytest.param("bad.json", orjson.dumps(group_page(completed(1), {
+        "status": status(TASK_A, []),
+        "task": {k: v for k, v in definition().items() if k != "taskGroupId"}})),
+                 "tasks[1].task", "missing required field 'taskGroupId'", id="missing-field"),
+    pytest.param("bad.json", orjson.dumps(group_page({"status": status(TASK_A, []) | {"state": "bogus"},
+                                                "task": definition()})),
+                 "tasks[0].status.state",
+                 "'bogus' is not a task state (one of unscheduled, pending, running, completed, "
+                 "failed, exception)", id="bad-state"),
+    pytest.param("bad.json", orjson.dumps(group_page({
+        "status": status(TASK_A, [run(0, "done")]) | {"state": "completed"},
+        "task": definition()})),
+                 "tasks[0].status.runs[0].state", "'done' is not a run state", id="bad-run-state"),
+    pytest.param("bad.json", orjson.dumps(group_page({
+        "status": status(TASK_A, [run(0, scheduled="2026-11-01T10:05:00")]),
+        "task": definition()})), "tasks[0].status.runs[0].scheduled",
+                 "'2026-11-01T10:05:00' has no time zone", id="naive-timestamp"),
+    pytest.param("bad.json", orjson.dumps({"taskId": TASK_A, "task": definition(created="soon")}),
+                 "task.created", "'soon' is not an ISO 8601 timestamp", id="bad-timestamp"),
+    pytest.param("bad.json", orjson.dumps({"taskId": TASK_A, "task": definition(retries="5")}),
+                 "task.retries", "expected a whole number, got the string '5'", id="wrong-type"),
+    pytest.param("bad.json", orjson.dumps(group_page({"status": status(TASK_A, [run(1)]),
+                                                "task": definition()})),
+                 "tasks[0].status.runs[0].runId", "runId 1 at position 0", id="run-order"),
+    pytest.param("bad.json", orjson.dumps({"taskId": "short", "task": definition()}),
+                 "taskId", "'short' is not a taskId", id="bad-task-id"),
+    pytest.param("bad.json", orjson.dumps([group_page(completed(1)), {"statuses": [
+        {"taskId": TASK_A, "status": status(TASK_A, [run(0)])}]}]),
+                 "[1].statuses[0].status", f"no task definition for the status of {TASK_A}: "
+                 "import the definitions first", id="status-without-task"),
+    pytest.param("bad.json", orjson.dumps({"statuses": [
+        {"taskId": TASK_A, "status": status(TASK_B, [])}]}), "statuses[0].status.taskId",
+                 f"is not the taskId '{TASK_A}' this status is listed under", id="id-mismatch"),
+    pytest.param("bad.json", orjson.dumps({"foo": 1, "bar": 2}), "top level",
+                 "unrecognised document: expected a Taskcluster queue or index response, "
+                 "got keys ['bar', 'foo']", id="unrecognised"),
+    pytest.param("bad.json", orjson.dumps([group_page(completed(1)), 42]), "[1]",
+                 "unrecognised document: expected a Taskcluster queue or index response "
+                 "(an object), got the number 42", id="not-an-object"),
+    pytest.param("bad.json", orjson.dumps({"tasks": [{"namespace": "a..b", "taskId": TASK_A,
+                                                      "rank": 0, "data": {},
+                                                      "expires": "2030-01-01T00:00:00Z"}]}),
+                 "tasks[0].namespace", "'a..b' is not an index path", id="bad-index-path"),
+    pytest.param("bad.json", orjson.dumps({"tasks": [{"namespace": "a.b", "taskId": TASK_A,
+                                                      "rank": 0, "expires": "2030-01-01"}]}),
+                 "tasks[0]", "missing required field 'data'", id="entry-missing-data"),
+    pytest.param("bad.json", orjson.dumps(group_page({"status": status(TASK_A, []),
+                                                "task": definition(group=TASK_B)})),
+                 "tasks[0].task.taskGroupId", f"'{TASK_B}' is not the taskGroupId '{GROUP}'",
+                 id="group-mismatch"),
+    pytest.param("bad.json", orjson.dumps(definition()), "top level",
+                 "a task definition (a queue.task response) carries no taskId, and the file "
+                 "name 'bad.json' is not one", id="definition-without-task-id"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "where", "problem"), BAD_INPUT)
+async def test_bad_input_fails_and_writes_nothing(
+    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    name: str, content: bytes, where: str, problem: str,
+) -> None:
+    await import_source(pool, write(tmp_path / "earlier.json", [
+        group_page(completed(100), completed(101)), entry("kept.entry", tid(100), 1)]))
+    before = await snapshot(pool)
+    # Small batches: the valid part of the file is written before the bad part is read.
+    monkeypatch.setattr(batches, "BATCH_SIZE", 1)
+    path = tmp_path / name
+    path.write_bytes(content)
+
+    with pytest.raises(ImportFailed) as failed:
+        await import_source(pool, str(path))
+    error = failed.value
+    assert (error.source, error.where) == (str(path), where)
+    assert problem in error.problem
+    assert str(error) == f"{path}: {where}: {error.problem}"
+    assert await snapshot(pool) == before
+
+
+async def test_a_failure_after_many_batches_rolls_everything_back(
+    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batches, "BATCH_SIZE", 10)
+    lines = [group_page(*[completed(n) for n in range(start, start + 25)]) for start in range(0, 200, 25)]
+    lines.append({"tasks": [entry(f"ns.e{n}", tid(n), n) for n in range(50)]})
+    lines.append(group_page(completed(500), {"status": status(tid(501), []) | {"state": "bogus"},
+                                    "task": definition()}))
+    with pytest.raises(ImportFailed) as failed:
+        await import_source(pool, write_lines(tmp_path / "half.jsonl", lines))
+    assert failed.value.where == "line 10, tasks[1].status.state"
+    assert await counts(pool) == (0, 0, 0, 0)
+
+    # Without the bad line, all of it goes in.
+    summary = await import_source(pool, write_lines(tmp_path / "good.jsonl", lines[:-1]))
+    assert (summary.tasks, summary.statuses, summary.index_entries) == (200, 200, 50)
+    assert (await counts(pool))[0] == 200

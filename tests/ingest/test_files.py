@@ -1,4 +1,5 @@
-"""File import against a real PostgreSQL: every accepted shape, read back through the store."""
+"""File import against a real PostgreSQL: every accepted shape, read back through the store, and
+the sources it reads (files, stdin) with their progress bar."""
 
 from __future__ import annotations
 
@@ -11,14 +12,13 @@ import asyncpg
 import orjson
 import pytest
 
+from ingest.dumps import (GROUP, TASK_A, TASK_B, TASK_C, completed, definition, entry,
+                          group_page, run, status, utc, write, write_lines)
 from tcgraph.ingest import batches, progress
-from tcgraph.ingest.files import ImportFailed, ImportSummary, import_documents, import_source
+from tcgraph.ingest.files import ImportFailed, ImportSummary, import_source
 from tcgraph.model import State, TaskFilter
-from tcgraph.store.queries import index_entries, index_namespaces, tasks
 from tcgraph.store.pool import Database
-
-from ingest.dumps import (GROUP, TASK_A, TASK_B, TASK_C, counts, definition, entry, run,
-                          snapshot, status, tid, utc, write, write_lines)
+from tcgraph.store.queries import index_entries, index_namespaces, tasks
 
 
 # --- accepted shapes -----------------------------------------------------
@@ -214,240 +214,7 @@ async def test_timestamps_are_normalised_to_taskclusters_format(
         "2026-11-01T10:05:00.000Z", "2026-11-01T10:06:00.999Z")
 
 
-# --- idempotency and precedence -----------------------------------------
-
-
-async def test_importing_twice_changes_nothing(pool: asyncpg.Pool, tmp_path: Path) -> None:
-    path = write(tmp_path / "dump.json", [
-        {"taskGroupId": GROUP, "tasks": [
-            {"status": status(TASK_A, [run(0, "completed")]), "task": definition()},
-            {"status": status(TASK_B, []), "task": definition(dependencies=[TASK_A])},
-        ]},
-        {"tasks": [entry("a.b.c", TASK_A, 5, {"k": 1}), entry("a.d", TASK_B, 1)]},
-        {"taskId": TASK_C, "task": definition(tags={"label": "c"})},
-    ])
-    first = await import_source(pool, path)
-    before = await snapshot(pool)
-    assert [len(rows) for rows in before.values()] == [3, 1, 2, 2]
-    assert await import_source(pool, path) == first
-    assert await snapshot(pool) == before
-
-
-@pytest.mark.parametrize("batch_size", [1, 2, 1000])
-async def test_an_older_status_never_replaces_a_newer_one(
-    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_size: int
-) -> None:
-    monkeypatch.setattr(batches, "BATCH_SIZE", batch_size)
-    task = {"taskId": TASK_A, "task": definition()}
-    newer = status(TASK_A, [run(0, "exception"), run(1, "running")])  # rank 22
-    older = status(TASK_A, [run(0, "running")])  # rank 12
-    await import_source(pool, write_lines(tmp_path / "a.jsonl", [
-        task, {"status": newer}, {"status": older}]))
-    assert (await tasks.tasks_by_id(Database(pool), [TASK_A]))[TASK_A].state is State.RUNNING
-    assert await pool.fetchval("SELECT status_rank FROM tasks") == 22
-
-    # A later file with the older status changes nothing either...
-    await import_source(pool, write(tmp_path / "old.json", {"status": older}))
-    assert await pool.fetchval("SELECT status_rank FROM tasks") == 22
-    # ...and one with a newer status replaces it.
-    await import_source(pool, write(tmp_path / "new.json", {
-        "status": status(TASK_A, [run(0, "exception"), run(1, "completed")])}))
-    stored = (await tasks.tasks_by_id(Database(pool), [TASK_A]))[TASK_A]
-    assert (stored.state, len(stored.runs)) == (State.COMPLETED, 2)
-
-
-@pytest.mark.parametrize("batch_size", [1, 2, 1000])
-async def test_statuses_may_come_before_their_definitions(
-    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_size: int
-) -> None:
-    monkeypatch.setattr(batches, "BATCH_SIZE", batch_size)
-    # Of the statuses of one task in one file, the highest rank wins, the later on ties:
-    # A: a newer status first, an older one after its definition -> the newer.
-    # B: two statuses of equal rank around the definition -> the later (worker "second").
-    # C: the same, both before the definition.
-    await import_source(pool, write_lines(tmp_path / "out-of-order.jsonl", [
-        {"status": status(TASK_C, [run(0, "completed", workerId="first")])},
-        {"status": status(TASK_C, [run(0, "completed", workerId="second")])},
-        {"statuses": [
-            {"taskId": TASK_A, "status": status(TASK_A, [run(0, "exception"), run(1, "failed")])},
-            {"taskId": TASK_B, "status": status(TASK_B, [run(0, "completed", workerId="first")])},
-        ]},
-        {"tasks": [{"taskId": TASK_A, "task": definition()},
-                   {"taskId": TASK_B, "task": definition(tags={"label": "b"})},
-                   {"taskId": TASK_C, "task": definition(tags={"label": "c"})}]},
-        {"status": status(TASK_A, [run(0, "running")])},
-        {"status": status(TASK_B, [run(0, "completed", workerId="second")])},
-    ]))
-    found = await tasks.tasks_by_id(Database(pool), [TASK_A, TASK_B, TASK_C])
-    assert (found[TASK_A].state, len(found[TASK_A].runs)) == (State.FAILED, 2)
-    assert found[TASK_B].runs[0].worker_id == "second"
-    assert found[TASK_C].runs[0].worker_id == "second"
-
-
-@pytest.mark.parametrize("batch_size", [1, 1000])
-async def test_index_entries_keep_the_highest_rank(
-    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_size: int
-) -> None:
-    monkeypatch.setattr(batches, "BATCH_SIZE", batch_size)
-    await import_source(pool, write(tmp_path / "one.json", {"tasks": [
-        entry("ns.high-first", TASK_A, 10), entry("ns.high-first", TASK_B, 5),
-        entry("ns.low-first", TASK_A, 5), entry("ns.low-first", TASK_B, 10),
-        entry("ns.tie", TASK_A, 7), entry("ns.tie", TASK_B, 7),
-        # An expired entry gives way to any other.
-        entry("ns.expired", TASK_A, 10, expires="2020-01-01T00:00:00Z"),
-        entry("ns.expired", TASK_B, 1),
-    ]}))
-    found = await index_entries.index_entries(Database(pool), [
-        ("ns", "high-first"), ("ns", "low-first"), ("ns", "tie"), ("ns", "expired")])
-    assert [e.task_id if e else None for e in found] == [TASK_A, TASK_B, TASK_B, TASK_B]
-
-    # Across files: a lower rank is ignored, an equal one replaces.
-    await import_source(pool, write(tmp_path / "two.json", {"tasks": [
-        entry("ns.high-first", TASK_C, 9), entry("ns.tie", TASK_C, 7)]}))
-    high_first, tie = await index_entries.index_entries(
-        Database(pool), [("ns", "high-first"), ("ns", "tie")])
-    assert (high_first and high_first.task_id, tie and tie.task_id) == (TASK_A, TASK_C)
-
-
-async def test_import_documents_uses_the_callers_transaction(pool: asyncpg.Pool) -> None:
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        summary = await import_documents(
-            conn, [("document 1", {"taskId": TASK_A, "task": definition()})], "generated")
-        assert summary.tasks == 1
-        assert await conn.fetchval("SELECT count(*) FROM tasks") == 1
-        await transaction.rollback()
-    assert await pool.fetchval("SELECT count(*) FROM tasks") == 0
-
-    async with pool.acquire() as conn, conn.transaction():
-        with pytest.raises(ImportFailed) as failed:
-            await import_documents(conn, [
-                ("line 7", {"taskGroupId": GROUP, "tasks": [{"task": definition()}]})], "gen")
-    assert failed.value.where == "line 7, tasks[0]"
-    assert failed.value.problem == "missing required field 'taskId'"
-
-
-# --- bad input -------------------------------------------------------------
-
-
-def _page(*elements: dict) -> dict:
-    return {"taskGroupId": GROUP, "tasks": list(elements)}
-
-
-def _good(n: int) -> dict:
-    return {"status": status(tid(n), [run(0, "completed")]),
-            "task": definition(tags={"label": f"l{n}"})}
-
-
-BAD_INPUT = [
-    pytest.param("bad.json", b'{"tasks": [\n  {"taskId": 1,}\n]}', "line 2, column 15",
-                 "not valid JSON: ", id="invalid-json"),
-    pytest.param("bad.jsonl", orjson.dumps(_page(_good(1))) + b"\n" + orjson.dumps(_page(_good(2)))
-                 + b"\n{oops\n", "line 3", "not valid JSON: ", id="invalid-json-line"),
-    pytest.param("bad.jsonl", b'{\n  "taskGroupId": "x"\n}\n', "line 1",
-                 "(JSON Lines files hold one document a line)", id="pretty-json-in-jsonl"),
-    pytest.param("bad.json", b"  \n", "line 1", "empty file: there is nothing to import",
-                 id="empty"),
-    pytest.param("bad.json", orjson.dumps(_page(_good(1), {"status": status(TASK_A, []),
-                                                          "task": definition(taskGroupId=None)})),
-                 "tasks[1].task.taskGroupId", "expected a string, got null",
-                 id="null-task-group"),
-    pytest.param("bad.json", orjson.dumps(_page(_good(1), {
-        "status": status(TASK_A, []),
-        "task": {k: v for k, v in definition().items() if k != "taskGroupId"}})),
-                 "tasks[1].task", "missing required field 'taskGroupId'", id="missing-field"),
-    pytest.param("bad.json", orjson.dumps(_page({"status": status(TASK_A, []) | {"state": "bogus"},
-                                                "task": definition()})),
-                 "tasks[0].status.state",
-                 "'bogus' is not a task state (one of unscheduled, pending, running, completed, "
-                 "failed, exception)", id="bad-state"),
-    pytest.param("bad.json", orjson.dumps(_page({
-        "status": status(TASK_A, [run(0, "done")]) | {"state": "completed"},
-        "task": definition()})),
-                 "tasks[0].status.runs[0].state", "'done' is not a run state", id="bad-run-state"),
-    pytest.param("bad.json", orjson.dumps(_page({
-        "status": status(TASK_A, [run(0, scheduled="2026-11-01T10:05:00")]),
-        "task": definition()})), "tasks[0].status.runs[0].scheduled",
-                 "'2026-11-01T10:05:00' has no time zone", id="naive-timestamp"),
-    pytest.param("bad.json", orjson.dumps({"taskId": TASK_A, "task": definition(created="soon")}),
-                 "task.created", "'soon' is not an ISO 8601 timestamp", id="bad-timestamp"),
-    pytest.param("bad.json", orjson.dumps({"taskId": TASK_A, "task": definition(retries="5")}),
-                 "task.retries", "expected a whole number, got the string '5'", id="wrong-type"),
-    pytest.param("bad.json", orjson.dumps(_page({"status": status(TASK_A, [run(1)]),
-                                                "task": definition()})),
-                 "tasks[0].status.runs[0].runId", "runId 1 at position 0", id="run-order"),
-    pytest.param("bad.json", orjson.dumps({"taskId": "short", "task": definition()}),
-                 "taskId", "'short' is not a taskId", id="bad-task-id"),
-    pytest.param("bad.json", orjson.dumps([_page(_good(1)), {"statuses": [
-        {"taskId": TASK_A, "status": status(TASK_A, [run(0)])}]}]),
-                 "[1].statuses[0].status", f"no task definition for the status of {TASK_A}: "
-                 "import the definitions first", id="status-without-task"),
-    pytest.param("bad.json", orjson.dumps({"statuses": [
-        {"taskId": TASK_A, "status": status(TASK_B, [])}]}), "statuses[0].status.taskId",
-                 f"is not the taskId '{TASK_A}' this status is listed under", id="id-mismatch"),
-    pytest.param("bad.json", orjson.dumps({"foo": 1, "bar": 2}), "top level",
-                 "unrecognised document: expected a Taskcluster queue or index response, "
-                 "got keys ['bar', 'foo']", id="unrecognised"),
-    pytest.param("bad.json", orjson.dumps([_page(_good(1)), 42]), "[1]",
-                 "unrecognised document: expected a Taskcluster queue or index response "
-                 "(an object), got the number 42", id="not-an-object"),
-    pytest.param("bad.json", orjson.dumps({"tasks": [{"namespace": "a..b", "taskId": TASK_A,
-                                                      "rank": 0, "data": {},
-                                                      "expires": "2030-01-01T00:00:00Z"}]}),
-                 "tasks[0].namespace", "'a..b' is not an index path", id="bad-index-path"),
-    pytest.param("bad.json", orjson.dumps({"tasks": [{"namespace": "a.b", "taskId": TASK_A,
-                                                      "rank": 0, "expires": "2030-01-01"}]}),
-                 "tasks[0]", "missing required field 'data'", id="entry-missing-data"),
-    pytest.param("bad.json", orjson.dumps(_page({"status": status(TASK_A, []),
-                                                "task": definition(group=TASK_B)})),
-                 "tasks[0].task.taskGroupId", f"'{TASK_B}' is not the taskGroupId '{GROUP}'",
-                 id="group-mismatch"),
-    pytest.param("bad.json", orjson.dumps(definition()), "top level",
-                 "a task definition (a queue.task response) carries no taskId, and the file "
-                 "name 'bad.json' is not one", id="definition-without-task-id"),
-]
-
-
-@pytest.mark.parametrize(("name", "content", "where", "problem"), BAD_INPUT)
-async def test_bad_input_fails_and_writes_nothing(
-    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    name: str, content: bytes, where: str, problem: str,
-) -> None:
-    await import_source(pool, write(tmp_path / "earlier.json", [
-        _page(_good(100), _good(101)), entry("kept.entry", tid(100), 1)]))
-    before = await snapshot(pool)
-    # Small batches: the valid part of the file is written before the bad part is read.
-    monkeypatch.setattr(batches, "BATCH_SIZE", 1)
-    path = tmp_path / name
-    path.write_bytes(content)
-
-    with pytest.raises(ImportFailed) as failed:
-        await import_source(pool, str(path))
-    error = failed.value
-    assert (error.source, error.where) == (str(path), where)
-    assert problem in error.problem
-    assert str(error) == f"{path}: {where}: {error.problem}"
-    assert await snapshot(pool) == before
-
-
-async def test_a_failure_after_many_batches_rolls_everything_back(
-    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(batches, "BATCH_SIZE", 10)
-    lines = [_page(*[_good(n) for n in range(start, start + 25)]) for start in range(0, 200, 25)]
-    lines.append({"tasks": [entry(f"ns.e{n}", tid(n), n) for n in range(50)]})
-    lines.append(_page(_good(500), {"status": status(tid(501), []) | {"state": "bogus"},
-                                    "task": definition()}))
-    with pytest.raises(ImportFailed) as failed:
-        await import_source(pool, write_lines(tmp_path / "half.jsonl", lines))
-    assert failed.value.where == "line 10, tasks[1].status.state"
-    assert await counts(pool) == (0, 0, 0, 0)
-
-    # Without the bad line, all of it goes in.
-    summary = await import_source(pool, write_lines(tmp_path / "good.jsonl", lines[:-1]))
-    assert (summary.tasks, summary.statuses, summary.index_entries) == (200, 200, 50)
-    assert (await counts(pool))[0] == 200
+# --- reading files ---------------------------------------------------------
 
 
 async def test_a_missing_file_raises_oserror(pool: asyncpg.Pool, tmp_path: Path) -> None:
@@ -478,7 +245,7 @@ async def test_progress_bar_on_a_terminal(
 ) -> None:
     monkeypatch.setattr(progress, "PROGRESS_MIN_BYTES", 100)
     monkeypatch.setattr(batches, "BATCH_SIZE", 10)
-    page = _page(*[_good(n) for n in range(30)])
+    page = group_page(*[completed(n) for n in range(30)])
     path = write_lines(tmp_path / name, [page, page]) if name.endswith(".jsonl") \
         else write(tmp_path / name, page)
 
