@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
-from servers import free_port
+from servers import serve_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,20 +22,6 @@ def tcgraph(*args: str, env: dict[str, str] | None = None, input: str | None = N
     return subprocess.run([sys.executable, "-m", "tcgraph", *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, input=input,
                           timeout=timeout)
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited: {process.stderr.read() if process.stderr else ''}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("serve did not become ready")
 
 
 def test_schema_prints_the_published_sdl() -> None:
@@ -106,44 +90,26 @@ def test_missing_file_is_a_clear_error(database_url: str) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_on_a_database_url(database_url: str, workers: int) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tcgraph", "serve", "--database-url", database_url,
-         "--port", str(port), "--workers", str(workers), "--explain", "--demo"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_ready(url, process)
-        body = httpx.post(f"{url}/graphql", json={"query": "{ namespace(path: \"\") { namespaces { nodes { path } } } }"}).json()
+    with serve_process("--database-url", database_url, "--workers", str(workers), "--explain",
+                       "--demo") as served:
+        body = httpx.post(f"{served.url}/graphql", json={"query": "{ namespace(path: \"\") { namespaces { nodes { path } } } }"}).json()
         assert body["data"]["namespace"]["namespaces"]["nodes"], body
         assert body["extensions"]["sql"]["statements"] >= 1
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-    assert process.returncode == 0
+    assert served.returncode == 0, served.stderr
 
 
 def test_serve_embedded_default_fills_demo_data_and_stops_postgres(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "TCGRAPH_DATABASE_URL"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tcgraph", "serve", "--data-dir", str(tmp_path), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        wait_ready(url, process, timeout=180)
-        body = httpx.post(f"{url}/graphql", json={
+    with serve_process("--data-dir", str(tmp_path), env=env, ready_timeout=180) as served:
+        body = httpx.post(f"{served.url}/graphql", json={
             "query": '{ label(label: "build-linux64/opt") { latest { taskId status { state } } } }'}).json()
         assert body["data"]["label"]["latest"] is not None, body
         # Another verb can use the same data dir while serve runs.
         migrate = tcgraph("migrate", "--data-dir", str(tmp_path), env=env)
         assert migrate.returncode == 0 and "up to date" in migrate.stderr
-        assert httpx.get(f"{url}/health/ready").status_code == 200
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
-    assert f"open http://127.0.0.1:{port}/graphql" in stderr
+        assert httpx.get(f"{served.url}/health/ready").status_code == 200
+    assert served.returncode == 0, served.stderr
+    assert f"open {served.url}/graphql" in served.stderr
     # PostgreSQL stopped with the last tcgraph process using it.
     assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
 
@@ -153,21 +119,13 @@ def test_serve_flags_bound_slow_clients(database_url: str, workers: int) -> None
     """`--header-timeout-ms` reaches every worker: a socket that sends nothing is closed."""
     import socket
 
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tcgraph", "serve", "--database-url", database_url,
-         "--port", str(port), "--workers", str(workers), "--header-timeout-ms", "500",
-         "--body-timeout-ms", "500", "--send-timeout-ms", "500", "--max-connections", "100"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", process)
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+    with serve_process("--database-url", database_url, "--workers", str(workers),
+                       "--header-timeout-ms", "500", "--body-timeout-ms", "500",
+                       "--send-timeout-ms", "500", "--max-connections", "100") as served:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=60) as sock:
             received = b""
             while chunk := sock.recv(65536):  # until the server closes it
                 received += chunk
         assert received.startswith(b"HTTP/1.1 408 "), received
         assert b'"limit":"header_timeout_ms"' in received
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-    assert process.returncode == 0
+    assert served.returncode == 0, served.stderr

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
-from servers import free_port
-from test_cli import tcgraph, wait_ready
+from servers import free_port, serve_process
+from test_cli import tcgraph
 
 
 def embedded_env() -> dict[str, str]:
@@ -44,22 +41,13 @@ def test_a_busy_port_is_one_line_and_no_url(database_url: str) -> None:
 
 
 def test_json_logs_carry_request_id_route_status_duration_and_sql(database_url: str) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tcgraph", "serve", "--database-url", database_url, "--demo",
-         "--port", str(port), "--log-format", "json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_ready(url, process)
-        answer = httpx.post(f"{url}/graphql", headers={"x-request-id": "log-test-1"},
+    with serve_process("--database-url", database_url, "--demo", "--log-format",
+                       "json") as served:
+        answer = httpx.post(f"{served.url}/graphql", headers={"x-request-id": "log-test-1"},
                             json={"query": '{ task(taskId: "nope") { taskId } }'})
         assert answer.status_code == 200
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
-    records = [json.loads(line) for line in stderr.splitlines()
+    assert served.returncode == 0, served.stderr
+    records = [json.loads(line) for line in served.stderr.splitlines()
                if not line.startswith("tcgraph: open ")]  # the URL is for people
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
     access = [r for r in records if r["request_id"] == "log-test-1"]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
@@ -12,11 +9,10 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from factories import FakeTask, store
-from servers import free_port, serving
+from servers import serve_process, serving
 from tcgraph import metrics
 from tcgraph.config import Settings
 from tcgraph.server import create_app
-from test_cli import wait_ready
 
 QUERY = '{ task(taskId: "%s") { taskId label status { state } } }'
 
@@ -78,29 +74,18 @@ async def test_counters_move_with_requests(pool: asyncpg.Pool, settings: Setting
 
 
 def test_with_two_workers_the_figures_are_their_sum(database_url: str) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tcgraph", "serve", "--database-url", database_url, "--demo",
-         "--port", str(port), "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     sent = 40
-    try:
-        wait_ready(url, process)
-
+    with serve_process("--database-url", database_url, "--demo", "--workers", "2") as served:
         def one(_: int) -> int:
             # A new connection each time, so that both workers take some.
-            return httpx.post(f"{url}/graphql", json={"query": QUERY % "none"}).status_code
+            return httpx.post(f"{served.url}/graphql", json={"query": QUERY % "none"}).status_code
 
         with ThreadPoolExecutor(8) as threads:
             assert list(threads.map(one, range(sent))) == [200] * sent
         for _ in range(6):  # each scrape may be answered by either worker
-            with httpx.Client(base_url=url) as http:
+            with httpx.Client(base_url=served.url) as http:
                 samples = scrape(http)
             assert value(samples, "tcgraph_workers") == 2
             assert value(samples, "tcgraph_requests_total", route="/graphql",
                          operation="query", status="200") == sent
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
+    assert served.returncode == 0, served.stderr
