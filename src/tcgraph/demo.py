@@ -40,6 +40,7 @@ from typing import Any, Iterator
 import asyncpg
 
 from tcgraph.ingest.files import ImportSummary, import_documents
+from tcgraph.timefmt import format_naive_utc
 
 # The newest push; older ones go back from here, so the data never depends on
 # when it is generated.
@@ -286,12 +287,12 @@ def _run(
         run["reasonResolved"] = reason_resolved
     if worker and started:
         run["workerGroup"], run["workerId"] = worker
-        run["takenUntil"] = _time(started + timedelta(minutes=20))
-    run["scheduled"] = _time(scheduled)
+        run["takenUntil"] = format_naive_utc(started + timedelta(minutes=20))
+    run["scheduled"] = format_naive_utc(scheduled)
     if started:
-        run["started"] = _time(started)
+        run["started"] = format_naive_utc(started)
     if resolved:
-        run["resolved"] = _time(resolved)
+        run["resolved"] = format_naive_utc(resolved)
     return run
 
 
@@ -354,9 +355,9 @@ def _element(p: _Planned, group_id: str, project: str, revision: str, owner: str
                   + [f"tc-treeherder.v2.{project}.{revision}"],
         "priority": {"decision-task": "very-high", "test": "very-low"}.get(spec.kind, "low"),
         "retries": 5,
-        "created": _time(p.created),
-        "deadline": _time(deadline),
-        "expires": _time(expires),
+        "created": format_naive_utc(p.created),
+        "deadline": format_naive_utc(deadline),
+        "expires": format_naive_utc(expires),
         "scopes": [f"assume:repo:hg.mozilla.org/{repository}:branch:default"],
         "payload": {
             "image": f"{spec.platform.os if spec.platform else 'decision'}-{spec.kind}:v3",
@@ -402,11 +403,6 @@ def _slugid(rng: random.Random) -> str:
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     raw[0] &= 0x7F  # "nice": never starts with "-"
     return base64.urlsafe_b64encode(bytes(raw))[:22].decode()
-
-
-def _time(value: datetime) -> str:
-    """Taskcluster's format, `2026-11-01T00:00:00.000Z` (`value` is naive, in UTC)."""
-    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 @dataclass(frozen=True)

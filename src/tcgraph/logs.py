@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import orjson
 
 from tcgraph.api.middleware import RequestIdFilter
+from tcgraph.timefmt import format_time
 
 FORMATS = ("text", "json")
 _TEXT = "%(levelname)s %(name)s [%(request_id)s]: %(message)s"
@@ -28,8 +29,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z"),
+            "time": format_time(datetime.fromtimestamp(record.created, timezone.utc)),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

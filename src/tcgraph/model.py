@@ -25,6 +25,11 @@ class State(str, enum.Enum):
     EXCEPTION = "exception"
 
 
+TASK_STATES = tuple(state.value for state in State)
+# A run is created pending, so it is never unscheduled.
+RUN_STATES = tuple(state.value for state in State if state is not State.UNSCHEDULED)
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     """One run of a task, as in the `runs` list of `queue.status`.

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+# What format_time writes, as a regular expression (unanchored).
+PATTERN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
 
 def format_time(value: datetime | str) -> str:
     """Milliseconds and `Z`, whatever the datetime's zone; strings pass through.
@@ -15,6 +18,12 @@ def format_time(value: datetime | str) -> str:
     # isoformat pads the year to four digits (strftime's %Y does not) and is
     # about twice as fast; in UTC it always ends in "+00:00".
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def format_naive_utc(value: datetime) -> str:
+    """format_time of a naive datetime that is already in UTC: no zone conversion, for bulk
+    generation, where it is about twice as fast."""
+    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 def sql_format_time(expression: str) -> str:
@@ -31,5 +40,5 @@ def parse_time(value: object) -> datetime:
     except ValueError:
         raise ValueError(f"{value!r} is not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"{value!r} has no time zone (use Z or an offset)")
+        raise ValueError(f"{value!r} has no time zone: end it in Z or an offset like +00:00")
     return parsed

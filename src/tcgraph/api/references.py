@@ -23,7 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
+from tcgraph import timefmt
 from tcgraph.api.schema import sdl
+from tcgraph.model import RUN_STATES, TASK_STATES
 
 API_VERSION = "v1"
 JSON_SCHEMA = "http://json-schema.org/draft-06/schema#"
@@ -42,17 +44,13 @@ def root_url(request: Request) -> str:
 STRING = {"type": "string"}
 STRINGS = {"type": "array", "items": STRING}
 # Taskcluster's JSON timestamps have milliseconds and `Z`; taskgraph parses them that way.
-TIMESTAMP = {"type": "string", "format": "date-time",
-             "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"}
+TIMESTAMP = {"type": "string", "format": "date-time", "pattern": f"^{timefmt.PATTERN}$"}
 CONTINUATION_TOKEN = {
     "title": "Continuation Token",
     "type": "string",
     "description": "Present when more results follow: send the same body again with "
                    "`?continuationToken=<this>` for the next page.",
 }
-RUN_STATES = ["pending", "running", "completed", "failed", "exception"]
-
-
 def _object(properties: Schema, required: list[str] | None = None, closed: bool = True,
             **extra: object) -> Schema:
     schema: Schema = {"type": "object", "properties": properties, **extra}
@@ -93,7 +91,7 @@ TASK = _object(
 
 RUN = _object(
     {
-        "runId": {"type": "integer", "minimum": 0}, "state": {"enum": RUN_STATES},
+        "runId": {"type": "integer", "minimum": 0}, "state": {"enum": list(RUN_STATES)},
         "reasonCreated": STRING, "reasonResolved": STRING, "workerGroup": STRING,
         "workerId": STRING, "takenUntil": TIMESTAMP, "scheduled": TIMESTAMP,
         "started": TIMESTAMP, "resolved": TIMESTAMP,
@@ -108,7 +106,7 @@ TASK_STATUS = _object(
         "taskQueueId": STRING, "schedulerId": STRING, "projectId": STRING,
         "taskGroupId": STRING, "priority": STRING, "deadline": TIMESTAMP, "expires": TIMESTAMP,
         "retriesLeft": {"type": "integer", "minimum": 0},
-        "state": {"enum": ["unscheduled", *RUN_STATES]},
+        "state": {"enum": list(TASK_STATES)},
         "runs": {"type": "array", "items": RUN},
     },
     title="Task Status",

@@ -21,18 +21,16 @@ from typing import Mapping, Sequence
 
 import orjson
 
-from tcgraph.model import IndexEntryRow, State, StatusRow, TaskRow, split_index_path
+from tcgraph.model import (RUN_STATES, TASK_STATES, IndexEntryRow, State, StatusRow, TaskRow,
+                           split_index_path)
 from tcgraph.store.writes import status_rank
-from tcgraph.timefmt import format_time
+from tcgraph.timefmt import PATTERN, format_time, parse_time
 
 SLUGID = re.compile(r"[A-Za-z0-9_-]{22}")
-_TASKCLUSTER_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+_TASKCLUSTER_TIME = re.compile(PATTERN)
 # The store's integer columns (retries, retriesLeft) are 32-bit.
 MAX_COUNT = 2**31 - 1
 
-TASK_STATES = tuple(state.value for state in State)
-# A run is created pending, so it is never unscheduled.
-RUN_STATES = tuple(state.value for state in State if state is not State.UNSCHEDULED)
 PRIORITIES = ("highest", "very-high", "high", "medium", "low", "very-low", "lowest", "normal")
 
 Path = tuple[str | int, ...]
@@ -175,11 +173,9 @@ def time(obj: Mapping[str, object], key: str,
     if not isinstance(value, str):
         return value  # type: ignore[return-value]
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise Invalid(f"{value!r} is not an ISO 8601 timestamp", (key,)) from None
-    if parsed.tzinfo is None:
-        raise Invalid(f"{value!r} has no time zone: end it in Z or an offset like +00:00", (key,))
+        parsed = parse_time(value)
+    except ValueError as problem:
+        raise Invalid(str(problem), (key,)) from None
     try:
         parsed = parsed.astimezone(timezone.utc)
     except OverflowError:
