@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 
 from factories import store
-from services.postgres import PGBOUNCER, PgBouncer, Standby
+from services.postgres import PGBOUNCER, PgBouncer, Standby, connected
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
@@ -63,24 +63,15 @@ def server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def template_database(server_url: str) -> Iterator[str]:
     async def create() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
+        async with connected(server_url) as conn:
             await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
             await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
-        finally:
-            await conn.close()
-        conn = await asyncpg.connect(with_database(server_url, TEMPLATE))
-        try:
+        async with connected(with_database(server_url, TEMPLATE)) as conn:
             await migrate(conn)
-        finally:
-            await conn.close()
 
     async def drop() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
+        async with connected(server_url) as conn:
             await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
     asyncio.run(create())
     yield TEMPLATE
@@ -88,11 +79,8 @@ def template_database(server_url: str) -> Iterator[str]:
 
 
 async def _admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
+    async with connected(server_url) as conn:
         await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def create_database(server_url: str, template: str) -> tuple[str, str]:

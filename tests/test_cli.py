@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from servers import serve_process
+from services.postgres import connected
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,11 +43,8 @@ def test_bad_setting_is_a_clear_error() -> None:
 
 
 async def test_migrate_demo_and_import(database_url: str, tmp_path: Path) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as conn:
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
     first = tcgraph("migrate", "--database-url", database_url)
     again = tcgraph("migrate", "--database-url", database_url)
     assert first.returncode == 0 and "applied: 0001_init" in first.stderr
@@ -71,13 +68,10 @@ async def test_migrate_demo_and_import(database_url: str, tmp_path: Path) -> Non
                                            "expires": "2099-01-01T00:00:00.000Z"}))
     assert from_stdin.returncode == 0, from_stdin.stderr
 
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as conn:
         assert await conn.fetchval("SELECT count(*) FROM tasks") == 300
         entries = {r["namespace"] + "." + r["name"] for r in await conn.fetch(
             "SELECT namespace, name FROM index_entries WHERE namespace LIKE 'cli%'")}
-    finally:
-        await conn.close()
     # The good file and stdin landed; nothing of the bad file did.
     assert entries == {"cli.test.path", "cli.stdin"}
 

@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 
 from ingest.dumps import definition, entry, run, status, tid, write
+from services.postgres import connected
 
 TIMEOUT_S = 120
 
@@ -78,19 +79,15 @@ async def test_each_file_says_what_happened_and_the_rest_waits(
     code, stderr = finish(tcgraph("import", "--database-url", database_url, "--keep-going",
                                   str(bad), c))
     assert code == 1 and f"{c}: committed" in stderr and "Traceback" not in stderr
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as conn:
         assert {r["name"] for r in await conn.fetch("SELECT name FROM index_entries")} == {
             "a", "c"}
-    finally:
-        await conn.close()
 
 
 async def test_a_database_lost_mid_import_is_reported_for_the_file(
         database_url: str, tmp_path: Path) -> None:
     path = group_lines(tmp_path / "group.jsonl", range(1500))
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as conn:
         process = tcgraph("import", "--database-url", database_url, path,
                           stop_at="batch-written#1")
         await stopped(process)
@@ -109,8 +106,6 @@ async def test_a_database_lost_mid_import_is_reported_for_the_file(
                          r"|the connection to PostgreSQL was lost)", stderr), stderr
         assert stderr.rstrip().endswith("(nothing from this file was written)"), stderr
         assert await conn.fetchval("SELECT count(*) FROM tasks") == 0
-    finally:
-        await conn.close()
 
 
 def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
@@ -126,8 +121,7 @@ async def test_two_imports_of_the_same_tasks_in_opposite_orders_both_succeed(
     aborts one of them to break the deadlock, and that one runs again."""
     forward = group_lines(tmp_path / "forward.jsonl", range(TASKS))
     backward = group_lines(tmp_path / "backward.jsonl", range(TASKS - 1, -1, -1))
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as conn:
         first = tcgraph("import", "--database-url", database_url, forward,
                         stop_at="batch-written#1")
         await stopped(first)  # holds tasks 0-999
@@ -148,5 +142,3 @@ async def test_two_imports_of_the_same_tasks_in_opposite_orders_both_succeed(
         assert await conn.fetchval("SELECT count(*) FROM tasks") == TASKS
         assert await conn.fetchval(
             "SELECT count(*) FROM tasks WHERE state = 'completed'") == TASKS
-    finally:
-        await conn.close()

@@ -9,12 +9,14 @@ the primary's Unix socket and own the standby's data directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -23,6 +25,16 @@ from servers import free_port
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 START_TIMEOUT_S = 60.0
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str, **options: Any) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to `url` for the block, closed however the block ends."""
+    conn = await asyncpg.connect(url, **options)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def socket_dir(url: str) -> str:
@@ -54,12 +66,9 @@ async def wait_connectable(url: str, what: str, process: subprocess.Popen[bytes]
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"{what} exited: {log.read_text() if log else ''}")
         try:
-            conn = await asyncpg.connect(url, statement_cache_size=0, timeout=2)
-            try:
+            async with connected(url, statement_cache_size=0, timeout=2) as conn:
                 await conn.fetchval("SELECT 1")
                 return
-            finally:
-                await conn.close()
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not accept connections: "
@@ -172,17 +181,11 @@ class Standby:
 
 async def wait_replayed(primary_url: str, standby_url: str, timeout: float = 60.0) -> None:
     """Wait until the standby has replayed everything the primary had written when called."""
-    conn = await asyncpg.connect(primary_url)
-    try:
+    async with connected(primary_url) as conn:
         target = await conn.fetchval("SELECT pg_current_wal_lsn()")
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(standby_url)
-    try:
+    async with connected(standby_url) as conn:
         deadline = time.monotonic() + timeout
         while not await conn.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target):
             if time.monotonic() > deadline:
                 raise AssertionError(f"the standby did not replay up to {target} in {timeout} s")
             await asyncio.sleep(0.05)
-    finally:
-        await conn.close()
