@@ -14,6 +14,7 @@ from typing import Iterator
 import asyncpg
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from ingest.conftest import (follow_options, following, prepare_queue, reached, wait_for,
                              batches_written)
@@ -23,6 +24,7 @@ from services.rabbitmq import RabbitMQ, running_rabbitmq
 from services.replay import (Message, Recording, declare_exchanges, publish, sentinel,
                              upstream_app)
 from tcgraph.ingest.events import EXCHANGE_PREFIX, EXCHANGES
+from tcgraph.ingest.follow import INVALID_MESSAGE
 
 ALL_EXCHANGES = [EXCHANGE_PREFIX + name for name in EXCHANGES]
 
@@ -65,12 +67,33 @@ BAD = [
 ]
 
 
+def follower_figures() -> dict[str, float]:
+    """The follower's figures in this process's /metrics registry."""
+    figures = {"errors": REGISTRY.get_sample_value(
+        "tcgraph_follower_errors_total", {"code": INVALID_MESSAGE}) or 0.0,
+        "lag": REGISTRY.get_sample_value("tcgraph_follower_lag_seconds") or 0.0}
+    for name in EXCHANGES:
+        figures[name] = REGISTRY.get_sample_value(
+            "tcgraph_follower_messages_total", {"exchange": EXCHANGE_PREFIX + name}) or 0.0
+    return figures
+
+
 async def test_invalid_messages_are_counted_and_set_aside_without_stopping_the_stream(
         database_url: str, broker: RabbitMQ, upstream: str, recording: Recording) -> None:
     messages = list(recording.messages)
     for i, bad in enumerate(BAD):
         messages.insert(100 + 300 * i, bad)
+    before = follower_figures()
     assert await replay(database_url, broker, upstream, recording, messages) == []
+    after = follower_figures()
+    # /metrics moved with what was handled: every message by exchange (the sentinel
+    # is a task-group-resolved message), the invalid ones as errors, and the lag.
+    assert after["errors"] - before["errors"] == len(BAD)
+    for name in EXCHANGES:
+        sent = sum(m.exchange == EXCHANGE_PREFIX + name for m in messages)
+        sent += name == "task-group-resolved"
+        assert after[name] - before[name] >= sent, name
+    assert after["lag"] > 0  # the recording's statuses are in the past
     conn = await asyncpg.connect(database_url)
     try:
         assert await conn.fetchval("SELECT errors FROM mirror_state") == len(BAD)

@@ -17,6 +17,7 @@ from typing import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from tcgraph import metrics
 from tcgraph.config import Settings
 from tcgraph.ingest import backfill
 from tcgraph.ingest.expire import expire
@@ -29,6 +30,10 @@ from tcgraph.store.queries import mirror as queries
 
 log = logging.getLogger(__name__)
 
+# The codes under which messages set aside are counted (tcgraph_follower_errors_total):
+# not of their exchange's shape, or valid but refused by the store.
+INVALID_MESSAGE = "INVALID_MESSAGE"
+REFUSED_BY_STORE = "REFUSED_BY_STORE"
 # How often statuses still waiting for their definition are tried again.
 WAITING_EVERY_S = 2.0
 # Progress is logged at most this often.
@@ -82,7 +87,8 @@ async def follow(pool: asyncpg.Pool, options: FollowOptions, *,
     progress = _Progress()
 
     async def handle(deliveries: Sequence[Delivery]) -> None:
-        result = await mirror.apply(deliveries)
+        result = await mirror.write(deliveries)
+        _report(deliveries, result)
         progress.count(result)
         for group in result.new_groups:
             groups.put_nowait(group)
@@ -99,6 +105,18 @@ async def follow(pool: asyncpg.Pool, options: FollowOptions, *,
                 loops.create_task(_expire(pool, options))
     finally:
         await upstream.close()
+
+
+def _report(deliveries: Sequence[Delivery], result: BatchResult) -> None:
+    """A committed batch's figures for /metrics: messages by exchange, those set aside, lag."""
+    for d in deliveries:
+        metrics.follower_message(d.exchange)
+    for _ in range(result.rejected - result.refused):
+        metrics.follower_error(INVALID_MESSAGE)
+    for _ in range(result.refused):
+        metrics.follower_error(REFUSED_BY_STORE)
+    if result.status_time is not None:
+        metrics.follower_lag((datetime.now(timezone.utc) - result.status_time).total_seconds())
 
 
 async def _fetch_waiting(mirror: Mirror) -> None:

@@ -8,6 +8,12 @@ mirror_waiting), completed tasks are indexed as the index service would, new
 task groups are queued for backfill, and the batch is counted in mirror_state.
 Every step is idempotent, so a batch written twice (redelivered after a crash
 between commit and acknowledgement) changes nothing the second time.
+
+A batch the store refuses for what it holds (a data or constraint error, which
+no retry mends) is split in halves, each written on its own, until the
+message(s) at fault are alone; those are set aside in mirror_rejected with the
+store's error, and every other message is written. Any other failure (the
+database is away) is raised, for the consumer to try the batch again.
 """
 
 from __future__ import annotations
@@ -54,6 +60,27 @@ class BatchResult:
     waiting: int  # statuses kept until their definition comes
     new_groups: tuple[str, ...]  # groups queued for backfill
     status_time: datetime | None
+    refused: int = 0  # of `rejected`, those valid messages the store refused
+
+
+def _combined(a: BatchResult, b: BatchResult) -> BatchResult:
+    times = [t for t in (a.status_time, b.status_time) if t is not None]
+    return BatchResult(messages=a.messages + b.messages, rejected=a.rejected + b.rejected,
+                       statuses=a.statuses + b.statuses, waiting=a.waiting + b.waiting,
+                       new_groups=a.new_groups + b.new_groups,
+                       status_time=max(times) if times else None,
+                       refused=a.refused + b.refused)
+
+
+# SQLSTATE classes of errors that come from what was written, so that writing it
+# again fails again: 22 data exception, 23 integrity constraint violation.
+_REFUSED_CLASSES = ("22", "23")
+
+
+def refused_by_store(error: BaseException) -> bool:
+    """Whether `error` is PostgreSQL refusing the data written (not an outage)."""
+    return (isinstance(error, asyncpg.PostgresError)
+            and str(getattr(error, "sqlstate", "") or "")[:2] in _REFUSED_CLASSES)
 
 
 @dataclass
@@ -157,6 +184,42 @@ class Mirror:
             log.warning("definitions of %d tasks not fetched (%s: %s); their statuses wait",
                         len(task_ids), type(e).__name__, e)
             return {}
+
+    async def write(self, deliveries: Sequence[Delivery]) -> BatchResult:
+        """Write a batch; the messages the store refuses are set aside, the rest written.
+
+        Raises when the batch could not be committed for another reason (an outage).
+        """
+        try:
+            return await self.apply(deliveries)
+        except Exception as e:
+            if not refused_by_store(e):
+                raise
+            problem = f"the store refused it: {type(e).__name__}: {e}"
+        if len(deliveries) == 1:
+            return await self.set_aside(deliveries[0], problem)
+        log.warning("a batch of %d messages was refused (%s); writing it in halves",
+                    len(deliveries), problem)
+        half = len(deliveries) // 2
+        first = await self.write(deliveries[:half])
+        return _combined(first, await self.write(deliveries[half:]))
+
+    async def set_aside(self, delivery: Delivery, problem: str) -> BatchResult:
+        """Keep a message the store refused in mirror_rejected, and count it."""
+        log.warning("message set aside: %s %s: %s", delivery.exchange, delivery.routing_key,
+                    problem)
+
+        async def work(conn: asyncpg.Connection) -> None:
+            await writes.insert_rejected(conn, [(delivery.exchange, delivery.routing_key,
+                                                 problem, delivery.body)])
+            await writes.record_batch(
+                conn, queue_name=self.queue_name, started=self.started,
+                exchange=delivery.exchange, routing_key=delivery.routing_key, status_time=None,
+                messages=1, errors=1)
+
+        await writes.in_transaction(self.pool, work)
+        return BatchResult(messages=1, rejected=1, statuses=0, waiting=0, new_groups=(),
+                           status_time=None, refused=1)
 
     async def apply(self, deliveries: Sequence[Delivery]) -> BatchResult:
         """Write one batch in one transaction; raises if it could not be committed."""

@@ -28,6 +28,7 @@ import aiormq.exceptions
 import taskcluster
 from aio_pika.abc import AbstractIncomingMessage
 
+from tcgraph import metrics
 from tcgraph.ingest.events import EXCHANGES, TASK_EXCHANGES
 from tcgraph.ingest.mirror import Delivery
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 30.0
+# The code under which a batch that must be tried again is counted (tcgraph_follower_errors_total).
+BATCH_RETRIED = "BATCH_RETRIED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +208,7 @@ async def _handle(batch: list[AbstractIncomingMessage], handle: Handler,
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the database is away (or a write failed): try again
+            metrics.follower_error(BATCH_RETRIED)
             log.warning("pulse: a batch of %d messages was not written (%s: %s); retrying",
                         len(batch), type(e).__name__, e)
         if closed.is_set():
