@@ -25,6 +25,7 @@ import orjson
 import pytest
 
 from servers import serving
+from services.postgres import connected
 from tcgraph.config import Settings
 from tcgraph.demo import generate
 from tcgraph.server import create_app
@@ -159,8 +160,7 @@ KILL_POINTS = [
 
 async def test_a_killed_import_leaves_all_or_nothing_and_a_reimport_changes_nothing(
         database_url: str, big_dump: Dump, tmp_path: Path) -> None:
-    monitor = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as monitor:
         empty = dict.fromkeys(("tasks", "task_dependencies", "index_entries",
                                "index_namespaces"), 0)
         assert await counts(monitor) == empty
@@ -202,8 +202,6 @@ async def test_a_killed_import_leaves_all_or_nothing_and_a_reimport_changes_noth
         assert again.returncode == 0, again.stderr
         assert await counts(monitor) == full
         assert await snapshot(monitor) == before
-    finally:
-        await monitor.close()
 
 
 async def _no_sessions(conn: asyncpg.Connection) -> bool:
@@ -227,8 +225,7 @@ async def test_a_server_never_shows_half_an_import(
         orjson.dumps(sample_paths).decode())
     settings = Settings(database_url=database_url, pool_max_size=2)
     observations: list[tuple[int, int]] = []  # (tasks, index entries) seen while stopped
-    monitor = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as monitor:
         with serving(create_app(settings, database_url)) as base:
             async with httpx.AsyncClient(base_url=base, timeout=30) as client:
 
@@ -263,8 +260,6 @@ async def test_a_server_never_shows_half_an_import(
                     process.wait(timeout=30)
                 assert process.returncode == 0, log.read_text()
                 final = await read()
-    finally:
-        await monitor.close()
     # One stop per batch written, and the one before the commit.
     assert len(observations) >= 10, observations
     assert all(seen == (0, 0) for seen in observations), observations

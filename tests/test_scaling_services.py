@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from factories import FAR, FakeTask, store
-from services.postgres import PgBouncer, Standby, wait_replayed
+from services.postgres import PgBouncer, Standby, connected, wait_replayed
 from servers import free_port, serving
 from tcgraph.config import Settings
 from tcgraph.server import create_app
@@ -139,14 +139,11 @@ async def test_a_stopped_standby_answers_503_and_service_returns_by_itself(
 
 
 async def test_a_write_through_the_read_url_is_refused(replicated: str) -> None:
-    conn = await asyncpg.connect(replicated)
-    try:
+    async with connected(replicated) as conn:
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError,
                            match="cannot execute .* in a read-only transaction"):
             await conn.execute("DELETE FROM tasks")
         assert await conn.fetchval("SELECT count(*) FROM tasks") == 2
-    finally:
-        await conn.close()
 
 
 def test_writing_commands_on_the_standby_are_refused_clearly(replicated: str, tmp_path: Path

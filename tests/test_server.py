@@ -12,6 +12,7 @@ import pytest
 
 from factories import FakeTask, store
 from servers import serving
+from services.postgres import connected
 from tcgraph.config import Settings
 from tcgraph.server import create_app
 
@@ -68,11 +69,8 @@ async def test_ready_is_503_when_the_database_is_gone(
     with serving(create_app(settings, database_url)) as url:
         async with httpx.AsyncClient(base_url=url) as client:
             assert (await client.get("/health/ready")).status_code == 200
-            admin = await asyncpg.connect(server_url)
-            try:
+            async with connected(server_url) as admin:
                 await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
             ready = await client.get("/health/ready")
             live = await client.get("/health/live")
     assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
@@ -96,16 +94,13 @@ async def test_graphql_answers_503_while_the_database_is_gone_and_recovers(
     with serving(create_app(settings, database_url)) as url:
         async with httpx.AsyncClient(base_url=url) as client:
             assert (await client.post("/graphql", json=query)).status_code == 200
-            admin = await asyncpg.connect(server_url)
-            try:
+            async with connected(server_url) as admin:
                 # Refuse new connections and end the open ones, as an outage would.
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
                 await admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
                 down = await client.post("/graphql", json=query)
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            finally:
-                await admin.close()
             back = await client.post("/graphql", json=query)
     assert down.status_code == 503
     assert down.json()["errors"][0]["extensions"]["code"] == "DATABASE_UNAVAILABLE"
@@ -127,11 +122,8 @@ async def test_serves_from_a_read_only_role(
     await store(pool, [FakeTask(task_id="t1", label="build")])
     name = urlsplit(database_url).path.lstrip("/")
     role = f"reader_{name[-12:]}"
-    admin = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as admin:
         await admin.execute(READ_ONLY_ROLE.format(role=role, db=name))
-    finally:
-        await admin.close()
     parts = urlsplit(database_url)
     reader_url = parts._replace(netloc=f"{role}@{parts.hostname or ''}").geturl()
     try:
@@ -140,16 +132,10 @@ async def test_serves_from_a_read_only_role(
                 body = (await client.post("/graphql", json={
                     "query": '{ task(taskId: "t1") { label status { state } } }'})).json()
         assert body["data"] == {"task": {"label": "build", "status": {"state": "COMPLETED"}}}
-        reader = await asyncpg.connect(reader_url)
-        try:
+        async with connected(reader_url) as reader:
             with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
                 await reader.execute("UPDATE tasks SET label = 'x'")
-        finally:
-            await reader.close()
     finally:
-        admin = await asyncpg.connect(server_url)
-        try:
+        async with connected(server_url) as admin:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.execute(f"DROP ROLE {role}")
-        finally:
-            await admin.close()

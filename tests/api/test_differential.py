@@ -30,8 +30,9 @@ except ImportError:  # the test extras predate them: skip locally, fail in CI
         raise
     pytest.skip("hypothesis and hypothesis-graphql are not installed", allow_module_level=True)
 
-from factories import BASE, FAR, FakeTask, store
+from factories import BASE, FAR, FakeTask
 from servers import serving
+from services.postgres import connected
 from tcgraph import pagination
 from tcgraph.api.context import Context
 from tcgraph.api.schema import build_schema
@@ -102,14 +103,11 @@ class Server:
 def database(filled_database: Any) -> Iterator[str]:
     with filled_database(TASKS, ENTRIES) as url:
         async def big_number() -> None:
-            conn = await asyncpg.connect(url)
-            try:
+            async with connected(url) as conn:
                 await conn.execute(
                     "UPDATE tasks SET definition = jsonb_set(definition, '{extra}', "
                     f"jsonb_build_object('big', {BIG}::numeric, 'small', 0.1)) "
                     "WHERE task_id = $1", DECISION.task_id)
-            finally:
-                await conn.close()
 
         asyncio.run(big_number())
         yield url
