@@ -342,13 +342,17 @@ def _element(p: _Planned, group_id: str, project: str, revision: str, owner: str
         tags["os"] = spec.platform.os
     symbol = {"decision-task": "D", "toolchain": "TL", "build": "B", "signing": "Bs", "repackage": "Rpk"}.get(
         spec.kind, f"{spec.suite[:2]}{spec.chunk}")
-    definition = {
+    # What the definition and the status both carry, in Taskcluster's key order.
+    placement = {
         "provisionerId": provisioner,
         "workerType": worker_type,
         "taskQueueId": queue,
         "schedulerId": "gecko-level-3",
         "projectId": project,
         "taskGroupId": group_id,
+    }
+    definition = {
+        **placement,
         "dependencies": p.dependencies,
         "requires": "all-completed",
         "routes": [f"index.{path}" for path in p.routes]
@@ -381,12 +385,7 @@ def _element(p: _Planned, group_id: str, project: str, revision: str, owner: str
     runs = p.runs
     status = {
         "taskId": p.task_id,
-        "provisionerId": provisioner,
-        "workerType": worker_type,
-        "taskQueueId": queue,
-        "schedulerId": "gecko-level-3",
-        "projectId": project,
-        "taskGroupId": group_id,
+        **placement,
         "deadline": definition["deadline"],
         "expires": definition["expires"],
         "retriesLeft": p.retries_left,
