@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import re
 import secrets
+import sys
 import tempfile
 import time
 import uuid
@@ -39,9 +40,13 @@ from tcgraph.ingest.mirror import BatchResult, Delivery
 from tcgraph.ingest.pulse import PulseOptions, bindings, queue_name
 from tcgraph.store.migrate import migrate
 from tcgraph.store.pool import open_pool
-from tests.services.rabbitmq import running_rabbitmq
-from tests.services.replay import (Message, Recording, declare_exchanges, declare_queue,
-                                   sentinel, upstream_app)
+
+# The tests' own services (RabbitMQ, the replay upstream) have one home, in tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from services.rabbitmq import running_rabbitmq  # noqa: E402
+from services.replay import (Message, Recording, declare_exchanges, declare_queue,  # noqa: E402
+                             sentinel, upstream_app)
 
 _REVISION = re.compile(r"\b[0-9a-f]{40}\b")
 _SLUGID = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{22}(?![A-Za-z0-9_-])")
@@ -282,12 +287,9 @@ def series(data_dir: Path, out: Path, *, quick: bool = False, messages: int | No
            rate: float = 300.0, rate_seconds: float | None = None) -> int:
     """Run the follow series on the bench's PostgreSQL in `data_dir`; write `out` (JSON)."""
     import json
-    import sys
 
     from bench.pg import BenchPostgres
 
-    root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "tests"))
     messages = messages or (5_000 if quick else 100_000)
     rate_seconds = rate_seconds or (10.0 if quick else 60.0)
     pg = BenchPostgres(data_dir)
