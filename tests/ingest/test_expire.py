@@ -11,6 +11,8 @@ import pytest
 
 from factories import BASE, FakeTask, store
 from tcgraph.ingest.expire import expire, trim_labels
+from tcgraph.model import StatusRow
+from tcgraph.store import writes
 
 # FakeTask expires a year after it was created.
 NOW = BASE + timedelta(days=365 + 30)
@@ -95,3 +97,27 @@ def test_the_expire_command(database_url: str) -> None:
         assert result.returncode == expected, result.stderr
     assert result.stderr.strip().endswith(
         "expired: 0 tasks, 0 index entries, 0 namespaces, 0 tasks trimmed from label history")
+
+
+async def test_statuses_whose_definition_never_came_expire_with_their_task(
+        pool: asyncpg.Pool) -> None:
+    def waiting(n: int, expires: datetime | None) -> writes.WaitingRow:
+        status = StatusRow(task_id=f"Waiting{n:015d}", state="pending", runs="[]",
+                           retries_left=5, rank=0)
+        return writes.WaitingRow(group="WaitingGroupWaitingGr0", status=status,
+                                 expires=expires)
+
+    rows = [waiting(n, NOW - timedelta(days=n + 1)) for n in range(3)]
+    rows += [waiting(3, NOW + timedelta(days=1)), waiting(4, None)]
+
+    async def keep(conn: asyncpg.Connection) -> None:
+        await writes.upsert_waiting(conn, rows)
+
+    await writes.in_transaction(pool, keep)
+    done = await expire(pool, now=NOW, batch_size=2, max_batches=1)
+    assert done.waiting == 2  # bounded: oldest first, the third next time
+    left = {r["task_id"] for r in await pool.fetch("SELECT task_id FROM mirror_waiting")}
+    assert left == {rows[0].status.task_id, rows[3].status.task_id, rows[4].status.task_id}
+    assert (await expire(pool, now=NOW)).waiting == 1
+    left = {r["task_id"] for r in await pool.fetch("SELECT task_id FROM mirror_waiting")}
+    assert left == {rows[3].status.task_id, rows[4].status.task_id}

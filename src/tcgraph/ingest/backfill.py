@@ -16,7 +16,7 @@ import asyncpg
 
 from tcgraph.config import Settings
 from tcgraph.ingest.batches import BatchWriter
-from tcgraph.ingest.mirror import write_tasks
+from tcgraph.ingest.mirror import GroupStatus, write_tasks
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
 from tcgraph.store import writes
@@ -48,7 +48,8 @@ async def task_group(pool: asyncpg.Pool, upstream: Upstream, task_group_id: str,
         async def work(conn: asyncpg.Connection,
                        page: list[tuple[TaskRow, StatusRow]] = page) -> None:
             await write_tasks(conn, [task for task, _ in page],
-                              [(task.task_group_id, status) for task, status in page])
+                              [GroupStatus(task.task_group_id, status, task.expires)
+                               for task, status in page])
 
         await writes.in_transaction(pool, work)
         written += len(page)

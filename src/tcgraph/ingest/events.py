@@ -45,6 +45,8 @@ class TaskEvent:
     # The newest timestamp in the status (a run scheduled, started or
     # resolved), None for a task without runs: how far the queue had got.
     status_time: datetime | None
+    # When the task expires (the status's `expires`), None if it does not say.
+    expires: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ def parse(exchange: str, routing_key: str, body: bytes) -> Event:
             task_id = shapes.slugid(status, "taskId")
             task_group_id = shapes.slugid(status, "taskGroupId")
             row = shapes.status_row(status, task_id)
+            expires = shapes.time(status, "expires", None)
         except shapes.Invalid as e:
             raise e.inside("status")
         if "runId" in payload:
@@ -89,7 +92,8 @@ def parse(exchange: str, routing_key: str, body: bytes) -> Event:
         raise InvalidMessage(exchange, routing_key, f"{shapes.where('', e.path)}: {e.problem}") \
             from None
     return TaskEvent(exchange=kind, task_id=task_id, task_group_id=task_group_id, status=row,
-                     status_time=_newest_time(status))
+                     status_time=_newest_time(status),
+                     expires=expires[0] if expires is not None else None)
 
 
 def _newest_time(status: dict[str, object]) -> datetime | None:

@@ -1,6 +1,7 @@
 """Expiry, as Taskcluster does it, and optional label retention.
 
-Tasks, index entries and namespaces whose `expires` has passed are deleted,
+Tasks, index entries and namespaces whose `expires` has passed are deleted
+(and so are statuses still waiting for a definition past their task's expiry),
 oldest first, in bounded batches, each its own short transaction, so that a
 follower or an import writing at the same time is never held up for long.
 `tcgraph expire` runs one pass; the follower calls `expire` periodically.
@@ -34,6 +35,7 @@ class Expired:
     index_entries: int
     namespaces: int
     trimmed: int  # tasks deleted by label retention
+    waiting: int = 0  # statuses whose definition never came, past their task's expiry
 
 
 async def expire(pool: asyncpg.Pool, *, now: datetime | None = None,
@@ -48,7 +50,7 @@ async def expire(pool: asyncpg.Pool, *, now: datetime | None = None,
     """
     before = now or datetime.now(timezone.utc)
     counts: dict[str, int] = {}
-    for table in ("tasks", "index_entries", "index_namespaces"):
+    for table in ("tasks", "index_entries", "index_namespaces", "mirror_waiting"):
         counts[table] = 0
         batches = 0
         while max_batches is None or batches < max_batches:
@@ -63,7 +65,8 @@ async def expire(pool: asyncpg.Pool, *, now: datetime | None = None,
     if keep_per_label is not None:
         trimmed = await trim_labels(pool, keep_per_label)
     return Expired(tasks=counts["tasks"], index_entries=counts["index_entries"],
-                   namespaces=counts["index_namespaces"], trimmed=trimmed)
+                   namespaces=counts["index_namespaces"], trimmed=trimmed,
+                   waiting=counts["mirror_waiting"])
 
 
 async def trim_labels(pool: asyncpg.Pool, keep: int, label_batch: int = LABEL_BATCH) -> int:

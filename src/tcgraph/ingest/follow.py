@@ -146,10 +146,11 @@ async def _expire(pool: asyncpg.Pool, options: FollowOptions) -> None:
         try:
             done = await expire(pool, keep_per_label=options.keep_per_label,
                                 max_batches=_EXPIRE_MAX_BATCHES)
-            if done.tasks or done.index_entries or done.namespaces or done.trimmed:
-                log.info("follow: expired %d tasks, %d index entries, %d namespaces; "
-                         "trimmed %d", done.tasks, done.index_entries, done.namespaces,
-                         done.trimmed)
+            if done.tasks or done.index_entries or done.namespaces or done.trimmed \
+                    or done.waiting:
+                log.info("follow: expired %d tasks, %d index entries, %d namespaces, "
+                         "%d waiting statuses; trimmed %d", done.tasks, done.index_entries,
+                         done.namespaces, done.waiting, done.trimmed)
         except Exception as e:  # the database is away: next time
             log.warning("follow: expiry failed (%s: %s)", type(e).__name__, e)
         await asyncio.sleep(options.expire_every_s)

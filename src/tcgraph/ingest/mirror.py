@@ -83,10 +83,20 @@ def refused_by_store(error: BaseException) -> bool:
             and str(getattr(error, "sqlstate", "") or "")[:2] in _REFUSED_CLASSES)
 
 
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """A status to write, with its task's group and expiry (kept if it has to wait)."""
+
+    group: str
+    status: StatusRow
+    expires: datetime | None
+
+
 @dataclass
 class _Collected:
     statuses: dict[str, StatusRow] = field(default_factory=dict)
     groups: dict[str, str] = field(default_factory=dict)  # task id -> task group id
+    expires: dict[str, datetime | None] = field(default_factory=dict)  # task id -> expiry
     completed: set[str] = field(default_factory=set)  # tasks with a task-completed message
     rejected: list[tuple[str, str, str, bytes]] = field(default_factory=list)
     status_time: datetime | None = None
@@ -108,6 +118,7 @@ def _collect(deliveries: Sequence[Delivery]) -> _Collected:
         if held is None or event.status.rank >= held.rank:
             found.statuses[event.task_id] = event.status
         found.groups[event.task_id] = event.task_group_id
+        found.expires[event.task_id] = event.expires
         if event.exchange == "task-completed":
             found.completed.add(event.task_id)
         if event.status_time is not None and (found.status_time is None
@@ -138,9 +149,9 @@ async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str]) -> in
 
 
 async def write_tasks(conn: asyncpg.Connection, definitions: Sequence[TaskRow],
-                      statuses: Sequence[tuple[str, StatusRow]] = (),
+                      statuses: Sequence[GroupStatus] = (),
                       completed: Collection[str] = ()) -> int:
-    """Store definitions and statuses (task group id, status), keep those statuses
+    """Store definitions and statuses, keep those statuses
     whose task is still not stored in mirror_waiting, apply statuses that waited for
     the definitions, and index what completed among the definitions' tasks and
     `completed`: the part backfill and the follower share.
@@ -150,11 +161,13 @@ async def write_tasks(conn: asyncpg.Connection, definitions: Sequence[TaskRow],
     writer = BatchWriter(conn)
     for row in definitions:
         writer.add(row)
-    for group, status in statuses:
-        writer.add(status, origin=group)
+    for s in statuses:
+        writer.add(s.status, origin=s)
     waiting = await writer.finish()
     if waiting:
-        await writes.upsert_waiting(conn, [(str(h.origin), h.status) for h in waiting])
+        await writes.upsert_waiting(conn, [
+            writes.WaitingRow(group=h.origin.group, status=h.status, expires=h.origin.expires)
+            for h in waiting if isinstance(h.origin, GroupStatus)])
     ids = [row.task_id for row in definitions]
     if ids:
         await writes.promote_waiting(conn, ids)
@@ -234,7 +247,8 @@ class Mirror:
                 new_groups = await writes.claim_groups(conn, [found.groups[t] for t in missing])
             waiting = await write_tasks(
                 conn, list(fetched.values()),
-                [(found.groups[t], status) for t, status in found.statuses.items()],
+                [GroupStatus(found.groups[t], status, found.expires[t])
+                 for t, status in found.statuses.items()],
                 found.completed)
             if found.rejected:
                 await writes.insert_rejected(conn, found.rejected)

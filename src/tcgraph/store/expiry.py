@@ -40,13 +40,24 @@ WITH doomed AS (
 DELETE FROM index_namespaces n USING doomed
 WHERE (n.parent, n.name) = (doomed.parent, doomed.name)"""
 
+# Statuses whose definition never came go when their task would have
+# (mirror_waiting_expires); those that do not say when wait on.
+_DELETE_EXPIRED_WAITING = """
+WITH doomed AS (
+    SELECT task_id FROM mirror_waiting WHERE expires < $1 ORDER BY expires LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM mirror_waiting w USING doomed WHERE w.task_id = doomed.task_id"""
+
 _EXPIRED = {"tasks": _DELETE_EXPIRED_TASKS, "index_entries": _DELETE_EXPIRED_ENTRIES,
-            "index_namespaces": _DELETE_EXPIRED_NAMESPACES}
+            "index_namespaces": _DELETE_EXPIRED_NAMESPACES,
+            "mirror_waiting": _DELETE_EXPIRED_WAITING}
 
 
 async def delete_expired(conn: asyncpg.Connection, table: str, before: datetime,
                          limit: int) -> int:
-    """Delete up to `limit` rows of `table` (tasks, index_entries or index_namespaces)
+    """Delete up to `limit` rows of `table` (tasks, index_entries, index_namespaces or
+    mirror_waiting)
     that expired before `before`, oldest first; a task's dependency edges go with it.
     Returns how many rows were deleted."""
     status = await conn.execute(_EXPIRED[table], before, limit)

@@ -15,8 +15,8 @@ statements can still deadlock, which `in_transaction` retries.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Awaitable, Callable, Sequence, TypeVar
 
@@ -272,27 +272,40 @@ async def upsert_namespaces(conn: asyncpg.Connection, rows: Sequence[NamespaceRo
 # --- the follower's own tables (migration 0003_mirror) --------------------
 
 # A status whose task has no definition stored waits here, under the same
-# rank rule as tasks.status_rank (mirror_waiting_pkey).
+# rank rule as tasks.status_rank (mirror_waiting_pkey), until it expires with
+# its task (store/expiry.py).
 _UPSERT_WAITING = """
-INSERT INTO mirror_waiting AS w (task_id, task_group_id, state, runs, retries_left, status_rank)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[])
+INSERT INTO mirror_waiting AS w (task_id, task_group_id, state, runs, retries_left, status_rank,
+                                 expires)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
+                     $7::timestamptz[])
 ON CONFLICT (task_id) DO UPDATE SET
     state = EXCLUDED.state, runs = EXCLUDED.runs, retries_left = EXCLUDED.retries_left,
-    status_rank = EXCLUDED.status_rank
+    status_rank = EXCLUDED.status_rank, expires = COALESCE(EXCLUDED.expires, w.expires)
 WHERE EXCLUDED.status_rank >= w.status_rank
   AND (w.state, w.runs, w.retries_left) IS DISTINCT FROM
       (EXCLUDED.state, EXCLUDED.runs, EXCLUDED.retries_left)"""
 
 
-async def upsert_waiting(conn: asyncpg.Connection, rows: Sequence[tuple[str, StatusRow]]) -> None:
-    """Keep statuses (task group id, status) of tasks whose definition is not stored.
+@dataclass(frozen=True, slots=True)
+class WaitingRow:
+    """A status kept until its task's definition is stored."""
+
+    group: str
+    status: StatusRow
+    expires: datetime | None  # the task's, as the status gave it
+
+
+async def upsert_waiting(conn: asyncpg.Connection, rows: Sequence[WaitingRow]) -> None:
+    """Keep statuses of tasks whose definition is not stored.
 
     Task ids must be unique within one call.
     """
-    rows = sorted(rows, key=lambda pair: pair[1].task_id)
-    statuses = [status for _, status in rows]
+    rows = sorted(rows, key=lambda r: r.status.task_id)
+    statuses = [r.status for r in rows]
     await conn.execute(_UPSERT_WAITING, [s.task_id for s in statuses],
-                       [group for group, _ in rows], *_status_columns(statuses))
+                       [r.group for r in rows], *_status_columns(statuses),
+                       [r.expires for r in rows])
 
 
 # Waiting statuses of tasks now stored move into tasks (the rank rule again)
