@@ -1,0 +1,114 @@
+"""`tcgraph serve`: the checks before listening, and uvicorn with one or several workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from typing import TYPE_CHECKING, Any, Iterator
+
+from tcgraph import logs
+from tcgraph.cli.database import ReadOnlyDatabase, database, fill_if_empty, migrate_database
+from tcgraph.config import Settings
+from tcgraph.store.pool import CONNECTION_ERRORS
+
+if TYPE_CHECKING:
+    from tcgraph.ingest.follow import FollowOptions
+
+log = logging.getLogger("tcgraph")
+
+
+def exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (as uvicorn will), or None if it can."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
+@contextlib.contextmanager
+def _metrics_dir(workers: int) -> Iterator[None]:
+    """With several workers, a directory where they keep the metrics /metrics sums.
+
+    prometheus-client reads PROMETHEUS_MULTIPROC_DIR when it is imported, so
+    this runs before anything imports tcgraph.metrics. A directory the
+    operator gave is used as it is and kept.
+    """
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="tcgraph-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def serve(settings: Settings, follow: FollowOptions | None) -> int:
+    busy = _port_in_use(settings.host, settings.port)
+    if busy:
+        print(f"tcgraph: cannot listen on {settings.host}:{settings.port}: {busy} "
+              f"(is another server running? choose another --port)", file=sys.stderr)
+        return 1
+    with _metrics_dir(settings.workers):
+        return _run_server(settings, follow)
+
+
+def _run_server(settings: Settings, follow: FollowOptions | None) -> int:
+    import uvicorn
+
+    from tcgraph.http_server import uvicorn_options
+    from tcgraph.server import create_app
+
+    with database(settings) as url:
+        try:
+            applied = asyncio.run(migrate_database(url))
+        except CONNECTION_ERRORS as e:
+            print(f"tcgraph serve: cannot reach the database ({type(e).__name__}: {e})",
+                  file=sys.stderr)
+            return 1
+        except ReadOnlyDatabase as e:
+            print(e.explain("serve"), file=sys.stderr)
+            return 1
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        # A database that is, or is about to be, a mirror never gets demo data.
+        if (settings.demo or not settings.database_url) and follow is None:
+            if asyncio.run(fill_if_empty(url, settings)):
+                log.info("the database was empty: wrote the demo dataset")
+        print(f"tcgraph: open http://{settings.host}:{settings.port}/graphql", file=sys.stderr)
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the
+        # signal again; ours turns that into a normal exit so the embedded
+        # PostgreSQL is stopped on the way out instead of being left running.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, exit_on_signal)
+        # tcgraph's logging, not uvicorn's (log_config=None), and tcgraph's
+        # access line (metrics.Observe) instead of uvicorn's.
+        options: dict[str, Any] = dict(
+            host=settings.host, port=settings.port, log_config=None,
+            log_level=logs.uvicorn_level(settings.verbose), access_log=False,
+            lifespan="on", **uvicorn_options(settings))
+        if settings.workers == 1:
+            app = create_app(settings, settings.read_database_url or url,
+                             follow=follow, write_database_url=url)
+            uvicorn.run(app, **options)
+        else:
+            # Worker processes build their own app (and logging) from the environment.
+            os.environ.update(settings.with_(database_url=url).to_env())
+            uvicorn.run("tcgraph.server:app_from_environment", factory=True,
+                        workers=settings.workers, **options)
+    return 0
