@@ -12,12 +12,11 @@ import sys
 from typing import Sequence
 
 from tcgraph import logs
-from tcgraph.cli.database import ReadOnlyDatabase, database, migrate_database
+from tcgraph.cli.database import database, migrated
 from tcgraph.cli.options import build_parser, follow_settings
 from tcgraph.cli.serving import exit_on_signal, serve
 from tcgraph.cli.verbs import expire_now, import_files, write_demo_data
 from tcgraph.config import Settings
-from tcgraph.store.pool import CONNECTION_ERRORS
 
 __all__ = ["main"]
 
@@ -70,14 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tcgraph {args.verb}: --keep-per-label must be at least 0", file=sys.stderr)
         return 2
     with database(settings) as url:
-        try:
-            applied = asyncio.run(migrate_database(url))
-        except CONNECTION_ERRORS as e:
-            print(f"tcgraph {args.verb}: cannot reach the database ({type(e).__name__}: {e})",
-                  file=sys.stderr)
-            return 1
-        except ReadOnlyDatabase as e:
-            print(e.explain(args.verb), file=sys.stderr)
+        applied = migrated(url, args.verb)
+        if applied is None:
             return 1
         if args.verb == "migrate":
             print(f"applied: {', '.join(applied)}" if applied else "up to date", file=sys.stderr)

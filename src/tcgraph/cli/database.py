@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sys
 from typing import Iterator
 
 import asyncpg
@@ -10,6 +12,7 @@ import asyncpg
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
+from tcgraph.store.pool import CONNECTION_ERRORS
 
 
 @contextlib.contextmanager
@@ -59,3 +62,16 @@ async def fill_if_empty(url: str, settings: Settings) -> bool:
         return True
     finally:
         await pool.close()
+
+
+def migrated(url: str, verb: str) -> list[str] | None:
+    """Migrate the database at `url` for `verb`: the versions applied, or None once
+    the reason it could not be done (unreachable, read-only) has been printed."""
+    try:
+        return asyncio.run(migrate_database(url))
+    except CONNECTION_ERRORS as e:
+        print(f"tcgraph {verb}: cannot reach the database ({type(e).__name__}: {e})",
+              file=sys.stderr)
+    except ReadOnlyDatabase as e:
+        print(e.explain(verb), file=sys.stderr)
+    return None

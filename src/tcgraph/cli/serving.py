@@ -14,9 +14,8 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Iterator
 
 from tcgraph import logs
-from tcgraph.cli.database import ReadOnlyDatabase, database, fill_if_empty, migrate_database
+from tcgraph.cli.database import database, fill_if_empty, migrated
 from tcgraph.config import Settings
-from tcgraph.store.pool import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     from tcgraph.ingest.follow import FollowOptions
@@ -75,14 +74,8 @@ def _run_server(settings: Settings, follow: FollowOptions | None) -> int:
     from tcgraph.server import create_app
 
     with database(settings) as url:
-        try:
-            applied = asyncio.run(migrate_database(url))
-        except CONNECTION_ERRORS as e:
-            print(f"tcgraph serve: cannot reach the database ({type(e).__name__}: {e})",
-                  file=sys.stderr)
-            return 1
-        except ReadOnlyDatabase as e:
-            print(e.explain("serve"), file=sys.stderr)
+        applied = migrated(url, "serve")
+        if applied is None:
             return 1
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
