@@ -16,6 +16,7 @@ import orjson
 
 from tcgraph.ingest import index_rules
 from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
+from tcgraph.precedence import status_rank
 from tcgraph.store import writes
 from tcgraph.timefmt import format_time
 
@@ -109,7 +110,7 @@ async def store(pool: asyncpg.Pool, tasks: list[FakeTask] = (),
                 StatusRow(task_id=t.task_id, state=t.state,
                           runs=orjson.dumps(t.run_list()).decode(),
                           retries_left=5 - max(t.runs - 1, 0),
-                          rank=writes.status_rank([r["state"] for r in t.run_list()]))
+                          rank=status_rank([r["state"] for r in t.run_list()]))
                 for t in tasks
             ])
             assert missing == []

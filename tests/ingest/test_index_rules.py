@@ -14,8 +14,10 @@ import orjson
 
 from tcgraph.ingest import index_rules, shapes
 from tcgraph.model import IndexEntryRow
-from tcgraph.store.writes import entry_wins
+from tcgraph.precedence import entry_replaces
 
+# Before every recorded expiry: no entry counts as expired.
+LONG_AGO = datetime(2000, 1, 1, tzinfo=timezone.utc)
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures/taskcluster-106/rest.jsonl"
 
 
@@ -47,7 +49,7 @@ def _index(completions: list[index_rules.Indexing]) -> dict[str, IndexEntryRow]:
     for indexing in completions:
         for entry in indexing.entries:
             path = f"{entry.namespace}.{entry.name}"
-            if path not in held or entry_wins(entry, held[path]):
+            if path not in held or entry_replaces(entry, held[path], LONG_AGO):
                 held[path] = entry
     return held
 

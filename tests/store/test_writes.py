@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 
 from tcgraph.model import IndexEntryRow, NamespaceRow
+from tcgraph.precedence import entry_replaces
 from tcgraph.store import writes
 
 T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -40,7 +41,7 @@ async def test_rank_then_the_later_completion_wins_in_any_order(pool: asyncpg.Po
         assert await write_in_order(pool, list(order)) == "D", order
         winner = list(order)[0]
         for row in order:
-            if writes.entry_wins(row, winner):
+            if entry_replaces(row, winner, T0):
                 winner = row
         assert winner.task_id[0] == "D"
 
@@ -62,11 +63,3 @@ async def test_a_namespace_expiry_is_only_extended(pool: asyncpg.Pool) -> None:
         for days in (5, 3, 8, 1):
             await writes.upsert_namespaces(conn, [NamespaceRow("a", "b", T0 + timedelta(days))])
     assert await pool.fetchval("SELECT expires FROM index_namespaces") == T0 + timedelta(8)
-
-
-def test_status_rank_orders_runs_then_progress() -> None:
-    ranks = [writes.status_rank(s) for s in (
-        [], ["pending"], ["running"], ["completed"], ["exception", "pending"],
-        ["exception", "running"], ["exception", "failed"])]
-    assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
-    assert writes.status_rank(["completed"]) == writes.status_rank(["failed"])

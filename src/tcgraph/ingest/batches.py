@@ -16,6 +16,7 @@ import asyncpg
 
 from tcgraph.ingest import checkpoints, index_rules
 from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
+from tcgraph.precedence import entry_replaces, status_replaces
 from tcgraph.store import writes
 
 # Rows per write statement: large enough that round trips do not dominate,
@@ -48,9 +49,8 @@ class BatchWriter:
     status whose definition comes later is kept aside and applied by `finish`
     once every definition is written. Within a batch a key appears once (ON
     CONFLICT cannot touch a row twice): the last definition wins, and of
-    statuses the higher rank, the later on ties, and of index entries the one
-    store.writes.entry_wins picks, just as the write statements decide between
-    batches (where an expired entry gives way to any other).
+    statuses and of index entries the one tcgraph.precedence keeps, as the
+    write statements decide between batches.
 
     A batch is written while the next one is read: PostgreSQL works on one
     while Python parses the other. Batches are still written one at a time,
@@ -67,7 +67,7 @@ class BatchWriter:
         self.waiting: dict[str, Held] = {}
         self._tasks = self._statuses = self._entries = 0
         self.writing: asyncio.Task[None] | None = None
-        # An expired entry gives way to any other, as in upsert_index_entries.
+        # The time at which entries expire for precedence, as now() in the statements.
         self.now = datetime.now(timezone.utc)
 
     @property
@@ -92,16 +92,16 @@ class BatchWriter:
         if isinstance(row, StatusRow):
             self._statuses += 1
             held = self.statuses.get(row.task_id)
-            if held is None or row.rank >= held.status.rank:
+            if held is None or status_replaces(row.rank, held.status.rank):
                 self.statuses[row.task_id] = Held(row, origin)
             waiting = self.waiting.get(row.task_id)
-            if waiting is not None and row.rank >= waiting.status.rank:
+            if waiting is not None and status_replaces(row.rank, waiting.status.rank):
                 del self.waiting[row.task_id]  # this later status replaces it
             return len(self.statuses) >= self.batch_size
         self._entries += 1
         key = (row.namespace, row.name)
         entry = self.entries.get(key)
-        if entry is None or entry.expires <= self.now or writes.entry_wins(row, entry):
+        if entry is None or entry_replaces(row, entry, self.now):
             self.entries[key] = row
         return len(self.entries) >= self.batch_size
 
@@ -160,12 +160,13 @@ class BatchWriter:
             by_id = {held.status.task_id: held for held in statuses}
             for task_id in missing:
                 held = by_id[task_id]
-                # Statuses read while this batch was written are still buffered:
-                # one that ranks at least as high replaces this one. A status
-                # already waiting ranks higher, or this one would have replaced it.
+                # Statuses read while this batch was written are still buffered,
+                # and one may replace this one. A status already waiting ranks
+                # higher, or this one would have replaced it.
                 later = self.statuses.get(task_id)
                 if task_id not in self.waiting and (
-                        later is None or later.status.rank < held.status.rank):
+                        later is None or not status_replaces(later.status.rank,
+                                                             held.status.rank)):
                     self.waiting[task_id] = held
         if entries:
             await writes.upsert_index_entries(self.conn, entries)

@@ -4,8 +4,8 @@ Taskcluster's index service listens to task-completed messages; for each route
 `index.<path>` of the task it inserts an entry at `<path>` from the task's
 `extra.index` (defaults: rank 0, the task's own expiry, empty data). It skips
 a route whose rank is not a number or whose data is not an object. An entry
-replaces a stored one of a lower or equal rank (store.writes.entry_wins says
-how ties go: the later completion wins). Every namespace above the entry is
+replaces a stored one of a lower or equal rank (tcgraph.precedence.entry_replaces
+says how ties go: the later completion wins). Every namespace above the entry is
 created, or its expiry extended, rounded up to midnight: see `namespaces`.
 
 These are pure functions: the follower, backfill and file import call them and

@@ -30,6 +30,7 @@ from tcgraph.ingest import events, index_rules
 from tcgraph.ingest.batches import BatchWriter
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.model import StatusRow, TaskRow
+from tcgraph.precedence import status_replaces
 from tcgraph.store import writes
 from tcgraph.store.queries import mirror as queries
 from tcgraph.timefmt import parse_time
@@ -114,8 +115,7 @@ def _collect(deliveries: Sequence[Delivery]) -> _Collected:
         if not isinstance(event, events.TaskEvent):
             continue
         held = found.statuses.get(event.task_id)
-        # The rank rule of store.writes, within the batch: later wins ties.
-        if held is None or event.status.rank >= held.rank:
+        if held is None or status_replaces(event.status.rank, held.rank):
             found.statuses[event.task_id] = event.status
         found.groups[event.task_id] = event.task_group_id
         found.expires[event.task_id] = event.expires

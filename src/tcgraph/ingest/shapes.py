@@ -23,7 +23,7 @@ import orjson
 
 from tcgraph.model import (RUN_STATES, TASK_STATES, IndexEntryRow, State, StatusRow, TaskRow,
                            split_index_path)
-from tcgraph.store.writes import status_rank
+from tcgraph.precedence import status_rank
 from tcgraph.timefmt import PATTERN, format_time, parse_time
 
 SLUGID = re.compile(r"[A-Za-z0-9_-]{22}")

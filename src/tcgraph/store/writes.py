@@ -3,9 +3,10 @@
 
 Each takes a connection inside the caller's transaction, except
 `in_transaction`, which owns one and retries it. The rules that keep
-re-imports and redelivered messages harmless live here only: an older status
-never replaces a newer one (`status_rank`), and an index entry is replaced only
-by one of a higher rank, or an equal rank and a completion that is not earlier.
+re-imports and redelivered messages harmless are tcgraph.precedence's, whose
+SQL conditions these statements embed: an older status never replaces a newer
+one, and an index entry is replaced only by one of a higher rank, or an equal
+rank and a completion that is not earlier.
 
 Rows are written in key order within a statement, so two writers touching the
 same keys lock them in the same order; writers whose transactions span several
@@ -23,30 +24,15 @@ from typing import Awaitable, Callable, Sequence, TypeVar
 import asyncpg
 
 from tcgraph.model import IndexEntryRow, NamespaceRow, StatusRow, TaskRow
+from tcgraph.precedence import entry_replaces_sql, status_replaces_sql
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# How far a run has got: with the number of runs, this orders two statuses of
-# one task, so that an older dump or a late message never rolls a task back.
-_RUN_PROGRESS = {"pending": 1, "running": 2, "completed": 3, "failed": 3, "exception": 3}
 
 # Attempts at a transaction that PostgreSQL aborted to break a deadlock or a
 # serialization conflict; each one waits a little longer for the other writer.
 TRANSACTION_ATTEMPTS = 5
 _RETRY_PAUSE_S = 0.05
-
-
-def status_rank(run_states: Sequence[str]) -> int:
-    """The rank of a status whose runs are in `run_states` (oldest first).
-
-    More runs rank higher; with as many runs, the last run's later state does
-    (pending < running < resolved). A stored status is replaced only by one
-    whose rank is not lower.
-    """
-    if not run_states:
-        return 0
-    return len(run_states) * 10 + _RUN_PROGRESS[run_states[-1]]
 
 
 async def in_transaction(
@@ -135,7 +121,8 @@ async def _insert_dependencies(conn: asyncpg.Connection, rows: Sequence[TaskRow]
 # upsert_tasks and then update_statuses, in one statement: a new task is written
 # once with its status instead of inserted and then updated, which halves the
 # work (and the dead rows) of importing listTaskGroup pages.
-_UPSERT_TASKS_WITH_STATUSES = """
+_NEWER_STATUS = status_replaces_sql("EXCLUDED", "tasks")
+_UPSERT_TASKS_WITH_STATUSES = f"""
 INSERT INTO tasks (task_id, task_group_id, scheduler_id, task_queue_id, project_id, label,
                    priority, retries, retries_left, created, deadline, expires, state, runs,
                    status_rank, definition)
@@ -154,15 +141,14 @@ ON CONFLICT (task_id) DO UPDATE SET
     label = EXCLUDED.label, priority = EXCLUDED.priority, retries = EXCLUDED.retries,
     created = EXCLUDED.created, deadline = EXCLUDED.deadline, expires = EXCLUDED.expires,
     definition = EXCLUDED.definition,
-    state = CASE WHEN EXCLUDED.status_rank >= tasks.status_rank
-                 THEN EXCLUDED.state ELSE tasks.state END,
-    runs = CASE WHEN EXCLUDED.status_rank >= tasks.status_rank
-                THEN EXCLUDED.runs ELSE tasks.runs END,
-    retries_left = CASE WHEN EXCLUDED.status_rank >= tasks.status_rank
+    state = CASE WHEN {_NEWER_STATUS} THEN EXCLUDED.state ELSE tasks.state END,
+    runs = CASE WHEN {_NEWER_STATUS} THEN EXCLUDED.runs ELSE tasks.runs END,
+    retries_left = CASE WHEN {_NEWER_STATUS}
                         THEN EXCLUDED.retries_left ELSE tasks.retries_left END,
-    status_rank = GREATEST(EXCLUDED.status_rank, tasks.status_rank)
+    status_rank = CASE WHEN {_NEWER_STATUS}
+                       THEN EXCLUDED.status_rank ELSE tasks.status_rank END
 WHERE tasks.definition IS DISTINCT FROM EXCLUDED.definition
-   OR (EXCLUDED.status_rank >= tasks.status_rank
+   OR ({_NEWER_STATUS}
        AND (tasks.state, tasks.runs, tasks.retries_left)
            IS DISTINCT FROM (EXCLUDED.state, EXCLUDED.runs, EXCLUDED.retries_left))"""
 
@@ -184,7 +170,7 @@ async def upsert_tasks_with_statuses(
 
 # Only a status at least as far along as the stored one replaces it; returns the
 # ids that have no task, which the caller decides about (an import reports them).
-_UPDATE_STATUSES = """
+_UPDATE_STATUSES = f"""
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::int[])
          AS u(task_id, state, runs, retries_left, status_rank)
@@ -193,7 +179,7 @@ WITH u AS (
     SET state = u.state, runs = u.runs, retries_left = u.retries_left,
         status_rank = u.status_rank
     FROM u
-    WHERE t.task_id = u.task_id AND u.status_rank >= t.status_rank
+    WHERE t.task_id = u.task_id AND {status_replaces_sql("u", "t")}
       AND (t.state, t.runs, t.retries_left) IS DISTINCT FROM (u.state, u.runs, u.retries_left)
     RETURNING t.task_id
 )
@@ -210,36 +196,21 @@ async def update_statuses(conn: asyncpg.Connection, rows: Sequence[StatusRow]) -
     return [r["task_id"] for r in found]
 
 
-# An entry replaces a stored one with a higher rank; with an equal rank, unless
-# both completion times are known and the stored one is later (ties between
-# equal times go to the greater task id, so that the order of arrival never
-# matters). An expired entry gives way to any other. The primary key
-# (index_entries_pkey) finds the stored entry.
-_UPSERT_ENTRIES = """
+# An entry replaces a stored one as tcgraph.precedence.entry_replaces says (a
+# higher rank, or an equal rank and a completion not earlier; an expired entry
+# gives way to any other). The primary key (index_entries_pkey) finds the
+# stored entry.
+_UPSERT_ENTRIES = f"""
 INSERT INTO index_entries AS e (namespace, name, task_id, rank, data, expires, resolved)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::jsonb[],
                      $6::timestamptz[], $7::timestamptz[])
 ON CONFLICT (namespace, name) DO UPDATE SET
     task_id = EXCLUDED.task_id, rank = EXCLUDED.rank, data = EXCLUDED.data,
     expires = EXCLUDED.expires, resolved = EXCLUDED.resolved
-WHERE (EXCLUDED.rank > e.rank
-       OR (EXCLUDED.rank = e.rank
-           AND (EXCLUDED.resolved IS NULL OR e.resolved IS NULL
-                OR (EXCLUDED.resolved, EXCLUDED.task_id) >= (e.resolved, e.task_id)))
-       OR e.expires <= now())
+WHERE {entry_replaces_sql("EXCLUDED", "e")}
   AND (e.task_id, e.rank, e.data, e.expires, e.resolved)
       IS DISTINCT FROM (EXCLUDED.task_id, EXCLUDED.rank, EXCLUDED.data, EXCLUDED.expires,
                         EXCLUDED.resolved)"""
-
-
-def entry_wins(new: IndexEntryRow, old: IndexEntryRow) -> bool:
-    """Whether `new` replaces `old` at the same path (as `upsert_index_entries`
-    decides, for two entries that meet before they are written; neither expired)."""
-    if new.rank != old.rank:
-        return new.rank > old.rank
-    if new.resolved is None or old.resolved is None:
-        return True
-    return (new.resolved, new.task_id) >= (old.resolved, old.task_id)
 
 
 async def upsert_index_entries(conn: asyncpg.Connection, rows: Sequence[IndexEntryRow]) -> None:
@@ -272,9 +243,9 @@ async def upsert_namespaces(conn: asyncpg.Connection, rows: Sequence[NamespaceRo
 # --- the follower's own tables (migration 0003_mirror) --------------------
 
 # A status whose task has no definition stored waits here, under the same
-# rank rule as tasks.status_rank (mirror_waiting_pkey), until it expires with
+# rank rule as in tasks (mirror_waiting_pkey), until it expires with
 # its task (store/expiry.py).
-_UPSERT_WAITING = """
+_UPSERT_WAITING = f"""
 INSERT INTO mirror_waiting AS w (task_id, task_group_id, state, runs, retries_left, status_rank,
                                  expires)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
@@ -282,7 +253,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int[],
 ON CONFLICT (task_id) DO UPDATE SET
     state = EXCLUDED.state, runs = EXCLUDED.runs, retries_left = EXCLUDED.retries_left,
     status_rank = EXCLUDED.status_rank, expires = COALESCE(EXCLUDED.expires, w.expires)
-WHERE EXCLUDED.status_rank >= w.status_rank
+WHERE {status_replaces_sql("EXCLUDED", "w")}
   AND (w.state, w.runs, w.retries_left) IS DISTINCT FROM
       (EXCLUDED.state, EXCLUDED.runs, EXCLUDED.retries_left)"""
 
@@ -310,7 +281,7 @@ async def upsert_waiting(conn: asyncpg.Connection, rows: Sequence[WaitingRow]) -
 
 # Waiting statuses of tasks now stored move into tasks (the rank rule again)
 # and leave mirror_waiting, in one statement (mirror_waiting_pkey, tasks_pkey).
-_PROMOTE_WAITING = """
+_PROMOTE_WAITING = f"""
 WITH moved AS (
     DELETE FROM mirror_waiting w USING tasks t
     WHERE w.task_id = ANY($1::text[]) AND t.task_id = w.task_id
@@ -319,7 +290,7 @@ WITH moved AS (
 UPDATE tasks t
 SET state = m.state, runs = m.runs, retries_left = m.retries_left, status_rank = m.status_rank
 FROM moved m
-WHERE t.task_id = m.task_id AND m.status_rank >= t.status_rank
+WHERE t.task_id = m.task_id AND {status_replaces_sql("m", "t")}
   AND (t.state, t.runs, t.retries_left) IS DISTINCT FROM (m.state, m.runs, m.retries_left)"""
 
 
