@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,6 +13,14 @@ GROUP = "G" * 22
 TASK_A = "A" * 22
 TASK_B = "B" * 22
 TASK_C = "C" * 22
+
+
+# A label as long as Taskcluster allows a tag to be (4,096 characters), drawn
+# from the 20,992 CJK ideographs: over 7 KB however PostgreSQL compresses it, so
+# over its index row limit (2,704 bytes) for tasks_label_created. (A label of
+# fewer distinct characters may compress below the limit.)
+_CHOOSE = random.Random(4096)
+LONG_LABEL = "".join(chr(_CHOOSE.randrange(0x4E00, 0xA000)) for _ in range(4096))
 
 
 def tid(n: int) -> str:

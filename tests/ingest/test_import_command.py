@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from ingest.dumps import definition, entry, run, status, tid, write
+from ingest.dumps import LONG_LABEL, definition, entry, run, status, tid, write
 from services.postgres import connected
 
 TIMEOUT_S = 120
@@ -82,6 +82,26 @@ async def test_each_file_says_what_happened_and_the_rest_waits(
     async with connected(database_url) as conn:
         assert {r["name"] for r in await conn.fetch("SELECT name FROM index_entries")} == {
             "a", "c"}
+
+
+async def test_a_row_postgresql_refuses_is_reported_as_bad_input_and_the_rest_imported(
+        database_url: str, tmp_path: Path) -> None:
+    long = write(tmp_path / "long.json", {"taskId": tid(1), "task": definition(
+        tags={"kind": "build", "label": LONG_LABEL}), "status": status(tid(1), [run(0)])})
+    good = entries_file(tmp_path / "good.json", "good")
+    code, stderr = finish(tcgraph("import", "--database-url", database_url, "--keep-going",
+                                  long, good))
+    assert code == 1 and "Traceback" not in stderr, stderr
+    refused, committed = stderr.strip().splitlines()[-2:]
+    # Said to be what the file holds (importing it again fails again), not an outage.
+    assert refused.startswith(f"tcgraph import: {long}: store: PostgreSQL refused a row of "
+                              "this file: ProgramLimitExceededError (SQLSTATE 54000): "), refused
+    assert "index row" in refused
+    assert refused.endswith("(nothing from this file was written)")
+    assert committed.startswith(f"tcgraph import: {good}: committed")
+    async with connected(database_url) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM tasks") == 0
+        assert await conn.fetchval("SELECT count(*) FROM index_entries") == 1
 
 
 async def test_a_database_lost_mid_import_is_reported_for_the_file(

@@ -1,20 +1,25 @@
 """A valid message the store refuses: set aside alone, every other message written.
 
-The store is made to refuse one task (a CHECK constraint added to this test's own
-database, the fault injected); its messages are mixed into the recording. The
-batch that holds them fails every time it is written as a whole, so the follower
-must isolate them instead of retrying for ever.
+The store is made to refuse one task: a CHECK constraint added to this test's own
+database (the fault injected), or a label over PostgreSQL's index row limit (as
+Taskcluster allows). The batch that holds its messages fails every time it is
+written as a whole, so the follower must isolate them instead of retrying for ever.
 """
 
 from __future__ import annotations
+
+import copy
+from dataclasses import replace
 
 import asyncpg
 import orjson
 from prometheus_client import REGISTRY
 
+from ingest.dumps import LONG_LABEL
 from ingest.test_pulse import replay
+from servers import serving
 from services.rabbitmq import RabbitMQ
-from services.replay import Message, Recording
+from services.replay import Message, Recording, upstream_app
 from tcgraph.ingest.events import EXCHANGE_PREFIX
 from tcgraph.ingest.follow import REFUSED_BY_STORE
 
@@ -69,3 +74,36 @@ async def test_a_message_the_store_refuses_is_set_aside_and_the_rest_written(
     assert [(r["exchange"], r["routing_key"], r["body"]) for r in rejected] == [
         (b.exchange, b.routing_key, b.body) for b in bad]
     assert all("refuse_one" in r["problem"] for r in rejected), rejected[0]["problem"]
+
+
+async def test_a_label_over_postgresqls_index_row_limit_sets_its_messages_aside(
+        database_url: str, broker: RabbitMQ, recording: Recording) -> None:
+    # Not an integrity or data error (SQLSTATE 54000, program limit exceeded): it is
+    # what the messages' task holds all the same, and must not stop the stream.
+    task_id = next(t for t in (_task_of(m) for m in recording.messages)
+                   if t in recording.definitions)
+    definition = copy.deepcopy(recording.definitions[task_id])
+    definition.setdefault("tags", {})["label"] = LONG_LABEL
+    long = replace(recording, definitions={**recording.definitions, task_id: definition})
+    before = refused_count()
+    with serving(upstream_app(long)) as upstream_url:
+        found = await replay(database_url, broker, upstream_url, recording, recording.messages)
+    # Every other task's answers are the recorded ones.
+    assert found and all(task_id in line for line in found), found
+    about_task = [m for m in recording.messages if _task_of(m) == task_id]
+    conn = await asyncpg.connect(database_url)
+    try:
+        rejected = await conn.fetch(
+            "SELECT exchange, routing_key, problem, body FROM mirror_rejected ORDER BY id")
+    finally:
+        await conn.close()
+    assert sorted((r["exchange"], r["routing_key"], r["body"]) for r in rejected) == sorted(
+        (m.exchange, m.routing_key, m.body) for m in about_task)
+    assert all("ProgramLimitExceededError (SQLSTATE 54000)" in r["problem"] for r in rejected)
+    assert refused_count() - before == len(about_task)
+
+
+def _task_of(message: Message) -> str | None:
+    """The task a task message is about (its routing key's second word)."""
+    parts = message.routing_key.split(".")
+    return parts[1] if parts[0] == "primary" and len(parts) > 8 else None

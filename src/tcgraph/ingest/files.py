@@ -4,8 +4,9 @@ A user dumps a real deployment with the `taskcluster` client and imports the
 files as they are (ingest/documents.py lists the shapes accepted).
 
 One file is one transaction: bad input raises `ImportFailed` naming the file,
-the place and the problem; a database fault raises `ImportInterrupted`; either
-way nothing from that file is written. A transaction that PostgreSQL aborts to
+the place and the problem (`ImportRefused` when it is PostgreSQL that refuses
+a row, a label over its index row limit, say); an outage of the database
+raises `ImportInterrupted`; either way nothing from that file is written. A transaction that PostgreSQL aborts to
 break a deadlock with another writer is run again. Importing the same file
 twice changes nothing, and an older status never replaces a newer one.
 """
@@ -69,6 +70,14 @@ class ImportInterrupted(ImportFailed):
         super().__init__(source, "database", problem)
 
 
+class ImportRefused(ImportFailed):
+    """PostgreSQL refused rows of `source` for what they hold (store.writes.outage says
+    it was no outage): nothing from it was written, and importing it again fails again."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(source, "store", f"PostgreSQL refused a row of this file: {problem}")
+
+
 async def import_source(
     pool: asyncpg.Pool, source: str, *, progress: bool = False
 ) -> ImportSummary:
@@ -124,8 +133,11 @@ async def import_source(
         summary = await writes.in_transaction(pool, work)
     except ImportFailed:
         raise
-    except (asyncpg.PostgresError, *CONNECTION_ERRORS, asyncpg.InternalClientError,
-            TimeoutError) as e:
+    except asyncpg.PostgresError as e:
+        if writes.outage(e):
+            raise ImportInterrupted(name, _database_problem(e)) from e
+        raise ImportRefused(name, writes.refusal(e)) from e
+    except (*CONNECTION_ERRORS, asyncpg.InternalClientError) as e:
         raise ImportInterrupted(name, _database_problem(e)) from e
     checkpoints.reached("committed")
     return summary

@@ -9,11 +9,14 @@ task groups are queued for backfill, and the batch is counted in mirror_state.
 Every step is idempotent, so a batch written twice (redelivered after a crash
 between commit and acknowledgement) changes nothing the second time.
 
-A batch the store refuses for what it holds (a data or constraint error, which
-no retry mends) is split in halves, each written on its own, until the
+A batch that fails for anything but an outage of the database
+(store.writes.outage: a lost connection, a shutdown, resources exhausted)
+failed for what it holds, whatever the error's SQLSTATE class (a value out of
+range, a label over PostgreSQL's index row limit, ...), and would fail again
+every time: it is split in halves, each written on its own, until the
 message(s) at fault are alone; those are set aside in mirror_rejected with the
-store's error, and every other message is written. Any other failure (the
-database is away) is raised, for the consumer to try the batch again.
+error, and every other message is written. An outage is raised, for the
+consumer to try the batch again.
 """
 
 from __future__ import annotations
@@ -71,17 +74,6 @@ def _combined(a: BatchResult, b: BatchResult) -> BatchResult:
                        new_groups=a.new_groups + b.new_groups,
                        status_time=max(times) if times else None,
                        refused=a.refused + b.refused)
-
-
-# SQLSTATE classes of errors that come from what was written, so that writing it
-# again fails again: 22 data exception, 23 integrity constraint violation.
-_REFUSED_CLASSES = ("22", "23")
-
-
-def refused_by_store(error: BaseException) -> bool:
-    """Whether `error` is PostgreSQL refusing the data written (not an outage)."""
-    return (isinstance(error, asyncpg.PostgresError)
-            and str(getattr(error, "sqlstate", "") or "")[:2] in _REFUSED_CLASSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,14 +193,14 @@ class Mirror:
     async def write(self, deliveries: Sequence[Delivery]) -> BatchResult:
         """Write a batch; the messages the store refuses are set aside, the rest written.
 
-        Raises when the batch could not be committed for another reason (an outage).
+        Raises when the batch could not be committed for an outage of the database.
         """
         try:
             return await self.apply(deliveries)
         except Exception as e:
-            if not refused_by_store(e):
+            if writes.outage(e):
                 raise
-            problem = f"the store refused it: {type(e).__name__}: {e}"
+            problem = f"the store refused it: {writes.refusal(e)}"
         if len(deliveries) == 1:
             return await self.set_aside(deliveries[0], problem)
         log.warning("a batch of %d messages was refused (%s); writing it in halves",
