@@ -25,7 +25,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Collection, Sequence
+from typing import Collection, Mapping, Sequence
 
 import asyncpg
 
@@ -36,13 +36,18 @@ from tcgraph.model import StatusRow, TaskRow
 from tcgraph.precedence import status_replaces
 from tcgraph.store import writes
 from tcgraph.store.queries import mirror as queries
-from tcgraph.timefmt import parse_time
+from tcgraph.timefmt import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
 # A batch waits at most this long for the upstream's definitions; those not in
 # by then are fetched again later (the statuses wait meanwhile).
 FETCH_TIMEOUT_S = 5.0
+# A waiting status's definition that did not come is asked for again after
+# RETRY_MIN_S, twice as long after each further attempt, at most RETRY_MAX_S
+# apart: one that never comes costs at most one call in RETRY_MAX_S.
+RETRY_MIN_S = 2.0
+RETRY_MAX_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,33 @@ class GroupStatus:
     group: str
     status: StatusRow
     expires: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What a task's status says of it, which a definition fetched for it must agree with
+    (an upstream that answers with another task's definition is not believed)."""
+
+    group: str
+    expires: datetime | None
+
+    def disagreement(self, row: TaskRow) -> str | None:
+        """How `row` disagrees with the status, or None."""
+        if row.task_group_id != self.group:
+            return (f"its definition's taskGroupId {row.task_group_id} is not its status's "
+                    f"{self.group}")
+        if self.expires is not None and row.expires != self.expires:
+            return (f"its definition expires {format_time(row.expires)}, its status "
+                    f"{format_time(self.expires)}")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """Definitions fetched, by task id, and why each of the others did not come."""
+
+    rows: dict[str, TaskRow]
+    missing: dict[str, str]
 
 
 @dataclass
@@ -178,17 +210,32 @@ class Mirror:
         self.started = started
         self.backfill = backfill
 
-    async def fetch(self, task_ids: Collection[str]) -> dict[str, TaskRow]:
-        """Definitions of `task_ids` from the upstream; what does not come in time is left out."""
-        if not task_ids or self.upstream is None:
-            return {}
+    async def fetch(self, expected: Mapping[str, Expected]) -> Fetched:
+        """The definitions of the tasks in `expected` that the upstream gives in time and
+        that agree with what their statuses say; why each of the others did not come."""
+        if not expected:
+            return Fetched({}, {})
+        if self.upstream is None:
+            return Fetched({}, dict.fromkeys(expected, "no upstream to ask"))
         try:
             async with asyncio.timeout(FETCH_TIMEOUT_S):
-                return await self.upstream.definitions(task_ids)
-        except Exception as e:  # the upstream is away or slow: the statuses wait
-            log.warning("definitions of %d tasks not fetched (%s: %s); their statuses wait",
-                        len(task_ids), type(e).__name__, e)
-            return {}
+                given = await self.upstream.definitions(expected.keys())
+        except Exception as e:  # the upstream is away, slow or misbehaving: the statuses wait
+            problem = f"not fetched ({type(e).__name__}: {e})"
+            log.warning("definitions of %d tasks %s; their statuses wait", len(expected), problem)
+            return Fetched({}, dict.fromkeys(expected, problem))
+        rows: dict[str, TaskRow] = {}
+        missing: dict[str, str] = {}
+        for task_id, says in expected.items():
+            row = given.get(task_id)
+            if row is None:
+                missing[task_id] = "the upstream did not give it"
+            elif (disagreement := says.disagreement(row)) is not None:
+                log.warning("definition of %s not stored: %s", task_id, disagreement)
+                missing[task_id] = disagreement
+            else:
+                rows[task_id] = row
+        return Fetched(rows, missing)
 
     async def write(self, deliveries: Sequence[Delivery]) -> BatchResult:
         """Write a batch; the messages the store refuses are set aside, the rest written.
@@ -231,7 +278,8 @@ class Mirror:
         found = _collect(deliveries)
         missing = set(found.statuses) - await queries.stored_task_ids(self.pool,
                                                                       list(found.statuses))
-        fetched = await self.fetch(missing)
+        fetched = (await self.fetch({t: Expected(found.groups[t], found.expires[t])
+                                     for t in missing})).rows
 
         async def work(conn: asyncpg.Connection) -> BatchResult:
             new_groups: list[str] = []
@@ -256,12 +304,41 @@ class Mirror:
         return await writes.in_transaction(self.pool, work)
 
     async def fetch_waiting(self, limit: int = 1000) -> int:
-        """Fetch definitions for statuses that wait, and store them; returns how many came."""
-        task_ids = await queries.waiting_task_ids(self.pool, limit)
-        fetched = await self.fetch(task_ids)
-        if fetched:
-            async def work(conn: asyncpg.Connection) -> None:
-                await write_tasks(conn, list(fetched.values()))
+        """Fetch and store the definitions of waiting statuses that are due; returns how
+        many were stored. Those that did not come (or that the store refused) are
+        asked for again later, each time later still."""
+        due = await queries.waiting_due(self.pool, limit)
+        fetched = await self.fetch({w.task_id: Expected(w.task_group_id, w.expires)
+                                    for w in due})
+        refused = await self._store_definitions(list(fetched.rows.values()))
+        deferred = [writes.Deferred(t, p) for t, p in {**fetched.missing, **refused}.items()]
+        if deferred:
+            async def defer(conn: asyncpg.Connection) -> None:
+                await writes.defer_waiting(conn, deferred, min_s=RETRY_MIN_S,
+                                           max_s=RETRY_MAX_S)
 
+            await writes.in_transaction(self.pool, defer)
+        return len(fetched.rows) - len(refused)
+
+    async def _store_definitions(self, rows: Sequence[TaskRow]) -> dict[str, str]:
+        """Store `rows` with the statuses that waited for them; those the store refuses
+        (each then tried alone) are left out: returns why, by task id."""
+        async def work(conn: asyncpg.Connection, rows: Sequence[TaskRow] = rows) -> None:
+            await write_tasks(conn, rows)
+
+        if not rows:
+            return {}
+        try:
             await writes.in_transaction(self.pool, work)
-        return len(fetched)
+            return {}
+        except Exception as e:
+            if writes.outage(e):
+                raise
+            if len(rows) == 1:
+                log.warning("definition of %s refused by the store: %s", rows[0].task_id,
+                            writes.refusal(e))
+                return {rows[0].task_id: f"the store refused it: {writes.refusal(e)}"}
+        refused: dict[str, str] = {}
+        for row in rows:
+            refused.update(await self._store_definitions([row]))
+        return refused

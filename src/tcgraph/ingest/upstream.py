@@ -5,14 +5,18 @@ call, unknown ids left out); an upstream older than that route (it answers
 404 for it) is asked `queue.task` per task instead, a bounded number at once.
 Backfill reads `queue.listTaskGroup` pages and walks the index with
 `index.listNamespaces` / `index.listTasks`. Every answer goes through
-ingest.shapes, so a bad one is logged and skipped, never stored half-read.
+ingest.shapes, so a bad one is logged and skipped, never stored half-read; a
+definition is kept only under an id it was asked for. A walk whose pages would
+never end (a continuation token that comes back, empty pages that keep one,
+more than MAX_PAGES, a namespace listed under one that is not above it) ends
+with `UpstreamMisbehaved`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Collection
+from typing import AsyncIterator, Collection, Mapping
 
 import aiohttp
 import taskcluster.aio
@@ -28,6 +32,48 @@ BATCH_IDS = 1000
 # queue.task calls at once when the batch route is missing.
 SINGLE_CONCURRENCY = 16
 PAGE_LIMIT = 1000
+# Pages one walk may take: ten million entries at 1,000 a page, far beyond any
+# task group or namespace.
+MAX_PAGES = 10_000
+# Empty pages in a row, each with a continuation token, before a walk is given
+# up (the upstream may filter a page down to nothing, but not page after page).
+MAX_EMPTY_PAGES = 10
+
+
+class UpstreamMisbehaved(Exception):
+    """An answer of the upstream that would never end a walk (named with the call)."""
+
+
+class _Pages:
+    """The continuation of one paged walk, refused when it would never end."""
+
+    def __init__(self, what: str, max_pages: int = MAX_PAGES) -> None:
+        self.what = what
+        self.max_pages = max_pages
+        self.pages = 0
+        self.empty = 0
+        self.tokens: set[str] = set()
+
+    def next_query(self, answer: Mapping[str, object], items: int) -> dict[str, object] | None:
+        """The query of the page after `answer` (which held `items`), or None at the end."""
+        self.pages += 1
+        token = answer.get("continuationToken")
+        if not token:
+            return None
+        problem = None
+        self.empty = 0 if items else self.empty + 1
+        if not isinstance(token, str):
+            problem = f"a continuation token that is {shapes.describe(token)}"
+        elif token in self.tokens:
+            problem = f"continuation token {token[:40]!r} came back after {self.pages} pages"
+        elif self.empty >= MAX_EMPTY_PAGES:
+            problem = f"{self.empty} empty pages in a row, each with a continuation token"
+        elif self.pages >= self.max_pages:
+            problem = f"more than {self.max_pages} pages"
+        if problem is not None:
+            raise UpstreamMisbehaved(f"{self.what}: {problem}; the walk was given up")
+        self.tokens.add(token)  # type: ignore[arg-type]
+        return {"limit": PAGE_LIMIT, "continuationToken": token}
 
 
 class Upstream:
@@ -69,17 +115,26 @@ class Upstream:
 
     async def _batch(self, task_ids: list[str]) -> dict[str, TaskRow]:
         found: dict[str, TaskRow] = {}
-        query: dict[str, object] = {"limit": PAGE_LIMIT}
-        while True:
+        asked = set(task_ids)
+        # Each page answers at least one id, but for a few the upstream filtered out.
+        pages = _Pages("queue.tasks", max_pages=len(task_ids) + MAX_EMPTY_PAGES)
+        query: dict[str, object] | None = {"limit": PAGE_LIMIT}
+        while query is not None:
             answer = await self.queue.tasks(payload={"taskIds": task_ids}, query=query)
-            for i, item in enumerate(answer.get("tasks") or []):
-                row = _task_row(item.get("taskId"), item.get("task"), f"queue.tasks tasks[{i}]")
+            listed = _listed(answer, "tasks")
+            for i, item in enumerate(listed):
+                where = f"queue.tasks tasks[{i}]"
+                task_id = item.get("taskId") if isinstance(item, dict) else None
+                if not isinstance(item, dict) or task_id not in asked:
+                    # Stored under its id, it would overwrite a task nobody asked about.
+                    log.warning("%s: %s was not asked for (skipped)", where,
+                                shapes.describe(task_id))
+                    continue
+                row = _task_row(task_id, item.get("task"), where)
                 if row is not None:
                     found[row.task_id] = row
-            token = answer.get("continuationToken")
-            if not token:
-                return found
-            query = {"limit": PAGE_LIMIT, "continuationToken": token}
+            query = pages.next_query(answer, len(listed))
+        return found
 
     async def _single_task(self, task_id: str) -> TaskRow | None:
         async with self._single:
@@ -94,8 +149,9 @@ class Upstream:
     async def task_group(self, task_group_id: str
                          ) -> AsyncIterator[list[tuple[TaskRow, StatusRow]]]:
         """The pages of `listTaskGroup`, each as (definition, status) rows."""
-        query: dict[str, object] = {"limit": PAGE_LIMIT}
-        while True:
+        pages = _Pages(f"listTaskGroup {task_group_id}")
+        query: dict[str, object] | None = {"limit": PAGE_LIMIT}
+        while query is not None:
             try:
                 answer = await self.queue.listTaskGroup(
                     params={"taskGroupId": task_group_id}, query=query)
@@ -104,9 +160,13 @@ class Upstream:
                     return
                 raise
             rows = []
-            for i, item in enumerate(answer.get("tasks") or []):
+            listed = _listed(answer, "tasks")
+            for i, item in enumerate(listed):
                 where = f"listTaskGroup {task_group_id} tasks[{i}]"
-                status = item.get("status") if isinstance(item, dict) else None
+                if not isinstance(item, dict):
+                    log.warning("%s: %s, not a task (skipped)", where, shapes.describe(item))
+                    continue
+                status = item.get("status")
                 task_id = status.get("taskId") if isinstance(status, dict) else None
                 task = _task_row(task_id, item.get("task"), where)
                 try:
@@ -114,19 +174,25 @@ class Upstream:
                 except shapes.Invalid as e:
                     log.warning("%s: status: %s: %s", where, shapes.where("", e.path), e.problem)
                     continue
-                if task is not None:
+                if task is not None and task.task_group_id != task_group_id:
+                    log.warning("%s: task %s is in group %s (skipped)", where, task.task_id,
+                                task.task_group_id)
+                elif task is not None:
                     rows.append((task, status_row))
             yield rows
-            token = answer.get("continuationToken")
-            if not token:
-                return
-            query = {"limit": PAGE_LIMIT, "continuationToken": token}
+            query = pages.next_query(answer, len(listed))
 
     async def index_entries(self, namespace: str) -> AsyncIterator[list[IndexEntryRow]]:
-        """Every entry at or below `namespace`, a page at a time (listTasks, listNamespaces)."""
+        """Every entry at or below `namespace`, a page at a time (listTasks, listNamespaces).
+
+        Each namespace is walked once, and only those listed below the one listing
+        them: a namespace listed under itself (or elsewhere) ends the walk.
+        """
         pending = [namespace]
+        walked: set[str] = set()
         while pending:
             current = pending.pop()
+            walked.add(current)
             async for page in self._pages(self.index.listTasks, current, "tasks"):
                 rows = []
                 for i, entry in enumerate(page):
@@ -137,19 +203,32 @@ class Upstream:
                                     shapes.where("", e.path), e.problem)
                 yield rows
             async for page in self._pages(self.index.listNamespaces, current, "namespaces"):
-                pending.extend(n["namespace"] for n in page
-                               if isinstance(n, dict) and isinstance(n.get("namespace"), str))
+                for child in page:
+                    path = child.get("namespace") if isinstance(child, dict) else None
+                    if not isinstance(path, str):
+                        continue
+                    if not path.startswith(f"{current}." if current else "") or path in walked \
+                            or path == current:
+                        raise UpstreamMisbehaved(
+                            f"listNamespaces {current!r}: {path!r} is not a namespace below "
+                            "it, or was walked already; the walk was given up")
+                    pending.append(path)
 
     async def _pages(self, method: object, namespace: str, key: str
                      ) -> AsyncIterator[list[object]]:
-        query: dict[str, object] = {"limit": PAGE_LIMIT}
-        while True:
+        pages = _Pages(f"{getattr(method, '__name__', key)} {namespace!r}")
+        query: dict[str, object] | None = {"limit": PAGE_LIMIT}
+        while query is not None:
             answer = await method(params={"namespace": namespace}, query=query)  # type: ignore[operator]
-            yield list(answer.get(key) or [])
-            token = answer.get("continuationToken")
-            if not token:
-                return
-            query = {"limit": PAGE_LIMIT, "continuationToken": token}
+            listed = _listed(answer, key)
+            yield listed
+            query = pages.next_query(answer, len(listed))
+
+
+def _listed(answer: object, key: str) -> list[object]:
+    """The list under `key` of a page (nothing when the page has none)."""
+    listed = answer.get(key) if isinstance(answer, dict) else None
+    return listed if isinstance(listed, list) else []
 
 
 def _task_row(task_id: object, definition: object, where: str) -> TaskRow | None:

@@ -341,6 +341,34 @@ async def promote_waiting(conn: asyncpg.Connection, task_ids: Sequence[str]) -> 
     await conn.execute(_PROMOTE_WAITING, sorted(task_ids))
 
 
+# A waiting status whose definition did not come is asked for again after
+# `min_s`, twice as long after each further attempt, at most `max_s`
+# (mirror_waiting_pkey).
+_DEFER_WAITING = """
+UPDATE mirror_waiting w
+SET attempts = w.attempts + 1, problem = d.problem,
+    next_attempt = now() + make_interval(secs => least($3 * power(2, least(w.attempts, 30)),
+                                                         $4))
+FROM unnest($1::text[], $2::text[]) AS d(task_id, problem)
+WHERE w.task_id = d.task_id"""
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A waiting status whose definition did not come, and why."""
+
+    task_id: str
+    problem: str
+
+
+async def defer_waiting(conn: asyncpg.Connection, rows: Sequence[Deferred], *,
+                        min_s: float, max_s: float) -> None:
+    """Ask again later for the definitions of `rows`: the more attempts, the later."""
+    rows = sorted(rows, key=lambda r: r.task_id)
+    await conn.execute(_DEFER_WAITING, [r.task_id for r in rows], [r.problem for r in rows],
+                       min_s, max_s)
+
+
 _INSERT_REJECTED = """
 INSERT INTO mirror_rejected (exchange, routing_key, problem, body)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])"""

@@ -4,6 +4,7 @@ the reads the follower makes of `tasks` inside its own write transactions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Sequence
 
 import asyncpg
@@ -40,14 +41,26 @@ async def stored_task_ids(conn: asyncpg.Connection | asyncpg.Pool,
     return {r["task_id"] for r in await conn.fetch(_STORED, list(task_ids))}
 
 
-# mirror_waiting_first_seen: the oldest first, so none waits for ever behind newer ones.
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A task whose status waits for its definition, and what the status said of it."""
+
+    task_id: str
+    task_group_id: str
+    expires: datetime | None
+
+
+# mirror_waiting_next_attempt: the longest due first, so none waits for ever
+# behind newer ones; those asked for in vain wait until their next attempt.
 _WAITING = """
-SELECT task_id FROM mirror_waiting ORDER BY first_seen, task_id LIMIT $1"""
+SELECT task_id, task_group_id, expires FROM mirror_waiting
+WHERE next_attempt <= now() ORDER BY next_attempt, task_id LIMIT $1"""
 
 
-async def waiting_task_ids(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[str]:
-    """Up to `limit` tasks whose status waits for its definition, oldest first."""
-    return [r["task_id"] for r in await conn.fetch(_WAITING, limit)]
+async def waiting_due(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[Waiting]:
+    """Up to `limit` tasks whose status waits for its definition and is due to ask again."""
+    return [Waiting(r["task_id"], r["task_group_id"], r["expires"])
+            for r in await conn.fetch(_WAITING, limit)]
 
 
 # mirror_groups_pkey (few rows: only groups queued and not yet walked).

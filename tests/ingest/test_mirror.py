@@ -1,0 +1,158 @@
+"""The follower's write path against an upstream that lies or never gives a definition.
+
+The upstream is a real HTTP server answering `queue.tasks` as each test says, and
+counting the calls; the store is a real PostgreSQL. What is checked is what was
+stored, and how many calls a given number of fetch rounds cost.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import AsyncIterator, Callable
+
+import asyncpg
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ingest.dumps import GROUP, LONG_LABEL, definition, run, status, tid
+from servers import serving
+from tcgraph.ingest import shapes
+from tcgraph.ingest.mirror import RETRY_MAX_S, RETRY_MIN_S, Delivery, Mirror
+from tcgraph.ingest.events import EXCHANGE_PREFIX
+from tcgraph.ingest.upstream import Upstream
+from tcgraph.store import writes
+
+Answer = Callable[[list[str]], list[dict]]
+VICTIM, ASKED, OTHER = tid(1), tid(2), tid(3)
+ROUNDS = 50
+
+
+class Calls:
+    """The ids of each `queue.tasks` call the upstream answered."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+
+def upstream_app(answer: Answer, calls: Calls) -> Starlette:
+    async def tasks(request: Request) -> Response:
+        ids = (await request.json())["taskIds"]
+        calls.asked.append(ids)
+        return JSONResponse({"tasks": answer(ids)})
+
+    return Starlette(routes=[Route("/api/queue/v1/tasks", tasks, methods=["POST"])])
+
+
+@pytest.fixture
+async def mirror_of(pool: asyncpg.Pool) -> AsyncIterator[Callable[[str], Mirror]]:
+    opened: list[Upstream] = []
+
+    def make(url: str) -> Mirror:
+        opened.append(Upstream(url, max_retries=0))
+        return Mirror(pool, opened[-1], queue_name="q", backfill=False,
+                      started=datetime.now(timezone.utc))
+
+    yield make
+    for upstream in opened:
+        await upstream.close()
+
+
+async def store_task(pool: asyncpg.Pool, task_id: str, task: dict) -> None:
+    async with pool.acquire() as conn:
+        await writes.upsert_tasks_with_statuses(conn, [(
+            shapes.task_row(task_id, task), shapes.status_row(status(task_id, [run(0)]), task_id))])
+
+
+async def wait_for_definition(pool: asyncpg.Pool, *task_ids: str) -> None:
+    """Statuses of `task_ids` waiting for their definition, as the follower keeps them."""
+    async with pool.acquire() as conn:
+        await writes.upsert_waiting(conn, [writes.WaitingRow(
+            group=GROUP, status=shapes.status_row(status(t, [run(0)]), t),
+            expires=shapes.time(status(t, []), "expires")[0])  # type: ignore[index]
+            for t in task_ids])
+
+
+async def waiting(pool: asyncpg.Pool, task_id: str) -> asyncpg.Record:
+    return await pool.fetchrow(
+        "SELECT attempts, problem, EXTRACT(EPOCH FROM next_attempt - now()) AS due_in "
+        "FROM mirror_waiting WHERE task_id = $1", task_id)
+
+
+async def test_an_answer_under_an_id_not_asked_for_is_not_stored_and_retries_back_off(
+        pool: asyncpg.Pool, mirror_of: Callable[[str], Mirror]) -> None:
+    victim = definition(tags={"label": "the victim"})
+    await store_task(pool, VICTIM, victim)
+    await wait_for_definition(pool, ASKED)
+    calls = Calls()
+    lie = definition(tags={"label": "a lie"})
+    with serving(upstream_app(lambda ids: [{"taskId": VICTIM, "task": lie}], calls)) as url:
+        mirror = mirror_of(url)
+        stored = [await mirror.fetch_waiting() for _ in range(ROUNDS)]
+        assert stored == [0] * ROUNDS
+        # One call: the id that did not come is not due again for RETRY_MIN_S.
+        assert calls.asked == [[ASKED]]
+        held = await waiting(pool, ASKED)
+        assert held["attempts"] == 1 and held["problem"] == "the upstream did not give it"
+        assert 0 < held["due_in"] <= RETRY_MIN_S
+        # Each further attempt waits twice as long, up to RETRY_MAX_S.
+        for attempt in (2, 3):
+            await pool.execute("UPDATE mirror_waiting SET next_attempt = now()")
+            for _ in range(ROUNDS):
+                await mirror.fetch_waiting()
+            assert len(calls.asked) == attempt
+            held = await waiting(pool, ASKED)
+            assert held["attempts"] == attempt
+            assert RETRY_MIN_S * 2 ** (attempt - 2) < held["due_in"] <= RETRY_MIN_S * 2 ** (
+                attempt - 1)
+        await pool.execute("UPDATE mirror_waiting SET next_attempt = now(), attempts = 1000")
+        await mirror.fetch_waiting()
+        assert RETRY_MIN_S < (await waiting(pool, ASKED))["due_in"] <= RETRY_MAX_S
+        # The batch path, for a message of the task: the lie is not stored either.
+        message = {"version": 1, "runId": 0, "status": status(ASKED, [run(0, "running")])}
+        await mirror.write([Delivery(EXCHANGE_PREFIX + "task-running",
+                                     f"primary.{ASKED}.0._._._._.{GROUP}._",
+                                     orjson.dumps(message))])
+    assert orjson.loads(await pool.fetchval(
+        "SELECT definition::text FROM tasks WHERE task_id = $1", VICTIM))["tags"] == victim["tags"]
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
+
+
+async def test_a_definition_that_disagrees_with_its_status_is_not_stored(
+        pool: asyncpg.Pool, mirror_of: Callable[[str], Mirror]) -> None:
+    await wait_for_definition(pool, ASKED, OTHER)
+    elsewhere = definition(group="E" * 22)
+    later = definition(expires="2099-01-01T00:00:00.000Z")
+    answers = {ASKED: elsewhere, OTHER: later}
+    calls = Calls()
+    with serving(upstream_app(lambda ids: [{"taskId": t, "task": answers[t]} for t in ids],
+                              calls)) as url:
+        mirror = mirror_of(url)
+        for _ in range(ROUNDS):
+            assert await mirror.fetch_waiting() == 0
+    assert len(calls.asked) == 1
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 0
+    assert "taskGroupId EEEEEEEEEEEEEEEEEEEEEE" in (await waiting(pool, ASKED))["problem"]
+    assert "expires 2099-01-01" in (await waiting(pool, OTHER))["problem"]
+
+
+async def test_a_definition_the_store_refuses_leaves_the_others_stored(
+        pool: asyncpg.Pool, mirror_of: Callable[[str], Mirror]) -> None:
+    await wait_for_definition(pool, ASKED, OTHER)
+    answers = {ASKED: definition(tags={"label": LONG_LABEL}), OTHER: definition()}
+    calls = Calls()
+    with serving(upstream_app(lambda ids: [{"taskId": t, "task": answers[t]} for t in ids],
+                              calls)) as url:
+        mirror = mirror_of(url)
+        assert await mirror.fetch_waiting() == 1
+        for _ in range(ROUNDS):
+            assert await mirror.fetch_waiting() == 0
+    assert len(calls.asked) == 1
+    assert await pool.fetchval("SELECT array_agg(task_id) FROM tasks") == [OTHER]
+    assert await pool.fetchval("SELECT state FROM tasks") == "completed"  # its status, promoted
+    held = await waiting(pool, ASKED)
+    assert held["attempts"] == 1
+    assert "the store refused it: ProgramLimitExceededError (SQLSTATE 54000)" in held["problem"]
