@@ -8,15 +8,16 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-GROUP = "G" * 22
-TASK_A = "A" * 22
-TASK_B = "B" * 22
-TASK_C = "C" * 22
+# Taskcluster's slugid pattern fixes the 9th, 11th and last characters (tcgraph.keys).
+GROUP = "GGGGGGGGQGCGGGGGGGGGGA"
+TASK_A = "AAAAAAAAQACAAAAAAAAAAA"
+TASK_B = "BBBBBBBBQBCBBBBBBBBBBA"
+TASK_C = "CCCCCCCCQCCCCCCCCCCCCA"
 
 
 def tid(n: int) -> str:
-    """A valid 22-character taskId for `n`."""
-    return f"T{n:021d}"
+    """A valid taskId (Taskcluster's slugid pattern) for `n`."""
+    return f"T{n:07d}QTC{n:010d}A"
 
 
 def definition(group: str = GROUP, **changes: object) -> dict:
