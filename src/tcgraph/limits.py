@@ -3,8 +3,9 @@
 Cost is an upper bound computed from the document before anything runs: each
 object a field may return counts 1, multiplied by how many its parents may
 return. A list argument of n keys may return n objects, a connection `first`
-items (the default page size when `first` is not given); other lists (a
-task's dependencies, a status's runs) count 1 per parent. A document over
+items (the default page size when `first` is not given), and so does a task's
+`dependencies` (a definition may list 10,000, so it is bounded like a page);
+a status's runs count 1 per parent. A document over
 `max_cost` is refused before any SQL. Every response reports its cost as
 `extensions.cost`, in the shape Shopify uses. The arithmetic is in measure.py.
 
