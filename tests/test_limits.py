@@ -166,3 +166,44 @@ async def test_dependencies_first_from_a_variable(pool: asyncpg.Pool, settings: 
                            "query ($id: ID!, $n: Int) { task(taskId: $id) { "
                            "dependencies(first: $n) { taskId } } }", {"id": child.task_id, "n": 2})
     assert result.data == {"task": {"dependencies": [{"taskId": p.task_id} for p in parents[:2]]}}
+
+
+# --- arguments that cannot be coerced: one coded answer on both paths ---------------
+
+
+NULL_INCLUDE = [
+    "query ($v: Boolean = true, $id: ID!) { task(taskId: $id) { taskId label @include(if: $v) } }",
+    "query ($v: Boolean = true, $id: ID!) { task(taskId: $id) { ...F } } "
+    "fragment F on Task { taskId status @include(if: $v) { state } }",
+    "query ($v: Boolean = false, $id: ID!) { task(taskId: $id) { taskId label @skip(if: $v) } }",
+    "query ($v: ID = \"x\", $id: ID!) { task(taskId: $v) { taskId } t: task(taskId: $id) { taskId } }",
+]
+
+
+@pytest.mark.parametrize("document", NULL_INCLUDE)
+async def test_a_null_variable_in_a_non_null_place_is_refused_alike_on_both_paths(
+        pool: asyncpg.Pool, settings: Settings, document: str) -> None:
+    task = FakeTask(label="null-include")
+    await store(pool, [task])
+    answers = []
+    for sql_json in (True, False):
+        result = await execute(pool, settings.with_(sql_json=sql_json), document,
+                               {"v": None, "id": task.task_id})
+        assert result.data is None and result.statements == 0
+        assert [e["extensions"] for e in result.errors] == [{"code": "BAD_USER_INPUT"}]
+        assert "'$v'" in result.errors[0]["message"]
+        answers.append(result.errors)
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("sql_json", [True, False])
+async def test_a_null_include_that_never_runs_is_not_refused(
+        pool: asyncpg.Pool, settings: Settings, sql_json: bool) -> None:
+    task = FakeTask(label="null-include-skipped")
+    await store(pool, [task])
+    result = await execute(pool, settings.with_(sql_json=sql_json),
+                           "query ($v: Boolean = true, $id: ID!) { task(taskId: $id) { "
+                           "taskId ...F @skip(if: true) } } "
+                           "fragment F on Task { label @include(if: $v) }",
+                           {"v": None, "id": task.task_id})
+    assert not result.errors and result.data == {"task": {"taskId": task.task_id}}
