@@ -54,16 +54,16 @@ async def test_migrate_demo_and_import(database_url: str, tmp_path: Path) -> Non
     assert demo.returncode == 0, demo.stderr
 
     good = tmp_path / "entry.json"
-    good.write_text(json.dumps({"namespace": "cli.test.path", "taskId": "A" * 22, "rank": 1,
+    good.write_text(json.dumps({"namespace": "cli.test.path", "taskId": "AAAAAAAAQACAAAAAAAAAAA", "rank": 1,
                                 "data": {}, "expires": "2099-01-01T00:00:00.000Z"}))
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"namespace": "cli.test.other", "taskId": "' + "B" * 22 + '", "rank": 1, '
+    bad.write_text('{"namespace": "cli.test.other", "taskId": "' + "BBBBBBBBQBCBBBBBBBBBBA" + '", "rank": 1, '
                    '"data": {}, "expires": "2099-01-01T00:00:00.000Z"}\n{"nonsense": true}\n')
     imported = tcgraph("import", "--database-url", database_url, str(good), str(bad))
     assert imported.returncode == 1
     assert "bad.jsonl" in imported.stderr and "line 2" in imported.stderr
     from_stdin = tcgraph("import", "--database-url", database_url, "-",
-                         input=json.dumps({"namespace": "cli.stdin", "taskId": "C" * 22,
+                         input=json.dumps({"namespace": "cli.stdin", "taskId": "CCCCCCCCQCCCCCCCCCCCCA",
                                            "rank": 0, "data": {},
                                            "expires": "2099-01-01T00:00:00.000Z"}))
     assert from_stdin.returncode == 0, from_stdin.stderr

@@ -114,3 +114,96 @@ async def test_an_oversized_first_is_refused_before_any_sql(
     assert result.data is None and result.statements == 0
     assert result.errors[0]["extensions"] == {"code": "LIMIT_EXCEEDED", "limit": "max_page_size",
                                               "value": 1001, "maximum": 1000}
+
+
+# --- cost bounds what runs: dependencies count as a page ---------------------------
+
+
+def count_objects(value: object) -> int:
+    """The objects in an answer (what cost counts), nulls aside."""
+    if isinstance(value, list):
+        return sum(count_objects(v) for v in value)
+    if isinstance(value, dict):
+        return 1 + sum(count_objects(v) for v in value.values())
+    return 0
+
+
+@pytest.mark.parametrize("sql_json", [True, False])
+async def test_cost_bounds_the_objects_dependencies_return(
+        pool: asyncpg.Pool, settings: Settings, sql_json: bool) -> None:
+    """The reported reproducer: 1,000 keys of a task with 1,000 dependencies cost 2,000."""
+    parents = [FakeTask(label=f"dep-{n}") for n in range(1_000)]
+    fan_in = FakeTask(label="fan-in", dependencies=[p.task_id for p in parents])
+    await store(pool, [*parents, fan_in])
+    document = "query ($ids: [ID!]!) { tasks(taskIds: $ids) { dependencies { taskId } } }"
+    ids = {"ids": [fan_in.task_id] * 1_000}
+    demands = document_demands(SCHEMA, parse(document), None, ids, settings.default_page_size)
+    assert demands is not None and demands.cost == 1_000 * (1 + settings.default_page_size)
+    result = await execute(pool, settings.with_(sql_json=sql_json), document, ids)
+    assert not result.errors
+    first = result.data["tasks"][0]["dependencies"]
+    assert [d["taskId"] for d in first] == [p.task_id for p in parents[:100]]
+    assert count_objects(result.data["tasks"]) <= demands.cost
+
+
+async def test_asking_for_every_dependency_of_many_keys_is_refused(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    result = await execute(pool, settings, "query ($ids: [ID!]!) { tasks(taskIds: $ids) { "
+                           "dependencies(first: 1000) { taskId } } }", {"ids": ["x"] * 1_000})
+    assert result.statements == 0
+    assert result.errors[0]["extensions"] == {
+        "code": "LIMIT_EXCEEDED", "limit": "max_cost", "value": 1_000 * 1_001,
+        "maximum": settings.max_cost}
+
+
+@pytest.mark.parametrize("sql_json", [True, False])
+async def test_dependencies_first_from_a_variable(pool: asyncpg.Pool, settings: Settings,
+                                                  sql_json: bool) -> None:
+    parents = [FakeTask(label=f"var-dep-{n}") for n in range(3)]
+    child = FakeTask(label="var-child", dependencies=[p.task_id for p in parents])
+    await store(pool, [*parents, child])
+    result = await execute(pool, settings.with_(sql_json=sql_json),
+                           "query ($id: ID!, $n: Int) { task(taskId: $id) { "
+                           "dependencies(first: $n) { taskId } } }", {"id": child.task_id, "n": 2})
+    assert result.data == {"task": {"dependencies": [{"taskId": p.task_id} for p in parents[:2]]}}
+
+
+# --- arguments that cannot be coerced: one coded answer on both paths ---------------
+
+
+NULL_INCLUDE = [
+    "query ($v: Boolean = true, $id: ID!) { task(taskId: $id) { taskId label @include(if: $v) } }",
+    "query ($v: Boolean = true, $id: ID!) { task(taskId: $id) { ...F } } "
+    "fragment F on Task { taskId status @include(if: $v) { state } }",
+    "query ($v: Boolean = false, $id: ID!) { task(taskId: $id) { taskId label @skip(if: $v) } }",
+    "query ($v: ID = \"x\", $id: ID!) { task(taskId: $v) { taskId } t: task(taskId: $id) { taskId } }",
+]
+
+
+@pytest.mark.parametrize("document", NULL_INCLUDE)
+async def test_a_null_variable_in_a_non_null_place_is_refused_alike_on_both_paths(
+        pool: asyncpg.Pool, settings: Settings, document: str) -> None:
+    task = FakeTask(label="null-include")
+    await store(pool, [task])
+    answers = []
+    for sql_json in (True, False):
+        result = await execute(pool, settings.with_(sql_json=sql_json), document,
+                               {"v": None, "id": task.task_id})
+        assert result.data is None and result.statements == 0
+        assert [e["extensions"] for e in result.errors] == [{"code": "BAD_USER_INPUT"}]
+        assert "'$v'" in result.errors[0]["message"]
+        answers.append(result.errors)
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("sql_json", [True, False])
+async def test_a_null_include_that_never_runs_is_not_refused(
+        pool: asyncpg.Pool, settings: Settings, sql_json: bool) -> None:
+    task = FakeTask(label="null-include-skipped")
+    await store(pool, [task])
+    result = await execute(pool, settings.with_(sql_json=sql_json),
+                           "query ($v: Boolean = true, $id: ID!) { task(taskId: $id) { "
+                           "taskId ...F @skip(if: true) } } "
+                           "fragment F on Task { label @include(if: $v) }",
+                           {"v": None, "id": task.task_id})
+    assert not result.errors and result.data == {"task": {"taskId": task.task_id}}

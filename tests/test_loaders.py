@@ -36,7 +36,7 @@ async def test_2000_labels_latest_status_dependencies_in_at_most_5_statements(
     labels = list(newest)
     query = """query ($labels: [String!]!) { labels(labels: $labels) {
         label latest { taskId status { state expires }
-                       dependencies { taskId status { state runs { runId state } } } } } }"""
+                       dependencies(first: 10) { taskId status { state runs { runId state } } } } } }"""
     result = await execute(pool, settings, query, {"labels": labels})
     assert result.errors == []
     assert result.statements <= 5, result.statements

@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tcgraph.keys import DEFAULT_MAX_KEYS, DEFAULT_MAX_PAGE_SIZE
+
 
 def default_data_dir() -> Path:
     """The per-user directory for the embedded PostgreSQL cluster."""
@@ -38,9 +40,9 @@ class Settings:
     # pgbouncer before 1.21 requires (see docs/scaling.md).
     statement_cache_size: int = 100
     # Limits. A request over any of them is refused before any SQL runs.
-    max_keys: int = 10_000  # keys in one list argument (taskIds, labels, ...)
+    max_keys: int = DEFAULT_MAX_KEYS  # keys in one list argument (taskIds, labels, ...)
     default_page_size: int = 100
-    max_page_size: int = 1_000
+    max_page_size: int = DEFAULT_MAX_PAGE_SIZE
     max_depth: int = 12  # nesting depth of a document
     max_body_bytes: int = 4_000_000  # request body; 10,000 long index paths fit
     # Slow clients: a request's headers must arrive within this long of its

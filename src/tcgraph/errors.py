@@ -33,6 +33,12 @@ class LimitExceeded(ClientError):
         )
 
 
+def check_key_count(argument: str, count: int, maximum: int) -> None:
+    """Refuse `count` keys in the list `argument` when over `maximum` (`max_keys`)."""
+    if count > maximum:
+        raise LimitExceeded("max_keys", count, maximum, f"`{argument}` has too many keys")
+
+
 class BadCursor(ClientError):
     """A pagination cursor that this connection did not hand out."""
 

@@ -3,8 +3,9 @@
 Cost is an upper bound computed from the document before anything runs: each
 object a field may return counts 1, multiplied by how many its parents may
 return. A list argument of n keys may return n objects, a connection `first`
-items (the default page size when `first` is not given); other lists (a
-task's dependencies, a status's runs) count 1 per parent. A document over
+items (the default page size when `first` is not given), and so does a task's
+`dependencies` (a definition may list 10,000, so it is bounded like a page);
+a status's runs count 1 per parent. A document over
 `max_cost` is refused before any SQL. Every response reports its cost as
 `extensions.cost`, in the shape Shopify uses. The arithmetic is in measure.py.
 
@@ -16,7 +17,9 @@ twice); the token limit is Strawberry's, applied while parsing. Every limit's
 error carries the same machine-readable `extensions` (`code: LIMIT_EXCEEDED`,
 the limit's name and value), and every other error about the document itself
 a code too: `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, or
-`BAD_USER_INPUT` for variables the operation cannot take.
+`BAD_USER_INPUT` for variables the operation cannot take (an argument or an
+`@include`/`@skip` condition of the selections that will run, null where the
+schema needs a value, is refused before execution, with the cost).
 """
 
 from __future__ import annotations
@@ -186,7 +189,14 @@ class Limits(SchemaExtension):
         yield
 
     def refusals(self, demands: Demands) -> list[GraphQLError]:
-        """The limits `demands` exceed (the page size first: it names the field to change)."""
+        """Why `demands` cannot run: arguments that cannot be coerced, then the limits
+        exceeded (the page size first: it names the field to change)."""
+        if demands.coercion_errors:
+            # Refused before anything runs, so both executors answer alike (the
+            # compiled one never sees the selections a null @include decides).
+            return [GraphQLError(error.message, error.nodes, error.source, error.positions,
+                                 extensions={"code": BadInput.code})
+                    for error in demands.coercion_errors]
         maximum = self.settings.max_page_size
         if demands.largest_first > maximum:
             # Refused here, before any SQL, even where the connection's parent

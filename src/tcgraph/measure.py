@@ -212,10 +212,16 @@ def _fields_within(selection_set: SelectionSetNode) -> Iterator[FieldNode]:
 
 @dataclass(frozen=True)
 class Demands:
-    """What an operation may ask for: its cost, and the largest `first` of any connection."""
+    """What an operation may ask for: its cost, and the largest `first` of any connection.
+
+    `coercion_errors`: arguments and directive arguments of the selections that
+    will run whose values cannot be coerced (a null variable in a non-null
+    place, as `@include(if: $v)` with `$v` null): the request cannot run as sent.
+    """
 
     cost: int
     largest_first: int
+    coercion_errors: tuple[GraphQLError, ...] = ()
 
 
 def choose_operation(document: DocumentNode,
@@ -262,21 +268,30 @@ class _CostWalk:
         self.default_page_size = default_page_size
         self.largest_first = 0
         self.fragments: dict[str, int] = {}
+        # Coercion errors met so far, and those met inside each fragment (which
+        # count only where the fragment is spread in a selection that runs).
+        self.errors: dict[tuple[str, str], GraphQLError] = {}
+        self.fragment_errors: dict[str, dict[tuple[str, str], GraphQLError]] = {}
+
+    def failed(self, error: GraphQLError) -> None:
+        self.errors.setdefault((error.message, str(error.locations)), error)
 
     def included(self, node: Any) -> bool:
         """@skip and @include as the executor decides them."""
         try:
             skip = get_directive_values(GraphQLSkipDirective, node, self.variables)
             include = get_directive_values(GraphQLIncludeDirective, node, self.variables)
-        except GraphQLError:
-            return True  # validation reports the bad directive; count the selection
+        except GraphQLError as error:
+            self.failed(error)
+            return True  # count the selection; the request is refused anyway
         return not (skip and skip.get("if") is True) and not (include and include.get("if") is False)
 
     def arguments(self, field: GraphQLField, node: FieldNode) -> dict[str, Any]:
         try:
             return get_argument_values(field, node, self.variables)
-        except GraphQLError:
-            return {}  # validation reports the bad argument
+        except GraphQLError as error:
+            self.failed(error)
+            return {}
 
     def items(self, parent: GraphQLNamedType | None, field: GraphQLField | None,
               node: FieldNode) -> int:
@@ -301,9 +316,11 @@ class _CostWalk:
             if not self.included(selection):
                 continue
             if isinstance(selection, FieldNode):
-                if selection.selection_set is None:
-                    continue  # a scalar
                 field = _field_definition(parent, selection.name.value, self.schema)
+                if selection.selection_set is None:
+                    if field is not None and field.args:
+                        self.arguments(field, selection)  # only checked: a scalar costs 0
+                    continue
                 child = get_named_type(field.type) if field is not None else None
                 total += self.items(parent, field, selection) * (
                     1 + self.cost(selection.selection_set, child))
@@ -313,6 +330,7 @@ class _CostWalk:
                     condition.name.value) if condition else parent)
             elif isinstance(selection, FragmentSpreadNode):
                 total += self.fragments.get(selection.name.value, 0)
+                self.errors.update(self.fragment_errors.get(selection.name.value, {}))
             if total > MAX_REPORTED_COST:
                 return MAX_REPORTED_COST
         return total
@@ -331,10 +349,14 @@ def operation_demands(schema: GraphQLSchema, document: DocumentNode,
     fragments = fragments_of(document)
     for name in spread_order(fragments, _spreads(operation.selection_set)):
         fragment = fragments[name]
+        walk.errors = {}
         walk.fragments[name] = walk.cost(
             fragment.selection_set, schema.get_type(fragment.type_condition.name.value))
+        walk.fragment_errors[name] = walk.errors
+    walk.errors = {}
     root = schema.get_root_type(operation.operation)
-    return Demands(walk.cost(operation.selection_set, root), walk.largest_first)
+    cost = walk.cost(operation.selection_set, root)
+    return Demands(cost, walk.largest_first, tuple(walk.errors.values()))
 
 
 def document_demands(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,

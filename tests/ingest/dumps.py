@@ -9,10 +9,11 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-GROUP = "G" * 22
-TASK_A = "A" * 22
-TASK_B = "B" * 22
-TASK_C = "C" * 22
+# Taskcluster's slugid pattern fixes the 9th, 11th and last characters (tcgraph.keys).
+GROUP = "GGGGGGGGQGCGGGGGGGGGGA"
+TASK_A = "AAAAAAAAQACAAAAAAAAAAA"
+TASK_B = "BBBBBBBBQBCBBBBBBBBBBA"
+TASK_C = "CCCCCCCCQCCCCCCCCCCCCA"
 
 
 # A label as long as Taskcluster allows a tag to be (4,096 characters), drawn
@@ -24,8 +25,8 @@ LONG_LABEL = "".join(chr(_CHOOSE.randrange(0x4E00, 0xA000)) for _ in range(4096)
 
 
 def tid(n: int) -> str:
-    """A valid 22-character taskId for `n`."""
-    return f"T{n:021d}"
+    """A valid taskId (Taskcluster's slugid pattern) for `n`."""
+    return f"T{n:07d}QTC{n:010d}A"
 
 
 def definition(group: str = GROUP, **changes: object) -> dict:

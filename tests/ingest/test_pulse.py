@@ -60,7 +60,7 @@ BAD = [
             orjson.dumps({"version": 1, "runId": 0})),
     Message(EXCHANGE_PREFIX + "task-completed", "primary.bad-run", (), orjson.dumps(
         {"version": 1, "runId": 0, "status": {
-            "taskId": "AAAAAAAAAAAAAAAAAAAAAA", "taskGroupId": "AAAAAAAAAAAAAAAAAAAAAA",
+            "taskId": "AAAAAAAAQACAAAAAAAAAAA", "taskGroupId": "AAAAAAAAQACAAAAAAAAAAA",
             "retriesLeft": 5, "runs": [{"runId": 0, "state": "finished",
                                         "reasonCreated": "scheduled",
                                         "scheduled": "2026-12-01T00:00:00.000Z"}]}})),

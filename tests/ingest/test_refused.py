@@ -23,8 +23,8 @@ from services.replay import Message, Recording, upstream_app
 from tcgraph.ingest.events import EXCHANGE_PREFIX
 from tcgraph.ingest.follow import REFUSED_BY_STORE
 
-REFUSED_TASK = "RefusedRefusedRefused0"
-GROUP = "RefusedGroupRefusedGr0"
+REFUSED_TASK = "RefusedRQfCsedRefusedA"  # Taskcluster's slugid pattern
+GROUP = "RefusedGQoCpRefusedGrA"
 
 
 def pending(run_count: int) -> Message:

@@ -111,7 +111,7 @@ async def publish(url: str, messages: Iterable[Message]) -> int:
 def sentinel(n: int) -> Message:
     """A task-group-resolved message for a group no task is in: published after the
     others, it tells (once its batch is committed) that everything before it was."""
-    group = f"sentinel{n:014d}AAAAAAAA"[:22]
+    group = f"sentinel{n:014d}"[:8] + f"QAC{n:010d}A"  # Taskcluster's slugid pattern
     return Message("exchange/taskcluster-queue/v1/task-group-resolved",
                    f"primary.{group}.tcgraph-test._", (),
                    orjson.dumps({"taskGroupId": group, "schedulerId": "tcgraph-test",

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from tcgraph import timefmt
+from tcgraph.keys import DEFAULT_MAX_PAGE_SIZE
 from tcgraph.api.schema import sdl
 from tcgraph.model import RUN_STATES, TASK_STATES
 
@@ -182,11 +183,13 @@ class Entry:
     input: str | None = None
     output: str | None = None
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self, max_page_size: int = DEFAULT_MAX_PAGE_SIZE) -> dict[str, object]:
+        """The entry, its description naming the page size the server was given."""
+        description = self.description.replace(_PAGE_SIZE, str(max_page_size))
         entry: dict[str, object] = {
             "type": "function", "method": self.method, "route": self.route,
             "query": list(self.query), "args": list(self.args), "name": self.name,
-            "stability": self.stability, "title": self.title, "description": self.description,
+            "stability": self.stability, "title": self.title, "description": description,
         }
         if self.input is not None:
             entry["input"] = self.input
@@ -205,7 +208,8 @@ class Service:
     entries: tuple[Entry, ...]
     schemas: dict[str, Schema] = field(default_factory=dict)  # "v1/x.json" -> JSON schema
 
-    def reference(self, root: str) -> dict[str, object]:
+    def reference(self, root: str,
+                  max_page_size: int = DEFAULT_MAX_PAGE_SIZE) -> dict[str, object]:
         """The API reference document, Taskcluster's `api-reference-v0` format."""
         return {
             "$schema": f"{root}/schemas/common/api-reference-v0.json#",
@@ -213,16 +217,19 @@ class Service:
             "serviceName": self.name,
             "title": self.title,
             "description": self.description,
-            "entries": [entry.as_json() for entry in self.entries],
+            "entries": [entry.as_json(max_page_size) for entry in self.entries],
         }
 
 
-_PAGES = ("It answers at most `limit` results (default and maximum: 1000; a larger `limit` "
-          "is 1000) a page; when more follow, the reply has a `continuationToken`: send the "
-          "same body again with `?continuationToken=` for the next page.")
+# Stands for the served `max_page_size` in descriptions (Entry.as_json writes it).
+_PAGE_SIZE = "<max_page_size>"
+_PAGES = (f"It answers at most `limit` results (default and maximum: {_PAGE_SIZE}; a larger "
+          f"`limit` is {_PAGE_SIZE}) a page; when more follow, the reply has a "
+          "`continuationToken`: send the same body again with `?continuationToken=` for the "
+          "next page.")
 _LIST = ("In Taskcluster's order (PostgreSQL's en-US collation), at most `limit` a page "
-         "(default and maximum: 1000); when more follow, the reply has a `continuationToken` "
-         "for `?continuationToken=`.")
+         f"(default and maximum: {_PAGE_SIZE}); when more follow, the reply has a "
+         "`continuationToken` for `?continuationToken=`.")
 _PING = "Respond without doing anything: the service is up."
 
 STATUS_AND_TASK = _object({"status": {"$ref": "task-status.json#"}, "task": {"$ref": "task.json#"}})
@@ -382,7 +389,8 @@ async def api_reference(request: Request) -> JSONResponse:
     service = SERVICES.get(request.path_params["service"])
     if service is None:
         raise HTTPException(status_code=404)
-    return JSONResponse(service.reference(root_url(request)))
+    return JSONResponse(service.reference(root_url(request),
+                                          request.app.state.settings.max_page_size))
 
 
 @functools.cache

@@ -24,7 +24,7 @@ from tcgraph.api.types.mirror import Mirror
 from tcgraph.api.types.tasks import Task, TaskFilter, TaskStatus, storable, task_filter
 from tcgraph.config import Settings
 from tcgraph.api.middleware import request_id
-from tcgraph.errors import ClientError, LimitExceeded, ServiceUnavailable
+from tcgraph.errors import ClientError, ServiceUnavailable, check_key_count
 from tcgraph.limits import DocumentShape, Limits
 from tcgraph.loaders import JsonListKey
 from tcgraph.model import split_index_path
@@ -33,9 +33,7 @@ from tcgraph.timefmt import format_time, parse_time
 
 
 def _keys(info: Info, argument: str, values: Sequence[str]) -> list[str]:
-    maximum = info.context.settings.max_keys
-    if len(values) > maximum:
-        raise LimitExceeded("max_keys", len(values), maximum, f"`{argument}` has too many keys")
+    check_key_count(argument, len(values), info.context.settings.max_keys)
     for value in values:
         storable(argument, value)
     return list(values)

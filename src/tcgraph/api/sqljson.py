@@ -29,6 +29,9 @@ from strawberry.types.base import (
 )
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
+from tcgraph.errors import ClientError
+from tcgraph.pagination import page_size
+
 if TYPE_CHECKING:
     from strawberry.types import Info
 
@@ -49,15 +52,27 @@ class Sql:
     objects) also uses `{json}`, the compiled selection of that object, over
     `{child}`, the alias its template gives the object's row; with `same_row`
     the object is made of the parent's row itself (`{child}` is `{row}`).
+    A `paged` field takes one argument, `first` (checked and defaulted as a
+    page size), which its template uses as `{first}`.
     """
 
     template: str
     same_row: bool = False
+    paged: bool = False
 
 
-def sql(template: str, *, same_row: bool = False) -> dict[str, Sql]:
+def sql(template: str, *, same_row: bool = False, paged: bool = False) -> dict[str, Sql]:
     """`metadata` for `strawberry.field`: the field's value as PostgreSQL computes it."""
-    return {SQL: Sql(template, same_row)}
+    return {SQL: Sql(template, same_row, paged)}
+
+
+@dataclass
+class _Collected:
+    """One response key of a selection set: its field, arguments and merged sub-selections."""
+
+    name: str
+    arguments: dict[str, Any]
+    selections: list[Selection]
 
 
 def quote(text: str) -> str:
@@ -68,14 +83,14 @@ def quote(text: str) -> str:
 class _Compiler:
     def __init__(self, info: Info[Context, Any]) -> None:
         self.schema = info.schema
+        self.settings = info.context.settings
         self.aliases = 0
 
     def alias(self) -> str:
         self.aliases += 1
         return f"j{self.aliases}"
 
-    def collect(self, selections: Iterable[Selection],
-                into: dict[str, tuple[str, list[Selection]]]) -> None:
+    def collect(self, selections: Iterable[Selection], into: dict[str, _Collected]) -> None:
         """GraphQL's CollectFields: response key -> (field name, merged sub-selections)."""
         for selection in selections:
             if not _included(selection.directives):
@@ -83,43 +98,57 @@ class _Compiler:
             if isinstance(selection, SelectedField):
                 key = selection.alias or selection.name
                 if key in into:
-                    into[key][1].extend(selection.selections)
+                    into[key].selections.extend(selection.selections)
                 else:
-                    into[key] = (selection.name, list(selection.selections))
+                    # Validation made the arguments of fields sharing a key equal.
+                    into[key] = _Collected(selection.name, dict(selection.arguments),
+                                           list(selection.selections))
             elif isinstance(selection, (FragmentSpread, InlineFragment)):
                 self.collect(selection.selections, into)
 
     def compile(self, type_name: str, selections: Iterable[Selection], row: str) -> str | None:
-        fields: dict[str, tuple[str, list[Selection]]] = {}
+        fields: dict[str, _Collected] = {}
         self.collect(selections, fields)
         if len(fields) > _MAX_KEYS:
             return None
         parts: list[str] = []
-        for key, (name, subselections) in fields.items():
-            value = self.value(type_name, name, subselections, row)
+        for key, collected in fields.items():
+            value = self.value(type_name, collected, row)
             if value is None:
                 return None
             parts.append(f"{quote(key)}, {value}")
         return f"json_build_object({', '.join(parts)})"
 
-    def value(self, type_name: str, name: str, subselections: list[Selection],
-              row: str) -> str | None:
-        if name == "__typename":
+    def value(self, type_name: str, collected: _Collected, row: str) -> str | None:
+        if collected.name == "__typename":
             return f"{quote(type_name)}::text"
-        field = self.schema.get_field_for_type(name, type_name)
-        if field is None or field.arguments:
+        field = self.schema.get_field_for_type(collected.name, type_name)
+        if field is None:
             return None
         declared = field.metadata.get(SQL)
         if not isinstance(declared, Sql):
             return None
+        accepted = {"first"} if declared.paged else set()
+        if {argument.python_name for argument in field.arguments} - accepted:
+            return None
+        try:
+            first = page_size(_int_argument(collected.arguments.get("first")), self.settings)
+        except ClientError:
+            return None  # the resolvers refuse it, where a parent object exists
         child_type = _object_type(field.type)
         if child_type is None:
             return declared.template.format(row=row)
         child = row if declared.same_row else self.alias()
-        json = self.compile(child_type.name, subselections, child)
+        json = self.compile(child_type.name, collected.selections, child)
         if json is None:
             return None
-        return declared.template.format(row=row, child=child, json=json)
+        return declared.template.format(row=row, child=child, json=json, first=first)
+
+
+def _int_argument(value: object) -> int | None:
+    """An Int argument: a variable's value arrives coerced, a literal as its text
+    (which validation found to be an Int)."""
+    return int(value) if isinstance(value, str) else value if isinstance(value, int) else None
 
 
 def _object_type(annotation: Any) -> StrawberryObjectDefinition | None:
@@ -173,14 +202,14 @@ def plan_nodes(info: Info[Context, Any], type_name: str, row: str) -> str | None
     is (that would be a second selection of the same rows).
     """
     def compile(compiler: _Compiler, selection: list[Selection]) -> str | None:
-        fields: dict[str, tuple[str, list[Selection]]] = {}
+        fields: dict[str, _Collected] = {}
         compiler.collect(selection, fields)
-        nodes = [sub for name, sub in fields.values() if name == "nodes"]
-        for name, sub in fields.values():
-            if name == "edges":
-                edge_fields: dict[str, tuple[str, list[Selection]]] = {}
-                compiler.collect(sub, edge_fields)
-                if any(edge_name == "node" for edge_name, _ in edge_fields.values()):
+        nodes = [f.selections for f in fields.values() if f.name == "nodes"]
+        for collected in fields.values():
+            if collected.name == "edges":
+                edge_fields: dict[str, _Collected] = {}
+                compiler.collect(collected.selections, edge_fields)
+                if any(edge.name == "node" for edge in edge_fields.values()):
                     return None
         if len(nodes) != 1:
             return None

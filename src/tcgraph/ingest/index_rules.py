@@ -14,17 +14,16 @@ write what they return through store.writes.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping
 
 from tcgraph.ingest import shapes
+from tcgraph.keys import INDEX_PATH
 from tcgraph.model import IndexEntryRow, NamespaceRow
 
 ROUTE_PREFIX = "index."
 # The index service's pattern for a path (and its length limit).
-_PATH = re.compile(r"([a-zA-Z0-9_!~*'()%-]+\.)*[a-zA-Z0-9_!~*'()%-]+")
 _MAX_PATH = 255
 _DAY = timedelta(days=1)
 _LAST_MIDNIGHT = datetime(9999, 12, 31, tzinfo=timezone.utc)
@@ -96,7 +95,7 @@ def task_entries(task_id: str, definition: Mapping[str, object],
     entries: list[IndexEntryRow] = []
     skipped: list[Skipped] = []
     for path in paths:
-        if len(path) > _MAX_PATH or not _PATH.fullmatch(path):
+        if len(path) > _MAX_PATH or not INDEX_PATH.fullmatch(path):
             skipped.append(Skipped(ROUTE_PREFIX + path, f"{path!r} is not an index path"))
             continue
         namespace, name = shapes.index_path(path)

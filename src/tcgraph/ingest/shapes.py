@@ -21,12 +21,12 @@ from typing import Mapping, Sequence
 
 import orjson
 
+from tcgraph.keys import SLUGID as SLUGID  # documents.py and upstream.py use shapes.SLUGID
 from tcgraph.model import (RUN_STATES, TASK_STATES, IndexEntryRow, State, StatusRow, TaskRow,
                            split_index_path)
 from tcgraph.precedence import status_rank
 from tcgraph.timefmt import PATTERN, format_time, parse_time
 
-SLUGID = re.compile(r"[A-Za-z0-9_-]{22}")
 _TASKCLUSTER_TIME = re.compile(PATTERN)
 # The store's integer columns (retries, retriesLeft) are 32-bit.
 MAX_COUNT = 2**31 - 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tcgraph.api.rest.endpoint import Call
 from tcgraph.api.rest.errors import ApiError
-from tcgraph.errors import LimitExceeded
+from tcgraph.errors import LimitExceeded, check_key_count
 
 
 def body_object(call: Call, service: str, schema: str, allowed: set[str]) -> dict[str, object]:
@@ -35,8 +35,8 @@ def key_list(call: Call, service: str, schema: str, body: dict[str, object],
              if not isinstance(v, str)]
     if wrong:
         raise call.schema_error(service, schema, *wrong[:10])
-    maximum = call.context.settings.max_keys
-    if len(values) > maximum:
-        error = LimitExceeded("max_keys", len(values), maximum, f"`{field}` has too many keys")
-        raise ApiError("InputError", error.message)
+    try:
+        check_key_count(field, len(values), call.context.settings.max_keys)
+    except LimitExceeded as error:
+        raise ApiError("InputError", error.message) from None
     return values

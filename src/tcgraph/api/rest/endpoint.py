@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tcgraph import metrics
+from tcgraph import keys, metrics
 from tcgraph.api.context import Context
 from tcgraph.api.references import root_url
 from tcgraph.api.rest.errors import JSON, ApiError, error_response
@@ -30,10 +30,9 @@ from tcgraph.errors import ClientError, LimitExceeded, RequestRefused, ServiceUn
 logger = logging.getLogger(__name__)
 
 # Taskcluster's patterns for path parameters, as its API library reports them.
-SLUGID = r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$"
-INDEX_PATH = r"^([a-zA-Z0-9_!~*'()%-]+\.)*[a-zA-Z0-9_!~*'()%-]+$"
-# A namespace to list may also be the root, "".
-NAMESPACE = r"^(([a-zA-Z0-9_!~*'()%-]+\.)*[a-zA-Z0-9_!~*'()%-]+)?$"
+SLUGID = keys.SLUGID_PATTERN
+INDEX_PATH = keys.INDEX_PATH_PATTERN
+NAMESPACE = keys.NAMESPACE_PATTERN
 
 PAGED = ("continuationToken", "limit")
 _LIMIT = re.compile(r"^[0-9]+$")

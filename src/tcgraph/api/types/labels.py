@@ -70,14 +70,13 @@ class TaskGroup:
         context = info.context
         limit = pagination.page_size(first, context.settings)
         after_id = pagination.decode_key(pagination.TASK_GROUP, after)
-        wanted = model.State(state.value) if state is not None else None
         shape = plan_nodes(info, "Task", "t")
         if shape is not None:
             page = await context.loaders.task_group_json_page.load(
-                JsonPageKey(shape, str(self.task_group_id), after_id, limit, wanted))
+                JsonPageKey(shape, str(self.task_group_id), after_id, limit, state))
             return json_connection(pagination.TASK_GROUP, page, after)
         page = await context.loaders.task_group_page.load(
-            (str(self.task_group_id), wanted, after_id, limit))
+            (str(self.task_group_id), state, after_id, limit))
         return connection(
             [Task(_task=t) for t in page.rows],
             [pagination.encode(pagination.TASK_GROUP, t.task_id) for t in page.rows],

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, TypeAlias
 
 import orjson
 import strawberry
@@ -23,18 +22,11 @@ from tcgraph.timefmt import sql_format_time
 ContextInfo = Info[Context, Any]
 
 
-@strawberry.enum(description="A task's state, derived from its last run.")
-class TaskState(enum.Enum):
-    UNSCHEDULED = "unscheduled"
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    EXCEPTION = "exception"
-
-
-def _state(state: model.State) -> TaskState:
-    return TaskState(state.value)
+# GraphQL's enum TaskState is the model's State itself: strawberry.enum marks the
+# class (in place), so fields typed `model.State` are that enum.
+strawberry.enum(model.State, name="TaskState",
+                description="A task's state, derived from its last run.")
+TaskState: TypeAlias = model.State
 
 
 # The enum's GraphQL value is its name: the stored state in capitals.
@@ -113,7 +105,7 @@ class TaskRun:
 
     @strawberry.field(metadata=sql(_sql_state("{row}.run ->> 'state'")))
     def state(self) -> TaskState:
-        return _state(self._run.state)
+        return self._run.state
 
     @strawberry.field(metadata=_run_sql("reasonCreated"))
     def reason_created(self) -> str:
@@ -148,88 +140,67 @@ class TaskRun:
         return self._run.resolved
 
 
-class _HoldsTask(Protocol):
-    _task: model.Task
+@strawberry.type
+class TaskRowFields:
+    """The fields TaskStatus and Task share, each with its one resolver and its one SQL.
 
+    Both types inherit them; the class itself is in no answer, so not in the schema.
+    """
 
-# Fields that TaskStatus and Task both have: one resolver and one SQL each.
-def _task_id(root: _HoldsTask) -> strawberry.ID:
-    return strawberry.ID(root._task.task_id)
+    _task: strawberry.Private[model.Task]
 
+    @strawberry.field(metadata=sql("{row}.task_id"))
+    def task_id(self) -> strawberry.ID:
+        return strawberry.ID(self._task.task_id)
 
-def _task_group_id(root: _HoldsTask) -> strawberry.ID:
-    return strawberry.ID(root._task.task_group_id)
+    @strawberry.field(metadata=sql("split_part({row}.task_queue_id, '/', 1)"))
+    def provisioner_id(self) -> str:
+        return self._task.provisioner_id
 
+    @strawberry.field(metadata=sql(
+        "CASE WHEN strpos({row}.task_queue_id, '/') > 0 "
+        "THEN substr({row}.task_queue_id, strpos({row}.task_queue_id, '/') + 1) ELSE '' END"))
+    def worker_type(self) -> str:
+        return self._task.worker_type
 
-def _provisioner_id(root: _HoldsTask) -> str:
-    return root._task.provisioner_id
+    @strawberry.field(metadata=sql("{row}.task_queue_id"))
+    def task_queue_id(self) -> str:
+        return self._task.task_queue_id
 
+    @strawberry.field(metadata=sql("{row}.scheduler_id"))
+    def scheduler_id(self) -> str:
+        return self._task.scheduler_id
 
-def _worker_type(root: _HoldsTask) -> str:
-    return root._task.worker_type
+    @strawberry.field(metadata=sql("{row}.project_id"))
+    def project_id(self) -> str:
+        return self._task.project_id
 
+    @strawberry.field(metadata=sql("{row}.task_group_id"))
+    def task_group_id(self) -> strawberry.ID:
+        return strawberry.ID(self._task.task_group_id)
 
-def _task_queue_id(root: _HoldsTask) -> str:
-    return root._task.task_queue_id
+    @strawberry.field(metadata=sql("{row}.priority"))
+    def priority(self) -> str:
+        return self._task.priority
 
+    @strawberry.field(metadata=sql(sql_format_time("{row}.deadline")))
+    def deadline(self) -> datetime:
+        return self._task.deadline
 
-def _scheduler_id(root: _HoldsTask) -> str:
-    return root._task.scheduler_id
-
-
-def _project_id(root: _HoldsTask) -> str:
-    return root._task.project_id
-
-
-def _priority(root: _HoldsTask) -> str:
-    return root._task.priority
-
-
-def _deadline(root: _HoldsTask) -> datetime:
-    return root._task.deadline
-
-
-def _expires(root: _HoldsTask) -> datetime:
-    return root._task.expires
-
-
-_TASK_ID = sql("{row}.task_id")
-_TASK_GROUP_ID = sql("{row}.task_group_id")
-_PROVISIONER_ID = sql("split_part({row}.task_queue_id, '/', 1)")
-_WORKER_TYPE = sql("CASE WHEN strpos({row}.task_queue_id, '/') > 0 "
-                   "THEN substr({row}.task_queue_id, strpos({row}.task_queue_id, '/') + 1) "
-                   "ELSE '' END")
-_TASK_QUEUE_ID = sql("{row}.task_queue_id")
-_SCHEDULER_ID = sql("{row}.scheduler_id")
-_PROJECT_ID = sql("{row}.project_id")
-_PRIORITY = sql("{row}.priority")
-_DEADLINE = sql(sql_format_time("{row}.deadline"))
-_EXPIRES = sql(sql_format_time("{row}.expires"))
+    @strawberry.field(metadata=sql(sql_format_time("{row}.expires")))
+    def expires(self) -> datetime:
+        return self._task.expires
 
 
 @strawberry.type(description="A task's status: every field of `queue.status`, and the task.")
-class TaskStatus:
-    _task: strawberry.Private[model.Task]
-
-    task_id: strawberry.ID = strawberry.field(resolver=_task_id, metadata=_TASK_ID)
-    provisioner_id: str = strawberry.field(resolver=_provisioner_id, metadata=_PROVISIONER_ID)
-    worker_type: str = strawberry.field(resolver=_worker_type, metadata=_WORKER_TYPE)
-    task_queue_id: str = strawberry.field(resolver=_task_queue_id, metadata=_TASK_QUEUE_ID)
-    scheduler_id: str = strawberry.field(resolver=_scheduler_id, metadata=_SCHEDULER_ID)
-    project_id: str = strawberry.field(resolver=_project_id, metadata=_PROJECT_ID)
-    task_group_id: strawberry.ID = strawberry.field(resolver=_task_group_id,
-                                                    metadata=_TASK_GROUP_ID)
-    priority: str = strawberry.field(resolver=_priority, metadata=_PRIORITY)
-    deadline: datetime = strawberry.field(resolver=_deadline, metadata=_DEADLINE)
-    expires: datetime = strawberry.field(resolver=_expires, metadata=_EXPIRES)
-
+class TaskStatus(TaskRowFields):
     @strawberry.field(metadata=sql("{row}.retries_left"))
     def retries_left(self) -> int:
         return self._task.retries_left
 
     @strawberry.field(metadata=sql(_sql_state("{row}.state")))
     def state(self) -> TaskState:
-        return _state(self._task.state)
+        return self._task.state
 
     @strawberry.field(metadata=sql(RUNS_JSON))
     def runs(self) -> list[TaskRun]:
@@ -240,18 +211,6 @@ class TaskStatus:
         return Task(_task=self._task)
 
 
-def _label(root: _HoldsTask) -> Optional[str]:
-    return root._task.label
-
-
-def _retries(root: _HoldsTask) -> int:
-    return root._task.retries
-
-
-def _created(root: _HoldsTask) -> datetime:
-    return root._task.created
-
-
 def _falsy_to(expression: str, empty: str) -> str:
     # Python's `value or empty`: JSON null, false, 0, "", [] and {} all become `empty`.
     return (f"CASE WHEN ({expression}) IS NULL OR ({expression}) IN "
@@ -260,8 +219,7 @@ def _falsy_to(expression: str, empty: str) -> str:
 
 
 @strawberry.type(description="A task: its definition as `queue.task` returns it, and its relations.")
-class Task:
-    _task: strawberry.Private[model.Task]
+class Task(TaskRowFields):
     _text: strawberry.Private[Optional[str]] = None
     _parsed: strawberry.Private[Optional[dict[str, Any]]] = None
 
@@ -278,23 +236,18 @@ class Task:
             self._parsed = orjson.loads(await self._definition_text(info))
         return self._parsed
 
-    task_id: strawberry.ID = strawberry.field(resolver=_task_id, metadata=_TASK_ID)
-    task_group_id: strawberry.ID = strawberry.field(resolver=_task_group_id,
-                                                    metadata=_TASK_GROUP_ID)
-    label: Optional[str] = strawberry.field(
-        resolver=_label, description="`tags.label`, else `metadata.name`.",
-        metadata=sql("{row}.label"))
-    scheduler_id: str = strawberry.field(resolver=_scheduler_id, metadata=_SCHEDULER_ID)
-    task_queue_id: str = strawberry.field(resolver=_task_queue_id, metadata=_TASK_QUEUE_ID)
-    provisioner_id: str = strawberry.field(resolver=_provisioner_id, metadata=_PROVISIONER_ID)
-    worker_type: str = strawberry.field(resolver=_worker_type, metadata=_WORKER_TYPE)
-    project_id: str = strawberry.field(resolver=_project_id, metadata=_PROJECT_ID)
-    priority: str = strawberry.field(resolver=_priority, metadata=_PRIORITY)
-    retries: int = strawberry.field(resolver=_retries, metadata=sql("{row}.retries"))
-    created: datetime = strawberry.field(resolver=_created,
-                                         metadata=sql(sql_format_time("{row}.created")))
-    deadline: datetime = strawberry.field(resolver=_deadline, metadata=_DEADLINE)
-    expires: datetime = strawberry.field(resolver=_expires, metadata=_EXPIRES)
+    @strawberry.field(description="`tags.label`, else `metadata.name`.",
+                      metadata=sql("{row}.label"))
+    def label(self) -> Optional[str]:
+        return self._task.label
+
+    @strawberry.field(metadata=sql("{row}.retries"))
+    def retries(self) -> int:
+        return self._task.retries
+
+    @strawberry.field(metadata=sql(sql_format_time("{row}.created")))
+    def created(self) -> datetime:
+        return self._task.created
 
     @strawberry.field(metadata=sql("{json}", same_row=True))
     async def metadata(self, info: ContextInfo) -> TaskMetadata:
@@ -321,10 +274,15 @@ class Task:
         # as they were stored, however large.
         return JSON(orjson.Fragment(await self._definition_text(info)))
 
-    @strawberry.field(description="The tasks this task depends on (those that are stored).",
-                      metadata=sql(DEPENDENCIES_JSON))
-    async def dependencies(self, info: ContextInfo) -> list[Task]:
-        ids = (await self._definition(info)).get("dependencies") or []
+    # Bounded like a page (a definition may list 10,000), so that the document's
+    # cost bounds what it returns.
+    @strawberry.field(description=(
+        "The tasks this task depends on, among the first `first` its definition lists (in "
+        "its order; those that are stored). `first` defaults to the default page size (100) "
+        "and is at most the page-size limit."), metadata=sql(DEPENDENCIES_JSON, paged=True))
+    async def dependencies(self, info: ContextInfo, first: Optional[int] = None) -> list[Task]:
+        limit = pagination.page_size(first, info.context.settings)
+        ids = ((await self._definition(info)).get("dependencies") or [])[:limit]
         found = await info.context.loaders.task.load_many(ids)
         return [Task(_task=task) for task in found if task is not None]
 

@@ -164,15 +164,16 @@ LATEST_JSON = {
 # tasks_pkey: the task a row's `task_id` names, or null.
 TASK_JSON = "(SELECT {json} FROM tasks {child} WHERE {child}.task_id = {row}.task_id)"
 
-# tasks_pkey per id: the stored tasks among the definition's dependencies, in
-# its order (repeats included), as Task.dependencies answers them.
+# tasks_pkey per id: the stored tasks among the first {first} of the definition's
+# dependencies, in its order (repeats included), as Task.dependencies answers them.
 DEPENDENCIES_JSON = """(
     SELECT COALESCE(json_agg({json} ORDER BY {child}_ids.n), '[]'::json)
     FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof({row}.definition -> 'dependencies')
                                         = 'array' THEN {row}.definition -> 'dependencies'
                                         ELSE '[]'::jsonb END)
          WITH ORDINALITY AS {child}_ids(task_id, n)
-    JOIN tasks {child} ON {child}.task_id = {child}_ids.task_id)"""
+    JOIN tasks {child} ON {child}.task_id = {child}_ids.task_id
+    WHERE {child}_ids.n <= {first})"""
 
 # A task's runs, in order, each a row `{child}` with the run in `run`.
 RUNS_JSON = """(
