@@ -9,19 +9,31 @@ request id and, for access lines, the route, status, duration and SQL counts.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from datetime import datetime, timezone
 
 import orjson
 
-from tcgraph.api.middleware import RequestIdFilter
 from tcgraph.timefmt import format_time
 
 FORMATS = ("text", "json")
 _TEXT = "%(levelname)s %(name)s [%(request_id)s]: %(message)s"
 # Attributes every LogRecord has; anything else was passed as `extra=` and is data.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
+
+# The id of the request being served (api.middleware.RequestId sets it), for
+# log records and masked errors.
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every log record, for the log format to show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):

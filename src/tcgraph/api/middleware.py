@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import logging
 import uuid
 
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -13,20 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tcgraph import metrics
 from tcgraph.api.rest.errors import API_PREFIX, refusal_body, too_large_body
 from tcgraph.errors import LimitExceeded, RequestRefused, error_body
+from tcgraph.logs import request_id
 
 REQUEST_ID_HEADER = "x-request-id"
-
-# The id of the request being served, for log records and masked errors.
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to every log record, for the log format to show."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
-        return True
-
 
 def _valid_id(value: str) -> bool:
     return 0 < len(value) <= 128 and value.isascii() and value.isprintable()

@@ -90,7 +90,7 @@ def _run_server(settings: Settings, follow: FollowOptions | None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, exit_on_signal)
         # tcgraph's logging, not uvicorn's (log_config=None), and tcgraph's
-        # access line (metrics.Observe) instead of uvicorn's.
+        # access line (observe.Observe) instead of uvicorn's.
         options: dict[str, Any] = dict(
             host=settings.host, port=settings.port, log_config=None,
             log_level=logs.uvicorn_level(settings.verbose), access_log=False,
