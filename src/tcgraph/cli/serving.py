@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from tcgraph import logs
 from tcgraph.cli.database import database, fill_if_empty, migrated
 from tcgraph.config import Settings
+from tcgraph.metrics import MULTIPROC_ENV
 
 if TYPE_CHECKING:
     from tcgraph.ingest.follow import FollowOptions
@@ -42,15 +43,16 @@ def _port_in_use(host: str, port: int) -> str | None:
 def _metrics_dir(workers: int) -> Iterator[None]:
     """With several workers, a directory where they keep the metrics /metrics sums.
 
-    prometheus-client reads PROMETHEUS_MULTIPROC_DIR when it is imported, so
-    this runs before anything imports tcgraph.metrics. A directory the
-    operator gave is used as it is and kept.
+    prometheus-client reads the variable when it is imported: the workers,
+    started afresh, import it after this has set it (this process only
+    supervises them and records nothing). A directory the operator gave is
+    used as it is and kept.
     """
-    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if workers == 1 or os.environ.get(MULTIPROC_ENV):
         yield
         return
     directory = tempfile.mkdtemp(prefix="tcgraph-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.environ[MULTIPROC_ENV] = directory
     try:
         yield
     finally:
