@@ -130,6 +130,8 @@ class Settings:
                      "batch_size", "statement_timeout_ms", "pool_max_size", "pool_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TCGRAPH_{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"TCGRAPH_PORT must be a port number (1-65535), got {self.port}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"TCGRAPH_LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.statement_cache_size < 0:

@@ -5,12 +5,58 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from tcgraph import __version__
+from tcgraph import __version__, logs
 
 if TYPE_CHECKING:
     from tcgraph.ingest.follow import FollowOptions
+
+
+UPSTREAM_ENV = "TCGRAPH_UPSTREAM_ROOT_URL"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals in one line (text or JSON, as every line) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        logs.console.error("%s: %s (see %s --help)", self.prog, message, self.prog)
+        raise SystemExit(2)
+
+
+def port_number(text: str) -> int:
+    """A TCP port to listen on, as `--port` takes it."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
+def _upstream_option(parser: argparse.ArgumentParser, deprecated_root_url: bool) -> None:
+    """The deployment to mirror. TCGRAPH_ROOT_URL is tcgraph's own public root URL, never it."""
+    parser.add_argument("--upstream-root-url", default=os.environ.get(UPSTREAM_ENV),
+                        help=f"the Taskcluster deployment's root URL (env {UPSTREAM_ENV})")
+    if deprecated_root_url:
+        parser.add_argument("--root-url", dest="deprecated_root_url",
+                            help="deprecated spelling of --upstream-root-url")
+
+
+def upstream_root_url(args: argparse.Namespace) -> str:
+    """The deployment's root URL the arguments name; ValueError says how to give it."""
+    old = getattr(args, "deprecated_root_url", None)
+    if old:
+        logs.console.warning("tcgraph %s: --root-url is deprecated, use --upstream-root-url "
+                             "(TCGRAPH_ROOT_URL names tcgraph's own public URL)", args.verb)
+    url: str | None = args.upstream_root_url or old
+    if url:
+        return url
+    hint = (" (TCGRAPH_ROOT_URL is set, but it names tcgraph's own public URL, not the "
+            "deployment's)" if os.environ.get("TCGRAPH_ROOT_URL") else "")
+    raise ValueError(f"the deployment's root URL is required (--upstream-root-url or "
+                     f"{UPSTREAM_ENV}){hint}")
 
 
 def _database_options(parser: argparse.ArgumentParser) -> None:
@@ -42,13 +88,12 @@ def _follow_options(parser: argparse.ArgumentParser) -> None:
                         help="messages written in one transaction, at most (default 1000)")
 
 
-def follow_settings(args: argparse.Namespace, root_url: str | None) -> FollowOptions:
+def follow_settings(args: argparse.Namespace) -> FollowOptions:
     """The FollowOptions the arguments ask for; ValueError names what is missing."""
     from tcgraph.ingest.follow import FollowOptions
     from tcgraph.ingest.pulse import PulseOptions, bindings, queue_name
 
-    if not root_url:
-        raise ValueError("the deployment's root URL is required (--root-url)")
+    root_url = upstream_root_url(args)
     if not args.pulse_url:
         raise ValueError("the pulse URL is required (--pulse-url or TCGRAPH_PULSE_URL)")
     if args.batch_size < 1:
@@ -72,7 +117,7 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tcgraph", description="A GraphQL gateway for CI task data.")
     parser.add_argument("--version", action="version", version=f"tcgraph {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -85,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve reads from this URL (a replica or read-only role; env "
                             "TCGRAPH_READ_DATABASE_URL); migrations use --database-url")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--port", type=port_number, help="port to listen on (default 8000)")
     serve.add_argument("--header-timeout-ms", type=int,
                        help="close a connection whose request headers take longer (env "
                             "TCGRAPH_HEADER_TIMEOUT_MS; default 10000)")
@@ -107,10 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(env TCGRAPH_EXPLAIN=1)")
     serve.add_argument("--follow", action="store_true",
                        help="run `tcgraph follow` in the serving process (one worker)")
-    # TCGRAPH_ROOT_URL is tcgraph's own public root URL when serving.
-    serve.add_argument("--upstream-root-url", default=os.environ.get("TCGRAPH_UPSTREAM_ROOT_URL"),
-                       help="with --follow: the deployment's root URL "
-                            "(env TCGRAPH_UPSTREAM_ROOT_URL)")
+    _upstream_option(serve, deprecated_root_url=False)
     _follow_options(serve)
 
     migrate_ = verbs.add_parser("migrate", help="apply pending database migrations",
@@ -150,8 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "batch, acknowledged after commit), fetch new tasks' definitions from the "
                     "deployment's REST API and build its index, until stopped.")
     _database_options(follow)
-    follow.add_argument("--root-url", default=os.environ.get("TCGRAPH_ROOT_URL"),
-                        help="the deployment's root URL (env TCGRAPH_ROOT_URL)")
+    _upstream_option(follow, deprecated_root_url=True)
     _follow_options(follow)
 
     backfill = verbs.add_parser(
@@ -159,8 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read listTaskGroup pages and walk listNamespaces/listTasks into the "
                     "database, through the same write path as follow.")
     _database_options(backfill)
-    backfill.add_argument("--root-url", default=os.environ.get("TCGRAPH_ROOT_URL"),
-                          help="the deployment's root URL (env TCGRAPH_ROOT_URL)")
+    _upstream_option(backfill, deprecated_root_url=True)
     backfill.add_argument("--task-group", action="append", default=[], metavar="ID",
                           help="a task group to copy (repeatable)")
     backfill.add_argument("--index", action="append", default=[], metavar="NAMESPACE",
