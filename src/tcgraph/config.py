@@ -42,7 +42,13 @@ class Settings:
     default_page_size: int = 100
     max_page_size: int = 1_000
     max_depth: int = 12  # nesting depth of a document
-    max_body_bytes: int = 4_000_000  # request body; 10,000 long index paths fit
+    # A request's body (and a GET's query string); 10,000 long index paths fit.
+    max_body_bytes: int = 4_000_000
+    # A request's head, bounded while it arrives (http_server.py): its target
+    # (path and query string: a GET document) and its header fields.
+    max_url_bytes: int = 65_536
+    max_header_bytes: int = 32_768  # all header fields, names and values
+    max_headers: int = 100
     # Slow clients: a request's headers must arrive within this long of its
     # first byte, its body within this long of the headers; connections past
     # `max_connections` (per server process) are refused. See http_server.py.
@@ -123,7 +129,8 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def validate(self) -> None:
-        for name in ("workers", "max_keys", "max_body_bytes", "max_aliases", "max_tokens",
+        for name in ("workers", "max_keys", "max_body_bytes", "max_url_bytes",
+                     "max_header_bytes", "max_headers", "max_aliases", "max_tokens",
                      "max_field_repeats", "header_timeout_ms", "body_timeout_ms",
                      "send_timeout_ms", "max_connections",
                      "max_cost", "default_page_size", "max_page_size", "max_depth",
