@@ -6,6 +6,8 @@ answer, end of file) with a generous overall timeout: none measures how fast it 
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import socket
 import threading
 from typing import Iterator
@@ -14,10 +16,14 @@ import httpx
 import orjson
 import psutil
 import pytest
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from servers import serve_process
 from test_slow_clients import PATIENCE_S, answer_to, connect, refusal, start, until_closed
 from tcgraph.config import Settings
+from tcgraph.http_server import UVICORN_INTERNALS, uvicorn_options
 
 HEAD = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 LIMITS = Settings()
@@ -139,3 +145,33 @@ def test_huge_headers_on_four_sockets_neither_grow_the_server_nor_hold_health(
                 sender.join(PATIENCE_S)
     assert served.returncode == 0, served.stderr
     assert grown < 32 * 1024 * 1024, f"the server grew by {grown / 2**20:.0f} MiB"
+
+
+def test_the_uvicorn_internals_bounded_protocol_relies_on_are_unchanged() -> None:
+    """BoundedProtocol extends uvicorn's httptools protocol: if uvicorn changes what it relies
+    on, this says which internal changed (then check http_server.py and the pin in
+    pyproject.toml)."""
+    async def app(scope, receive, send) -> None:  # never called
+        raise AssertionError
+
+    options = uvicorn_options(LIMITS)
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = options["http"](config=uvicorn.Config(app, **options),
+                                   server_state=ServerState(), app_state={}, _loop=loop)
+    finally:
+        loop.close()
+    changed = []
+    for name, parameters in UVICORN_INTERNALS.items():
+        if parameters is None:
+            if name not in vars(protocol):
+                changed.append(f"the attribute HttpToolsProtocol.{name} is gone")
+            continue
+        method = getattr(HttpToolsProtocol, name, None)
+        if method is None:
+            changed.append(f"HttpToolsProtocol.{name} is gone")
+        elif tuple(inspect.signature(method).parameters) != parameters:
+            changed.append(f"HttpToolsProtocol.{name} now takes "
+                           f"{tuple(inspect.signature(method).parameters)}, not {parameters}")
+    assert not changed, (f"uvicorn {uvicorn.__version__} changed internals that "
+                         f"tcgraph.http_server.BoundedProtocol relies on: {'; '.join(changed)}")

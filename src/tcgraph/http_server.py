@@ -26,6 +26,13 @@ counted before they are parsed, so at most one read (256 KiB) past the
 limits is ever held. After such a refusal the rest of what the client sends
 is read and dropped (for `LINGER_S` at most) so that it receives the answer
 instead of a reset. Every refusal carries a coded GraphQL error body.
+
+uvicorn has no public hook for any of this (its `http` option takes a
+protocol class, but what such a class may rely on is not documented), so
+`BoundedProtocol` extends uvicorn's own httptools protocol. What it relies on
+is listed in `UVICORN_INTERNALS`; pyproject.toml pins uvicorn to the minor
+version they were checked against, and tests/test_http_server.py fails,
+naming the internal, if any of them changes.
 """
 
 from __future__ import annotations
@@ -61,6 +68,30 @@ _FRAMING_BYTES = 4
 # The request line besides its target (method, version) and the head's final
 # CRLF: allowed on top of max_header_bytes.
 _REQUEST_LINE_BYTES = 64
+
+
+# What BoundedProtocol uses of uvicorn's HttpToolsProtocol beyond asyncio's
+# Protocol: the methods it overrides and calls (with their parameters), and the
+# attributes it reads.
+UVICORN_INTERNALS: dict[str, tuple[str, ...] | None] = {
+    "__init__": ("self", "config", "server_state", "app_state", "_loop"),
+    "data_received": ("self", "data"),
+    "on_message_begin": ("self",),
+    "on_url": ("self", "url"),
+    "on_header": ("self", "name", "value"),
+    "on_headers_complete": ("self",),
+    "on_body": ("self", "body"),
+    "on_message_complete": ("self",),
+    "send_400_response": ("self", "msg"),
+    "connection_made": ("self", "transport"),
+    "connection_lost": ("self", "exc"),
+    "pause_writing": ("self",),
+    "resume_writing": ("self",),
+    # attributes (None): set by __init__ or connection_made
+    "server_state": None,
+    "loop": None,
+    "transport": None,
+}
 
 
 @dataclass(frozen=True)
