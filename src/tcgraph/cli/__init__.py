@@ -14,7 +14,7 @@ from typing import Sequence
 
 from tcgraph import logs
 from tcgraph.cli.database import database, migrated
-from tcgraph.cli.options import build_parser, follow_settings, upstream_root_url
+from tcgraph.cli.options import build_parser, follow_settings, setting_flags, upstream_root_url
 from tcgraph.cli.serving import exit_on_signal, serve
 from tcgraph.cli.verbs import expire_now, import_files, write_demo_data
 from tcgraph.config import Settings
@@ -25,9 +25,10 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tcgraph` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logs.configure(0, logs.requested_format(argv, dict(os.environ)))
+    log_format = logs.requested_format(argv, dict(os.environ))
+    logs.configure(0, log_format)
     args = build_parser().parse_args(argv)
-    logs.configure(getattr(args, "verbose", None) or 0, getattr(args, "log_format", None) or "text")
+    logs.configure(getattr(args, "verbose", None) or 0, log_format)
     say = logs.console
     if args.verb == "schema":
         from tcgraph.api.schema import sdl
@@ -35,18 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(sdl())
         return 0
     try:
-        settings = Settings.from_env(
-            database_url=args.database_url, data_dir=args.data_dir,
-            read_database_url=getattr(args, "read_database_url", None),
-            host=getattr(args, "host", None), port=getattr(args, "port", None),
-            header_timeout_ms=getattr(args, "header_timeout_ms", None),
-            body_timeout_ms=getattr(args, "body_timeout_ms", None),
-            max_connections=getattr(args, "max_connections", None),
-            send_timeout_ms=getattr(args, "send_timeout_ms", None),
-            workers=getattr(args, "workers", None),
-            demo=getattr(args, "demo", None), explain=getattr(args, "explain", None),
-            log_format=getattr(args, "log_format", None), verbose=getattr(args, "verbose", None),
-        )
+        settings = Settings.from_env(flags=setting_flags(args))
     except ValueError as e:
         say.error("tcgraph: %s", e)
         return 2

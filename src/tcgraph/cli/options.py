@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tcgraph import __version__, logs
+from tcgraph.config import Settings, env_name, flag_name
 
 if TYPE_CHECKING:
     from tcgraph.ingest.follow import FollowOptions
@@ -24,15 +25,23 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def port_number(text: str) -> int:
-    """A TCP port to listen on, as `--port` takes it."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
-    return port
+def _setting(parser: argparse.ArgumentParser, name: str, help: str, *,
+             switch: bool = False, **extra: Any) -> None:
+    """A flag for setting `name` (config.Settings): its text is read as the variable's is,
+    by config.parse_setting, so a bad value is refused naming the flag."""
+    default = getattr(Settings(), name)
+    shown = f"; default {default}" if default not in (None, "", False) else ""
+    text = f"{help} (env {env_name(name)}{shown})"
+    if switch:
+        parser.add_argument(flag_name(name), action="store_true", default=None, help=text)
+    else:
+        parser.add_argument(flag_name(name), help=text, **extra)
+
+
+def setting_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The settings the command line gave, by name (config.Settings.from_env's `flags`)."""
+    return {f.name: getattr(args, f.name) for f in fields(Settings)
+            if getattr(args, f.name, None) is not None}
 
 
 def _upstream_option(parser: argparse.ArgumentParser, deprecated_root_url: bool) -> None:
@@ -61,11 +70,9 @@ def upstream_root_url(args: argparse.Namespace) -> str:
 
 def _database_options(parser: argparse.ArgumentParser) -> None:
     _output_options(parser)
-    parser.add_argument("--database-url", help="PostgreSQL URL (env TCGRAPH_DATABASE_URL); "
-                        "without one, an embedded PostgreSQL runs in --data-dir")
-    parser.add_argument("--data-dir", type=Path,
-                        help="where the embedded PostgreSQL keeps its data (env TCGRAPH_DATA_DIR; "
-                             "default: a per-user data directory)")
+    _setting(parser, "database_url",
+             "PostgreSQL URL; without one, an embedded PostgreSQL runs in --data-dir")
+    _setting(parser, "data_dir", "where the embedded PostgreSQL keeps its data")
 
 
 def _follow_options(parser: argparse.ArgumentParser) -> None:
@@ -111,9 +118,8 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=None,
                         help="say more: -v adds uvicorn's and embedded PostgreSQL's messages, "
                              "-vv debug output")
-    parser.add_argument("--log-format", choices=("text", "json"),
-                        help="text (default) or json: one object per line with the request id, "
-                             "route, status, duration and SQL counts (env TCGRAPH_LOG_FORMAT)")
+    _setting(parser, "log_format", "text or json: one object per line with the request id, "
+             "route, status, duration and SQL counts")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,30 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Migrate the database, fill an empty one with demo data "
                                          "(embedded default, or --demo), and serve /graphql.")
     _database_options(serve)
-    serve.add_argument("--read-database-url",
-                       help="serve reads from this URL (a replica or read-only role; env "
-                            "TCGRAPH_READ_DATABASE_URL); migrations use --database-url")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=port_number, help="port to listen on (default 8000)")
-    serve.add_argument("--header-timeout-ms", type=int,
-                       help="close a connection whose request headers take longer (env "
-                            "TCGRAPH_HEADER_TIMEOUT_MS; default 10000)")
-    serve.add_argument("--body-timeout-ms", type=int,
-                       help="refuse a request whose body takes longer after its headers (env "
-                            "TCGRAPH_BODY_TIMEOUT_MS; default 60000)")
-    serve.add_argument("--send-timeout-ms", type=int,
-                       help="drop a connection whose client stops reading an answer for longer "
-                            "(env TCGRAPH_SEND_TIMEOUT_MS; default 60000)")
-    serve.add_argument("--max-connections", type=int,
-                       help="open connections per server process; more are refused (env "
-                            "TCGRAPH_MAX_CONNECTIONS; default 1000)")
-    serve.add_argument("--workers", type=int,
-                       help="server processes (env TCGRAPH_WORKERS; default 1)")
-    serve.add_argument("--demo", action="store_true", default=None,
-                       help="fill an empty database with demo data (always on for the embedded default)")
-    serve.add_argument("--explain", action="store_true", default=None,
-                       help="report extensions.sql = {statements, rows, ms} in every response "
-                            "(env TCGRAPH_EXPLAIN=1)")
+    _setting(serve, "read_database_url", "serve reads from this URL (a replica or read-only "
+             "role); migrations use --database-url")
+    _setting(serve, "host", "address to listen on")
+    _setting(serve, "port", "port to listen on")
+    _setting(serve, "header_timeout_ms",
+             "close a connection whose request headers take longer")
+    _setting(serve, "body_timeout_ms", "refuse a request whose body takes longer after its headers")
+    _setting(serve, "send_timeout_ms",
+             "drop a connection whose client stops reading an answer for longer")
+    _setting(serve, "max_connections", "open connections per server process; more are refused")
+    _setting(serve, "workers", "server processes")
+    _setting(serve, "demo", "fill an empty database with demo data (always on for the embedded "
+             "default)", switch=True)
+    _setting(serve, "explain", "report extensions.sql = {statements, rows, ms} in every response",
+             switch=True)
     serve.add_argument("--follow", action="store_true",
                        help="run `tcgraph follow` in the serving process (one worker)")
     _upstream_option(serve, deprecated_root_url=False)
