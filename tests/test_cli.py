@@ -123,3 +123,36 @@ def test_serve_flags_bound_slow_clients(database_url: str, workers: int) -> None
         assert received.startswith(b"HTTP/1.1 408 "), received
         assert b'"limit":"header_timeout_ms"' in received
     assert served.returncode == 0, served.stderr
+
+
+def test_the_deployment_to_follow_is_the_upstream_root_url_not_tcgraphs_own() -> None:
+    unreachable = "postgresql://nobody@127.0.0.1:1/db"
+    # TCGRAPH_ROOT_URL names tcgraph's own public URL: follow does not take it for the upstream.
+    result = tcgraph("follow", "--database-url", unreachable, "--pulse-url", "amqp://x",
+                     env={"TCGRAPH_ROOT_URL": "https://tc.example.com"})
+    assert result.returncode == 2
+    assert "--upstream-root-url or TCGRAPH_UPSTREAM_ROOT_URL" in result.stderr
+    assert "TCGRAPH_ROOT_URL is set, but it names tcgraph's own public URL" in result.stderr
+    # The old flag still works, with a line saying what replaces it; the arguments pass
+    # (the database is what stops it here).
+    old = tcgraph("backfill", "--database-url", unreachable, "--root-url",
+                  "https://tc.example.com", "--task-group", "a")
+    assert old.returncode == 1, old.stderr
+    first, second = old.stderr.splitlines()
+    assert first == ("tcgraph backfill: --root-url is deprecated, use --upstream-root-url "
+                     "(TCGRAPH_ROOT_URL names tcgraph's own public URL)")
+    assert second.startswith("tcgraph backfill: cannot reach the database")
+    new = tcgraph("backfill", "--database-url", unreachable, "--task-group", "a",
+                  env={"TCGRAPH_UPSTREAM_ROOT_URL": "https://tc.example.com"})
+    assert new.returncode == 1 and "deprecated" not in new.stderr
+
+
+def test_serve_beside_a_follower_advertises_its_own_urls(database_url: str) -> None:
+    # The README's follow example: the upstream in TCGRAPH_UPSTREAM_ROOT_URL, then `serve`.
+    env = {**os.environ, "TCGRAPH_UPSTREAM_ROOT_URL": "https://tc.example.com"}
+    env.pop("TCGRAPH_ROOT_URL", None)
+    with serve_process("--database-url", database_url, env=env) as served:
+        manifest = httpx.get(f"{served.url}/references/manifest.json").json()
+    assert served.returncode == 0, served.stderr
+    urls = manifest["references"]
+    assert urls and all(u.startswith(served.url + "/") for u in urls), urls

@@ -229,3 +229,44 @@ def test_a_string_is_not_taken_for_a_list_of_keys() -> None:
     with TcGraph("http://127.0.0.1:9") as tc:
         with pytest.raises(TypeError, match="task_ids"):
             tc.resolve(task_ids="abc")
+
+
+async def test_the_async_client_retries_as_the_sync_one_does(
+        pool: asyncpg.Pool, settings: Settings, database_url: str) -> None:
+    await store_examples(pool)
+    with serving(create_app(settings, database_url)) as upstream:
+        flaky = Flaky(upstream, 502, failures=2)
+        with serving(flaky.app) as url:
+            async with AsyncTcGraph(url, backoff=0.01) as tc:
+                found = await tc.resolve(task_ids=[FAILED.task_id])
+        assert found.statuses == {FAILED.task_id: status_of(FAILED)}
+        assert flaky.seen == 3
+        gone = Flaky(upstream, 504, failures=100)
+        with serving(gone.app) as url:
+            async with AsyncTcGraph(url, retries=1, backoff=0.01) as tc:
+                with pytest.raises(TcGraphHTTPError) as raised:
+                    await tc.resolve(task_ids=["x"])
+        assert raised.value.status_code == 504 and gone.seen == 2
+    transport = AsyncCountingTransport()
+    async with AsyncTcGraph(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.01,
+                            transport=transport) as tc:
+        with pytest.raises(TcGraphError, match="after 3 attempts") as unreachable:
+            await tc.resolve(task_ids=["x"])
+    assert isinstance(unreachable.value.__cause__, httpx.ConnectError)
+    assert len(transport.requests) == 3
+
+
+def answering(body: dict) -> Starlette:
+    """A stub GraphQL server that answers every document with `body`."""
+    async def graphql(request: Request) -> Response:
+        return Response(json.dumps(body), media_type="application/json")
+
+    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])])
+
+
+def test_a_timestamp_without_a_zone_is_an_error_naming_it() -> None:
+    # Read as local time, it would be hours off without a word.
+    status = {"taskId": FAILED.task_id, "state": "FAILED", "expires": "2026-11-23T12:00:00"}
+    with serving(answering({"data": {"statuses": [status]}})) as url, TcGraph(url) as tc:
+        with pytest.raises(TcGraphError, match="'2026-11-23T12:00:00' has no time zone"):
+            tc.resolve(task_ids=[FAILED.task_id])

@@ -1,8 +1,13 @@
+import os
+import re
+import subprocess
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from tcgraph.config import Settings
+from tcgraph.config import Settings, SettingError, env_name, flag_name
 
 
 def test_defaults_are_the_documented_limits() -> None:
@@ -55,3 +60,37 @@ def test_allowed_hosts_default_to_this_machine_and_the_root_url(
 def test_a_bad_host_pattern_names_the_variable() -> None:
     with pytest.raises(ValueError, match="TCGRAPH_ALLOWED_HOSTS: 'tc.\\*.example' is not"):
         Settings.from_env({"TCGRAPH_ALLOWED_HOSTS": "tc.*.example"})
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"workers": "0"}, "--workers must be at least 1, got 0"),
+    ({"port": "65536"}, "--port must be from 1 to 65535, got 65536"),
+    ({"header_timeout_ms": "soon"}, "--header-timeout-ms must be an integer, got 'soon'"),
+    ({"log_format": "xml"}, "--log-format must be one of text, json, got 'xml'"),
+])
+def test_bad_flags_name_the_flag_and_the_value(flags: dict[str, str], message: str) -> None:
+    # The variable is fine; the flag, which wins, is not: the error names the flag.
+    with pytest.raises(SettingError, match=f"^{re.escape(message)}$"):
+        Settings.from_env({"TCGRAPH_WORKERS": "2", "TCGRAPH_PORT": "8001"}, flags=flags)
+
+
+def test_every_setting_is_read_by_the_same_rules_from_a_variable_or_a_flag() -> None:
+    for field in fields(Settings):
+        default = getattr(Settings(), field.name)
+        if isinstance(default, bool) or not isinstance(default, int):
+            continue
+        low = 0 if field.name in ("verbose", "statement_cache_size", "pool_min_size") else 1
+        for source, read in ((env_name(field.name), lambda raw: Settings.from_env(
+                {env_name(field.name): raw})), (flag_name(field.name), lambda raw: (
+                Settings.from_env({}, flags={field.name: raw})))):
+            with pytest.raises(SettingError, match=f"^{source} must be .*, got {low - 1}$"):
+                read(str(low - 1))
+    assert Settings.from_env({}, flags={"pool_min_size": "0", "explain": True}).explain is True
+
+
+def test_a_bad_flag_on_the_command_line_is_one_line_naming_it() -> None:
+    result = subprocess.run([sys.executable, "-m", "tcgraph", "serve", "--workers", "0"],
+                            capture_output=True, text=True, env={**os.environ,
+                                                                 "TCGRAPH_WORKERS": "2"})
+    assert result.returncode == 2
+    assert result.stderr == "tcgraph: --workers must be at least 1, got 0\n"

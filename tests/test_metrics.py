@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -89,3 +91,27 @@ def test_with_two_workers_the_figures_are_their_sum(database_url: str) -> None:
             assert value(samples, "tcgraph_requests_total", route="/graphql",
                          operation="query", status="200") == sent
     assert served.returncode == 0, served.stderr
+
+
+def test_an_operators_multiprocess_directory_is_used_and_kept(database_url: str,
+                                                              tmp_path: Path) -> None:
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    env = {**os.environ, metrics.MULTIPROC_ENV: str(directory)}
+    with serve_process("--database-url", database_url, "--demo", "--workers", "2",
+                       env=env) as served:
+        assert httpx.post(f"{served.url}/graphql",
+                          json={"query": QUERY % "none"}).status_code == 200
+        with httpx.Client(base_url=served.url) as http:
+            assert value(scrape(http), "tcgraph_workers") == 2
+        assert list(directory.glob("*.db")), "the workers kept their figures elsewhere"
+    assert served.returncode == 0, served.stderr
+    assert directory.is_dir()
+
+
+def test_the_multiprocess_variable_is_named_in_one_place() -> None:
+    # prometheus-client's variable: metrics.MULTIPROC_ENV is its one spelling.
+    source = Path(metrics.__file__).parent
+    naming = sorted(str(p.relative_to(source)) for p in source.rglob("*.py")
+                    if f'"{metrics.MULTIPROC_ENV}"' in p.read_text())
+    assert naming == ["metrics.py"]

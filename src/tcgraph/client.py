@@ -1,7 +1,8 @@
 """A client for tcgraph: index paths, labels and task ids resolved in one request.
 
-This module stands apart from the server (it needs only the standard library
-and httpx), so another project can copy it as is.
+This module stands apart from the server: it needs httpx and tenacity, and
+from tcgraph only `timefmt` (standard library only), so another project can
+copy the two files as they are.
 
     with TcGraph("https://tcgraph.example.com") as tc:
         found = tc.resolve(
@@ -18,15 +19,17 @@ into several documents, each carrying at most `max_keys` keys of each kind.
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
+from tenacity import (AsyncRetrying, RetryCallState, Retrying, retry_if_exception_type,
+                      retry_if_result, stop_after_attempt, wait_exponential,
+                      wait_random_exponential)
+
+from tcgraph.timefmt import parse_time
 
 __all__ = [
     "AsyncTcGraph", "IndexedResult", "Resolution", "StatusResult", "TcGraph", "TcGraphError",
@@ -36,7 +39,9 @@ __all__ = [
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 5
 DEFAULT_BACKOFF = 0.25
-DEFAULT_MAX_KEYS = 10_000  # the server's default `max_keys`
+# The server's default `max_keys`. Its home is tcgraph.keys.DEFAULT_MAX_KEYS
+# once that module is in the package; until then it is stated here.
+DEFAULT_MAX_KEYS = 10_000
 MAX_BACKOFF = 10.0
 # Gateways answer these while the server restarts or is overloaded; the
 # documents are read-only queries, so sending one again is always safe.
@@ -146,9 +151,11 @@ def _plan(keys: dict[str, list[str]], filter: Mapping[str, Any] | None,
 def _status(value: dict[str, Any] | None) -> StatusResult | None:
     if value is None:
         return None
-    # The server writes Taskcluster's "...T12:00:00.000Z"; fromisoformat
-    # before Python 3.11 does not accept the "Z".
-    expires = datetime.fromisoformat(value["expires"].replace("Z", "+00:00"))
+    try:
+        expires = parse_time(value["expires"])
+    except ValueError as e:
+        raise TcGraphError(f"task {value['taskId']}: its status' `expires` is not a "
+                           f"timestamp: {e}") from None
     return StatusResult(value["taskId"], value["state"].lower(), expires.astimezone(timezone.utc))
 
 
@@ -194,10 +201,31 @@ def _data(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def _delay(backoff: float, attempt: int) -> float:
-    """Exponential backoff with jitter, so that many clients do not retry in step."""
-    ceiling = min(MAX_BACKOFF, backoff * 2.0 ** attempt)
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+def _give_up(state: RetryCallState) -> httpx.Response:
+    """After the last attempt: its answer, or the error that names what failed."""
+    assert state.outcome is not None
+    error = state.outcome.exception()
+    if error is None:
+        response: httpx.Response = state.outcome.result()
+        return response
+    url = state.kwargs["url"]
+    raise TcGraphError(f"could not reach {url} after {state.attempt_number} attempts: "
+                       f"{type(error).__name__}: {error}") from error
+
+
+def _retry_policy(retries: int, backoff: float) -> dict[str, Any]:
+    """tenacity's options for both clients: 502/503/504 and connection errors retried,
+    `retries` times, waiting `backoff` seconds doubled at each attempt (at most
+    MAX_BACKOFF), half of it fixed and half random, so that many clients do not
+    retry in step."""
+    return {
+        "stop": stop_after_attempt(retries + 1),
+        "wait": (wait_exponential(multiplier=backoff / 2, max=MAX_BACKOFF / 2)
+                 + wait_random_exponential(multiplier=backoff / 2, max=MAX_BACKOFF / 2)),
+        "retry": (retry_if_exception_type(httpx.TransportError)
+                  | retry_if_result(lambda r: r.status_code in RETRY_STATUSES)),
+        "retry_error_callback": _give_up,
+    }
 
 
 class _Base:
@@ -208,9 +236,8 @@ class _Base:
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
         self.url = url.rstrip("/")
-        self.retries = retries
-        self.backoff = backoff
         self.max_keys = max_keys
+        self._retry = _retry_policy(retries, backoff)
         self._timeout = httpx.Timeout(timeout)
         self._headers = {"accept": "application/json"}
 
@@ -223,11 +250,6 @@ class _Base:
                                 {k: None for k in keys["labels"]},
                                 {k: None for k in keys["taskIds"]})
         return resolution, _plan(keys, filter, self.max_keys)
-
-    def _unreachable(self, error: httpx.TransportError) -> TcGraphError:
-        return TcGraphError(
-            f"could not reach {self.url}/graphql after {self.retries + 1} attempts: "
-            f"{type(error).__name__}: {error}")
 
 
 class TcGraph(_Base):
@@ -262,18 +284,8 @@ class TcGraph(_Base):
         return resolution
 
     def _send(self, payload: dict[str, Any]) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            try:
-                response = self._client.post("/graphql", json=payload)
-            except httpx.TransportError as e:
-                if attempt >= self.retries:
-                    raise self._unreachable(e) from e
-            else:
-                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
-                    return _data(response)
-            time.sleep(_delay(self.backoff, attempt))
-            attempt += 1
+        post = Retrying(**self._retry).wraps(self._client.post)
+        return _data(post(url=f"{self.url}/graphql", json=payload))
 
     def close(self) -> None:
         """Close the connection."""
@@ -312,18 +324,8 @@ class AsyncTcGraph(_Base):
         return resolution
 
     async def _send(self, payload: dict[str, Any]) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            try:
-                response = await self._client.post("/graphql", json=payload)
-            except httpx.TransportError as e:
-                if attempt >= self.retries:
-                    raise self._unreachable(e) from e
-            else:
-                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
-                    return _data(response)
-            await asyncio.sleep(_delay(self.backoff, attempt))
-            attempt += 1
+        post = AsyncRetrying(**self._retry).wraps(self._client.post)
+        return _data(await post(url=f"{self.url}/graphql", json=payload))
 
     async def aclose(self) -> None:
         """Close the connection."""

@@ -2,13 +2,24 @@
 
 Flags win over variables, variables over defaults. Every limit the gateway
 enforces is here, with its default, so the README can list them from one place.
+
+Every value, from a variable or a flag, is read by one function
+(`parse_setting`): converted by the field's type, checked against its bounds
+(`_INT_BOUNDS`; any other integer must be at least 1) or choices, and refused
+with a `SettingError` naming the variable or flag and the value. No library
+does it: the settings are some forty flat scalars, and a settings library
+(pydantic-settings brings pydantic and its compiled core) would replace about
+fifty lines while still needing the flag-or-variable naming done here.
 """
 
 from __future__ import annotations
 
 import os
+import types
+import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from tcgraph.keys import DEFAULT_MAX_KEYS, DEFAULT_MAX_PAGE_SIZE
@@ -44,7 +55,13 @@ class Settings:
     default_page_size: int = 100
     max_page_size: int = DEFAULT_MAX_PAGE_SIZE
     max_depth: int = 12  # nesting depth of a document
-    max_body_bytes: int = 4_000_000  # request body; 10,000 long index paths fit
+    # A request's body (and a GET's query string); 10,000 long index paths fit.
+    max_body_bytes: int = 4_000_000
+    # A request's head, bounded while it arrives (http_server.py): its target
+    # (path and query string: a GET document) and its header fields.
+    max_url_bytes: int = 65_536
+    max_header_bytes: int = 32_768  # all header fields, names and values
+    max_headers: int = 100
     # Slow clients: a request's headers must arrive within this long of its
     # first byte, its body within this long of the headers; connections past
     # `max_connections` (per server process) are refused. See http_server.py.
@@ -97,14 +114,20 @@ class Settings:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
-        """Read `TCGRAPH_*` variables, then apply the overrides that are not None."""
-        environ = dict(os.environ if environ is None else environ)
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 flags: Mapping[str, object] | None = None,
+                 **overrides: object) -> "Settings":
+        """Read `TCGRAPH_*` variables, then `flags` (setting name -> the flag's text),
+        then the overrides that are not None. SettingError names the bad one."""
+        environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for field in fields(cls):
-            raw = environ.get(f"TCGRAPH_{field.name.upper()}")
+            raw = environ.get(env_name(field.name))
             if raw is not None and raw != "":
-                values[field.name] = _parse(field.name, raw, type(getattr(cls(), field.name)))
+                values[field.name] = parse_setting(field.name, raw, env_name(field.name))
+        for name, given in (flags or {}).items():
+            if given is not None:
+                values[name] = parse_setting(name, given, flag_name(name))
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
@@ -125,49 +148,89 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def validate(self) -> None:
-        for name in ("workers", "max_keys", "max_body_bytes", "max_aliases", "max_tokens",
-                     "max_field_repeats", "header_timeout_ms", "body_timeout_ms",
-                     "send_timeout_ms", "max_connections",
-                     "max_cost", "default_page_size", "max_page_size", "max_depth",
-                     "batch_size", "statement_timeout_ms", "pool_max_size", "pool_timeout_ms"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TCGRAPH_{name.upper()} must be at least 1, got {getattr(self, name)}")
-        if self.log_format not in ("text", "json"):
-            raise ValueError(f"TCGRAPH_LOG_FORMAT must be text or json, got {self.log_format!r}")
-        if self.statement_cache_size < 0:
-            raise ValueError("TCGRAPH_STATEMENT_CACHE_SIZE must not be negative")
-        if self.pool_min_size < 0:
-            raise ValueError("TCGRAPH_POOL_MIN_SIZE must not be negative")
+        """Every value within its bounds, and the settings consistent with each other."""
+        for field in fields(self):
+            _check(field.name, getattr(self, field.name), env_name(field.name))
         if self.default_page_size > self.max_page_size:
-            raise ValueError("TCGRAPH_DEFAULT_PAGE_SIZE must not exceed TCGRAPH_MAX_PAGE_SIZE")
+            raise SettingError("TCGRAPH_DEFAULT_PAGE_SIZE must not exceed TCGRAPH_MAX_PAGE_SIZE")
+        if self.pool_min_size > self.pool_max_size:
+            raise SettingError("TCGRAPH_POOL_MIN_SIZE must not exceed TCGRAPH_POOL_MAX_SIZE")
         for pattern in self.allowed_host_list:
             if "*" in pattern[1:] or (pattern.startswith("*") and not pattern.startswith("*.")
                                       and pattern != "*"):
-                raise ValueError(f"TCGRAPH_ALLOWED_HOSTS: {pattern!r} is not a host name, "
-                                 f"'*.domain' or '*'")
-        if self.pool_min_size > self.pool_max_size:
-            raise ValueError("TCGRAPH_POOL_MIN_SIZE must not exceed TCGRAPH_POOL_MAX_SIZE")
+                raise SettingError(f"TCGRAPH_ALLOWED_HOSTS: {pattern!r} is not a host name, "
+                                   f"'*.domain' or '*'")
+
+
+class SettingError(ValueError):
+    """A setting that cannot be used; the message names its variable or flag and its value."""
+
+
+def env_name(name: str) -> str:
+    """The variable setting `name` is read from."""
+    return f"TCGRAPH_{name.upper()}"
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of setting `name` (where the verb has one)."""
+    return "--" + name.replace("_", "-")
+
+
+# Integer settings' bounds (minimum, maximum or None); every other integer
+# setting must be at least 1.
+_INT_BOUNDS: dict[str, tuple[int, int | None]] = {
+    "port": (1, 65_535),
+    "verbose": (0, None),
+    "statement_cache_size": (0, None),  # 0: no prepared-statement cache
+    "pool_min_size": (0, None),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {"log_format": ("text", "json")}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _kind(name: str) -> type:
+    """Setting `name`'s type, without the None of an optional one."""
+    hint = typing.get_type_hints(Settings)[name]
+    if isinstance(hint, types.UnionType):
+        (hint,) = [t for t in typing.get_args(hint) if t is not type(None)]
+    assert isinstance(hint, type)
+    return hint
+
+
+def parse_setting(name: str, raw: object, source: str) -> Any:
+    """Setting `name`'s value from `raw` (a variable's or flag's text, or a value already
+    typed); SettingError names `source` and what was wrong with the value."""
+    kind = _kind(name)
+    value: Any = raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        if kind is bool:
+            if text.lower() not in _TRUE + _FALSE:
+                raise SettingError(f"{source} must be a boolean (1/0, true/false), got {raw!r}")
+            value = text.lower() in _TRUE
+        elif kind is int:
+            try:
+                value = int(text)
+            except ValueError:
+                raise SettingError(f"{source} must be an integer, got {raw!r}") from None
+        elif kind is Path:
+            value = Path(raw).expanduser()
+    _check(name, value, source)
+    return value
+
+
+def _check(name: str, value: object, source: str) -> None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        low, high = _INT_BOUNDS.get(name, (1, None))
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise SettingError(f"{source} must be {bounds}, got {value}")
+    choices = _CHOICES.get(name)
+    if choices and value not in choices:
+        raise SettingError(f"{source} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _host_pattern(host: str) -> str:
     """`host` as a `Host` header names it: IPv6 literals in brackets."""
     host = host.lower()
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _parse(name: str, raw: str, kind: type) -> object:
-    if kind is bool:
-        lowered = raw.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"TCGRAPH_{name.upper()} must be a boolean (1/0, true/false), got {raw!r}")
-    if kind is int:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"TCGRAPH_{name.upper()} must be an integer, got {raw!r}") from None
-    if kind is type(Path()) or issubclass(kind, Path):
-        return Path(raw).expanduser()
-    return raw

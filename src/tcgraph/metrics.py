@@ -1,15 +1,15 @@
 """Prometheus metrics: what tcgraph served, what it cost, and what it refused.
 
-`GET /metrics` answers Prometheus' text format. With several server processes
-(`serve --workers N`) tcgraph points `PROMETHEUS_MULTIPROC_DIR` at a directory
-of its own before the workers start, and every figure is the sum over the
-workers, whichever of them answers the scrape (prometheus-client's
-multiprocess mode). The variable must be set before this module is imported.
+This module holds the figures and the functions that move them; it loads
+prometheus-client only, so the store and the follower report through it
+without loading the web stack. `observe.py` is the HTTP side: the middleware
+that counts every request and the `GET /metrics` endpoint.
 
-Every request passes through `Observe`, which counts it by route, GraphQL
-operation type and status, times it, records the SQL statements and rows it
-ran, and writes one access-log line (`tcgraph.access`). The error codes and
-refused limits of a request are reported with `note_errors`.
+With several server processes (`serve --workers N`) tcgraph points
+`PROMETHEUS_MULTIPROC_DIR` (`MULTIPROC_ENV`) at a directory of its own before
+the workers start, and every figure is the sum over the workers, whichever of
+them answers the scrape (prometheus-client's multiprocess mode). The variable
+must be set before this module is imported.
 
 The pulse follower reports through three public functions:
 
@@ -23,25 +23,20 @@ which feed `tcgraph_follower_messages_total{exchange}`,
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-import logging
 import os
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
-                               Histogram, generate_latest, multiprocess)
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.extensions import SchemaExtension
+from prometheus_client import (REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
 
 if TYPE_CHECKING:
-    from tcgraph.store.pool import SqlStats
+    from tcgraph.store.pool import PoolFigures, SqlStats
 
+# prometheus-client's own variable: where worker processes keep their figures.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-access_log = logging.getLogger("tcgraph.access")
 
 REQUESTS = Counter("tcgraph_requests", "HTTP requests answered",
                    ["route", "operation", "status"])
@@ -51,7 +46,7 @@ SQL_STATEMENTS = Histogram("tcgraph_request_sql_statements", "SQL statements run
                            ["route"], buckets=(0, 1, 2, 3, 4, 5, 8, 13, 21, 50, 100))
 SQL_ROWS = Histogram("tcgraph_request_sql_rows", "Rows PostgreSQL returned per request",
                      ["route"], buckets=(0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000))
-# Pool figures are kept up to date by every acquire and release; `livesum`
+# Pool figures are read from the pool when reported (`report_pool`); `livesum`
 # adds them over the worker processes that are alive.
 WORKERS = Gauge("tcgraph_workers", "Server processes serving (summed over the live ones)",
                 multiprocess_mode="livesum")
@@ -84,6 +79,17 @@ _current: contextvars.ContextVar[Observation | None] = contextvars.ContextVar(
     "tcgraph_observation", default=None)
 
 
+@contextlib.contextmanager
+def observing() -> Iterator[Observation]:
+    """The figures of the request served inside the block (`track_sql`, `note_operation`)."""
+    observation = Observation()
+    token = _current.set(observation)
+    try:
+        yield observation
+    finally:
+        _current.reset(token)
+
+
 def track_sql(stats: SqlStats) -> None:
     """Count what `stats` records in the current request's figures (if any)."""
     observation = _current.get()
@@ -98,14 +104,6 @@ def note_operation(operation: str) -> None:
         observation.operation = operation
 
 
-class OperationType(SchemaExtension):
-    """Names the executed GraphQL operation's type (query, mutation) in the request's figures."""
-
-    def on_execute(self):  # type: ignore[no-untyped-def]  # a generator hook
-        note_operation(self.execution_context.operation_type.value)
-        yield
-
-
 def note_errors(extensions: Iterable[Mapping[str, object] | None]) -> None:
     """Count the errors a response reports, by code, and the limits among them."""
     for ext in extensions:
@@ -116,13 +114,24 @@ def note_errors(extensions: Iterable[Mapping[str, object] | None]) -> None:
             LIMIT_REFUSALS.labels(str(limit)).inc()
 
 
-def pool_changed(size: int, in_use: int = 0, waiting: int = 0) -> None:
-    """The pool's size now, and the change in connections in use and statements waiting."""
-    POOL_SIZE.set(size)
-    if in_use:
-        POOL_IN_USE.inc(in_use)
-    if waiting:
-        POOL_WAITING.inc(waiting)
+def report_pool(figures: PoolFigures) -> None:
+    """Set the pool gauges to `figures`, read from the pool just now."""
+    POOL_SIZE.set(figures.size)
+    POOL_IN_USE.set(figures.in_use)
+    POOL_WAITING.set(figures.waiting)
+
+
+def record_request(route: str, operation: str, status: int, elapsed_s: float,
+                   sql: Iterable[SqlStats]) -> tuple[int, int]:
+    """Count one answered request; returns its SQL statements and rows."""
+    stats = list(sql)
+    statements = sum(s.statements for s in stats)
+    rows = sum(s.rows for s in stats)
+    REQUESTS.labels(route, operation, str(status)).inc()
+    LATENCY.labels(route, operation).observe(elapsed_s)
+    SQL_STATEMENTS.labels(route).observe(statements)
+    SQL_ROWS.labels(route).observe(rows)
+    return statements, rows
 
 
 def follower_message(exchange: str) -> None:
@@ -141,6 +150,7 @@ def follower_error(code: str) -> None:
 
 
 def multiprocess_mode() -> bool:
+    """Whether the figures are kept in files, to be summed over several worker processes."""
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
@@ -156,60 +166,10 @@ def worker_exited() -> None:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
-async def endpoint(request: Request) -> Response:
-    """`GET /metrics`: every worker's figures, summed, in Prometheus' text format."""
-    POOL_SIZE.set(request.app.state.pool.get_size())  # fresh for this worker, idle or not
+def exposition() -> bytes:
+    """Every figure in Prometheus' text format, summed over the live workers if several."""
     if multiprocess_mode():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        body = generate_latest(registry)
-    else:
-        body = generate_latest(REGISTRY)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-
-class Observe:
-    """Count, time and log every HTTP request, with its SQL statements and rows."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        observation = Observation()
-        token = _current.set(observation)
-        status = 500  # unless a response starts
-        started = time.perf_counter()
-
-        async def observing_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observing_send)
-        finally:
-            _current.reset(token)
-            elapsed = time.perf_counter() - started
-            # The route's template (e.g. /api/queue/v1/task/{taskId}), never the
-            # raw path, so that labels stay few.
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            if observation.operation == "none" and route.startswith("/api/"):
-                observation.operation = "rest"
-            statements = sum(s.statements for s in observation.sql)
-            rows = sum(s.rows for s in observation.sql)
-            REQUESTS.labels(route, observation.operation, str(status)).inc()
-            LATENCY.labels(route, observation.operation).observe(elapsed)
-            SQL_STATEMENTS.labels(route).observe(statements)
-            SQL_ROWS.labels(route).observe(rows)
-            duration_ms = round(elapsed * 1000, 3)
-            access_log.info(
-                "%s %s %d %.1f ms, %d SQL statements, %d rows", scope["method"], scope["path"],
-                status, duration_ms, statements, rows,
-                extra={"method": scope["method"], "path": scope["path"], "route": route,
-                       "operation": observation.operation, "status": status,
-                       "duration_ms": duration_ms, "sql_statements": statements,
-                       "sql_rows": rows})
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

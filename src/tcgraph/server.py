@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, AsyncIterator
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -14,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from tcgraph import logs, metrics
+from tcgraph import logs, metrics, observe
 from tcgraph.api import graphiql, references
 from tcgraph.api.graphql import GraphQLApp
 from tcgraph.api.middleware import (
@@ -25,12 +26,15 @@ from tcgraph.api.rest.routes import ROUTES as REST_ROUTES
 from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
 from tcgraph.errors import HTTP_CODES, error_body
-from tcgraph.store.pool import open_pool
+from tcgraph.store.pool import open_pool, pool_figures
 
 if TYPE_CHECKING:  # the follower's modules load only when it runs
     from tcgraph.ingest.follow import FollowOptions
 
 _READY_TIMEOUT_S = 2.0
+# With several workers, how often each writes its pool's figures for the
+# others to sum (one worker alone reports its pool when it is scraped).
+POOL_REPORT_S = 1.0
 # Routes that build no URL answer any `Host`: probes and scrapers (load
 # balancers, orchestrators, Prometheus) often name the instance by its address.
 ANY_HOST_PATHS = ("/health/live", "/health/ready", "/metrics")
@@ -49,6 +53,13 @@ async def ready(request: Request) -> JSONResponse:
     except Exception as e:  # any failure to answer means not ready, whatever its kind
         return JSONResponse({"status": "unavailable", "reason": type(e).__name__}, status_code=503)
     return JSONResponse({"status": "ok"})
+
+
+async def _report_pool(pool: asyncpg.Pool) -> None:
+    """Keep this worker's pool figures current for a scrape another worker answers."""
+    while True:
+        metrics.report_pool(pool_figures(pool))
+        await asyncio.sleep(POOL_REPORT_S)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -75,6 +86,8 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.pool = await open_pool(database_url, settings, tolerate_outage=True)
         metrics.worker_started()
+        reporter = (asyncio.create_task(_report_pool(app.state.pool))
+                    if metrics.multiprocess_mode() else None)
         follower = None
         if follow is not None:
             from tcgraph.ingest.follow import run
@@ -84,10 +97,11 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
         try:
             yield
         finally:
-            if follower is not None:
-                follower.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await follower
+            for task in (follower, reporter):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await app.state.pool.close()
             metrics.worker_exited()
 
@@ -96,7 +110,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
         Route("/graphql", graphql, methods=["GET", "POST"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
-        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/metrics", observe.endpoint, methods=["GET"]),
         *REST_ROUTES,
         *references.routes,
         *([Mount(graphiql.STATIC_PATH, graphiql.static_files(), name="graphiql-static")]
@@ -104,7 +118,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
     ]
     middleware = [
         Middleware(RequestId),
-        Middleware(metrics.Observe),
+        Middleware(observe.Observe),
         Middleware(AllowedHosts, allowed_hosts=settings.allowed_host_list,
                    any_host_paths=ANY_HOST_PATHS),
         Middleware(BodyDeadline, timeout_s=settings.body_timeout_ms / 1000),

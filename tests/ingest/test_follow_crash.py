@@ -38,7 +38,7 @@ def start_follower(database_url: str, broker: RabbitMQ, upstream: str, queue: st
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "tcgraph", "follow", "--database-url", database_url,
-             "--root-url", upstream, "--pulse-url", broker.url, "--queue-name", queue,
+             "--upstream-root-url", upstream, "--pulse-url", broker.url, "--queue-name", queue,
              "--no-backfill", "--batch-size", str(BATCH)],
             stdout=out, stderr=out, start_new_session=True)
 

@@ -22,7 +22,7 @@ async def test_backfill_of_every_group_and_the_index_gives_every_recorded_answer
     groups = sorted(recording.groups)
     done = subprocess.run(
         [sys.executable, "-m", "tcgraph", "backfill", "--database-url", database_url,
-         "--root-url", upstream, *[a for g in groups for a in ("--task-group", g)],
+         "--upstream-root-url", upstream, *[a for g in groups for a in ("--task-group", g)],
          "--index", "gecko"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for group in groups:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import logging
 import uuid
 
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -13,20 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tcgraph import metrics
 from tcgraph.api.rest.errors import API_PREFIX, refusal_body, too_large_body
 from tcgraph.errors import LimitExceeded, RequestRefused, error_body
+from tcgraph.logs import request_id
 
 REQUEST_ID_HEADER = "x-request-id"
-
-# The id of the request being served, for log records and masked errors.
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to every log record, for the log format to show."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
-        return True
-
 
 def _valid_id(value: str) -> bool:
     return 0 < len(value) <= 128 and value.isascii() and value.isprintable()
@@ -177,7 +164,8 @@ class BodyLimit:
     """Refuse request bodies over `max_bytes` with a 413, before anything parses them.
 
     Both a declared Content-Length and the bytes actually received count, so
-    a chunked body cannot slip past the limit.
+    a chunked body cannot slip past the limit; so does the query string (a
+    GET document), so the limit is one for a document however it is sent.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -188,11 +176,16 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # A GET document travels in the query string: it counts as body does.
+        received = len(scope.get("query_string", b""))
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, send, int(declared))
+        if declared is not None and declared.isdigit() \
+                and received + int(declared) > self.max_bytes:
+            await self._refuse(scope, send, received + int(declared))
             return
-        received = 0
+        if received > self.max_bytes:
+            await self._refuse(scope, send, received)
+            return
         started = False
 
         async def counting_receive() -> Message:
@@ -223,8 +216,8 @@ class BodyLimit:
         if scope["path"].startswith(API_PREFIX):
             await _send_json(send, 413, too_large_body(scope, size, self.max_bytes))
             return
-        message = (f"the request body is larger than the limit of {self.max_bytes} bytes "
-                   f"(max_body_bytes)")
+        message = (f"the request body (with its query string) is larger than the limit of "
+                   f"{self.max_bytes} bytes (max_body_bytes)")
         body = error_body(message, LimitExceeded.code, limit="max_body_bytes", value=size,
                           maximum=self.max_bytes)
         await _send_json(send, 413, body)

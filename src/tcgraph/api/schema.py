@@ -16,15 +16,15 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types.scalar import ScalarDefinition
 from strawberry.types import Info
 
-from tcgraph import metrics
+from tcgraph import observe
 from tcgraph.api.sqljson import Executor, plan
 from tcgraph.api.types.index import IndexedTask, Namespace
 from tcgraph.api.types.labels import LabelHistory, TaskGroup
 from tcgraph.api.types.mirror import Mirror
 from tcgraph.api.types.tasks import Task, TaskFilter, TaskStatus, storable, task_filter
 from tcgraph.config import Settings
-from tcgraph.api.middleware import request_id
 from tcgraph.errors import ClientError, ServiceUnavailable, check_key_count
+from tcgraph.logs import request_id
 from tcgraph.limits import DocumentShape, Limits
 from tcgraph.loaders import JsonListKey
 from tcgraph.model import split_index_path
@@ -236,7 +236,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: DocumentShape(settings),
         lambda: Limits(settings),
-        metrics.OperationType,
+        observe.OperationType,
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)

@@ -7,13 +7,14 @@ named for it (options.py holds the parser).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from typing import Sequence
 
 from tcgraph import logs
 from tcgraph.cli.database import database, migrated
-from tcgraph.cli.options import build_parser, follow_settings
+from tcgraph.cli.options import build_parser, follow_settings, setting_flags, upstream_root_url
 from tcgraph.cli.serving import exit_on_signal, serve
 from tcgraph.cli.verbs import expire_now, import_files, write_demo_data
 from tcgraph.config import Settings
@@ -23,57 +24,49 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tcgraph` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    log_format = logs.requested_format(argv, dict(os.environ))
+    logs.configure(0, log_format)
     args = build_parser().parse_args(argv)
-    logs.configure(getattr(args, "verbose", None) or 0, getattr(args, "log_format", None) or "text")
+    logs.configure(getattr(args, "verbose", None) or 0, log_format)
+    say = logs.console
     if args.verb == "schema":
         from tcgraph.api.schema import sdl
 
         sys.stdout.write(sdl())
         return 0
     try:
-        settings = Settings.from_env(
-            database_url=args.database_url, data_dir=args.data_dir,
-            read_database_url=getattr(args, "read_database_url", None),
-            host=getattr(args, "host", None), port=getattr(args, "port", None),
-            header_timeout_ms=getattr(args, "header_timeout_ms", None),
-            body_timeout_ms=getattr(args, "body_timeout_ms", None),
-            max_connections=getattr(args, "max_connections", None),
-            send_timeout_ms=getattr(args, "send_timeout_ms", None),
-            workers=getattr(args, "workers", None),
-            demo=getattr(args, "demo", None), explain=getattr(args, "explain", None),
-            log_format=getattr(args, "log_format", None), verbose=getattr(args, "verbose", None),
-        )
+        settings = Settings.from_env(flags=setting_flags(args))
     except ValueError as e:
-        print(f"tcgraph: {e}", file=sys.stderr)
+        say.error("tcgraph: %s", e)
         return 2
     logs.configure(settings.verbose, settings.log_format)
     follow_options = None
-    if args.verb == "follow" or (args.verb == "serve" and args.follow):
-        try:
-            follow_options = follow_settings(
-                args, args.root_url if args.verb == "follow" else args.upstream_root_url)
-        except ValueError as e:
-            print(f"tcgraph {args.verb}: {e}", file=sys.stderr)
-            return 2
-    if args.verb == "backfill" and (not args.root_url or not (args.task_group or args.index)):
-        print("tcgraph backfill: --root-url and at least one --task-group or --index are "
-              "required", file=sys.stderr)
+    upstream = None
+    try:
+        if args.verb == "follow" or (args.verb == "serve" and args.follow):
+            follow_options = follow_settings(args)
+        if args.verb == "backfill":
+            upstream = upstream_root_url(args)
+            if not (args.task_group or args.index):
+                raise ValueError("at least one --task-group or --index is required")
+    except ValueError as e:
+        say.error("tcgraph %s: %s", args.verb, e)
         return 2
     if args.verb == "serve":
         if follow_options is not None and settings.workers != 1:
-            print("tcgraph serve: --follow runs in one server process (--workers 1)",
-                  file=sys.stderr)
+            say.error("tcgraph serve: --follow runs in one server process (--workers 1)")
             return 2
         return serve(settings, follow_options)
     if getattr(args, "keep_per_label", None) is not None and args.keep_per_label < 0:
-        print(f"tcgraph {args.verb}: --keep-per-label must be at least 0", file=sys.stderr)
+        say.error("tcgraph %s: --keep-per-label must be at least 0", args.verb)
         return 2
     with database(settings) as url:
         applied = migrated(url, args.verb)
         if applied is None:
             return 1
         if args.verb == "migrate":
-            print(f"applied: {', '.join(applied)}" if applied else "up to date", file=sys.stderr)
+            say.info("applied: %s" % ", ".join(applied) if applied else "up to date")
             return 0
         if args.verb == "import":
             return asyncio.run(import_files(url, settings, args.paths, args.keep_going))
@@ -81,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(expire_now(url, settings, args.keep_per_label))
         if args.verb == "demo":
             if args.tasks < 1:
-                print("tcgraph demo: --tasks must be at least 1", file=sys.stderr)
+                say.error("tcgraph demo: --tasks must be at least 1")
                 return 2
             asyncio.run(write_demo_data(url, settings, args.tasks, args.seed))
             return 0
@@ -96,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "backfill":
             from tcgraph.ingest.backfill import run as run_backfill
 
-            asyncio.run(run_backfill(url, settings, args.root_url, args.task_group, args.index))
+            assert upstream is not None  # checked above, before the database started
+            asyncio.run(run_backfill(url, settings, upstream, args.task_group, args.index))
             return 0
     raise AssertionError(f"unhandled verb {args.verb}")

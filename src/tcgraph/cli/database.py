@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from typing import Iterator
 
 import asyncpg
 
+from tcgraph.logs import console
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
@@ -70,8 +70,7 @@ def migrated(url: str, verb: str) -> list[str] | None:
     try:
         return asyncio.run(migrate_database(url))
     except CONNECTION_ERRORS as e:
-        print(f"tcgraph {verb}: cannot reach the database ({type(e).__name__}: {e})",
-              file=sys.stderr)
+        console.error("tcgraph %s: cannot reach the database (%s: %s)", verb, type(e).__name__, e)
     except ReadOnlyDatabase as e:
-        print(e.explain(verb), file=sys.stderr)
+        console.error("%s", e.explain(verb))
     return None

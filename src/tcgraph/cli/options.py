@@ -4,22 +4,75 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from tcgraph import __version__
+from tcgraph import __version__, logs
+from tcgraph.config import Settings, env_name, flag_name
 
 if TYPE_CHECKING:
     from tcgraph.ingest.follow import FollowOptions
 
 
+UPSTREAM_ENV = "TCGRAPH_UPSTREAM_ROOT_URL"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals in one line (text or JSON, as every line) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        logs.console.error("%s: %s (see %s --help)", self.prog, message, self.prog)
+        raise SystemExit(2)
+
+
+def _setting(parser: argparse.ArgumentParser, name: str, help: str, *,
+             switch: bool = False, **extra: Any) -> None:
+    """A flag for setting `name` (config.Settings): its text is read as the variable's is,
+    by config.parse_setting, so a bad value is refused naming the flag."""
+    default = getattr(Settings(), name)
+    shown = f"; default {default}" if default not in (None, "", False) else ""
+    text = f"{help} (env {env_name(name)}{shown})"
+    if switch:
+        parser.add_argument(flag_name(name), action="store_true", default=None, help=text)
+    else:
+        parser.add_argument(flag_name(name), help=text, **extra)
+
+
+def setting_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The settings the command line gave, by name (config.Settings.from_env's `flags`)."""
+    return {f.name: getattr(args, f.name) for f in fields(Settings)
+            if getattr(args, f.name, None) is not None}
+
+
+def _upstream_option(parser: argparse.ArgumentParser, deprecated_root_url: bool) -> None:
+    """The deployment to mirror. TCGRAPH_ROOT_URL is tcgraph's own public root URL, never it."""
+    parser.add_argument("--upstream-root-url", default=os.environ.get(UPSTREAM_ENV),
+                        help=f"the Taskcluster deployment's root URL (env {UPSTREAM_ENV})")
+    if deprecated_root_url:
+        parser.add_argument("--root-url", dest="deprecated_root_url",
+                            help="deprecated spelling of --upstream-root-url")
+
+
+def upstream_root_url(args: argparse.Namespace) -> str:
+    """The deployment's root URL the arguments name; ValueError says how to give it."""
+    old = getattr(args, "deprecated_root_url", None)
+    if old:
+        logs.console.warning("tcgraph %s: --root-url is deprecated, use --upstream-root-url "
+                             "(TCGRAPH_ROOT_URL names tcgraph's own public URL)", args.verb)
+    url: str | None = args.upstream_root_url or old
+    if url:
+        return url
+    hint = (" (TCGRAPH_ROOT_URL is set, but it names tcgraph's own public URL, not the "
+            "deployment's)" if os.environ.get("TCGRAPH_ROOT_URL") else "")
+    raise ValueError(f"the deployment's root URL is required (--upstream-root-url or "
+                     f"{UPSTREAM_ENV}){hint}")
+
+
 def _database_options(parser: argparse.ArgumentParser) -> None:
     _output_options(parser)
-    parser.add_argument("--database-url", help="PostgreSQL URL (env TCGRAPH_DATABASE_URL); "
-                        "without one, an embedded PostgreSQL runs in --data-dir")
-    parser.add_argument("--data-dir", type=Path,
-                        help="where the embedded PostgreSQL keeps its data (env TCGRAPH_DATA_DIR; "
-                             "default: a per-user data directory)")
+    _setting(parser, "database_url",
+             "PostgreSQL URL; without one, an embedded PostgreSQL runs in --data-dir")
+    _setting(parser, "data_dir", "where the embedded PostgreSQL keeps its data")
 
 
 def _follow_options(parser: argparse.ArgumentParser) -> None:
@@ -42,13 +95,12 @@ def _follow_options(parser: argparse.ArgumentParser) -> None:
                         help="messages written in one transaction, at most (default 1000)")
 
 
-def follow_settings(args: argparse.Namespace, root_url: str | None) -> FollowOptions:
+def follow_settings(args: argparse.Namespace) -> FollowOptions:
     """The FollowOptions the arguments ask for; ValueError names what is missing."""
     from tcgraph.ingest.follow import FollowOptions
     from tcgraph.ingest.pulse import PulseOptions, bindings, queue_name
 
-    if not root_url:
-        raise ValueError("the deployment's root URL is required (--root-url)")
+    root_url = upstream_root_url(args)
     if not args.pulse_url:
         raise ValueError("the pulse URL is required (--pulse-url or TCGRAPH_PULSE_URL)")
     if args.batch_size < 1:
@@ -66,13 +118,12 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=None,
                         help="say more: -v adds uvicorn's and embedded PostgreSQL's messages, "
                              "-vv debug output")
-    parser.add_argument("--log-format", choices=("text", "json"),
-                        help="text (default) or json: one object per line with the request id, "
-                             "route, status, duration and SQL counts (env TCGRAPH_LOG_FORMAT)")
+    _setting(parser, "log_format", "text or json: one object per line with the request id, "
+             "route, status, duration and SQL counts")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tcgraph", description="A GraphQL gateway for CI task data.")
     parser.add_argument("--version", action="version", version=f"tcgraph {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -81,36 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Migrate the database, fill an empty one with demo data "
                                          "(embedded default, or --demo), and serve /graphql.")
     _database_options(serve)
-    serve.add_argument("--read-database-url",
-                       help="serve reads from this URL (a replica or read-only role; env "
-                            "TCGRAPH_READ_DATABASE_URL); migrations use --database-url")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    serve.add_argument("--header-timeout-ms", type=int,
-                       help="close a connection whose request headers take longer (env "
-                            "TCGRAPH_HEADER_TIMEOUT_MS; default 10000)")
-    serve.add_argument("--body-timeout-ms", type=int,
-                       help="refuse a request whose body takes longer after its headers (env "
-                            "TCGRAPH_BODY_TIMEOUT_MS; default 60000)")
-    serve.add_argument("--send-timeout-ms", type=int,
-                       help="drop a connection whose client stops reading an answer for longer "
-                            "(env TCGRAPH_SEND_TIMEOUT_MS; default 60000)")
-    serve.add_argument("--max-connections", type=int,
-                       help="open connections per server process; more are refused (env "
-                            "TCGRAPH_MAX_CONNECTIONS; default 1000)")
-    serve.add_argument("--workers", type=int,
-                       help="server processes (env TCGRAPH_WORKERS; default 1)")
-    serve.add_argument("--demo", action="store_true", default=None,
-                       help="fill an empty database with demo data (always on for the embedded default)")
-    serve.add_argument("--explain", action="store_true", default=None,
-                       help="report extensions.sql = {statements, rows, ms} in every response "
-                            "(env TCGRAPH_EXPLAIN=1)")
+    _setting(serve, "read_database_url", "serve reads from this URL (a replica or read-only "
+             "role); migrations use --database-url")
+    _setting(serve, "host", "address to listen on")
+    _setting(serve, "port", "port to listen on")
+    _setting(serve, "header_timeout_ms",
+             "close a connection whose request headers take longer")
+    _setting(serve, "body_timeout_ms", "refuse a request whose body takes longer after its headers")
+    _setting(serve, "send_timeout_ms",
+             "drop a connection whose client stops reading an answer for longer")
+    _setting(serve, "max_connections", "open connections per server process; more are refused")
+    _setting(serve, "workers", "server processes")
+    _setting(serve, "demo", "fill an empty database with demo data (always on for the embedded "
+             "default)", switch=True)
+    _setting(serve, "explain", "report extensions.sql = {statements, rows, ms} in every response",
+             switch=True)
     serve.add_argument("--follow", action="store_true",
                        help="run `tcgraph follow` in the serving process (one worker)")
-    # TCGRAPH_ROOT_URL is tcgraph's own public root URL when serving.
-    serve.add_argument("--upstream-root-url", default=os.environ.get("TCGRAPH_UPSTREAM_ROOT_URL"),
-                       help="with --follow: the deployment's root URL "
-                            "(env TCGRAPH_UPSTREAM_ROOT_URL)")
+    _upstream_option(serve, deprecated_root_url=False)
     _follow_options(serve)
 
     migrate_ = verbs.add_parser("migrate", help="apply pending database migrations",
@@ -150,8 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "batch, acknowledged after commit), fetch new tasks' definitions from the "
                     "deployment's REST API and build its index, until stopped.")
     _database_options(follow)
-    follow.add_argument("--root-url", default=os.environ.get("TCGRAPH_ROOT_URL"),
-                        help="the deployment's root URL (env TCGRAPH_ROOT_URL)")
+    _upstream_option(follow, deprecated_root_url=True)
     _follow_options(follow)
 
     backfill = verbs.add_parser(
@@ -159,8 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read listTaskGroup pages and walk listNamespaces/listTasks into the "
                     "database, through the same write path as follow.")
     _database_options(backfill)
-    backfill.add_argument("--root-url", default=os.environ.get("TCGRAPH_ROOT_URL"),
-                          help="the deployment's root URL (env TCGRAPH_ROOT_URL)")
+    _upstream_option(backfill, deprecated_root_url=True)
     backfill.add_argument("--task-group", action="append", default=[], metavar="ID",
                           help="a task group to copy (repeatable)")
     backfill.add_argument("--index", action="append", default=[], metavar="NAMESPACE",

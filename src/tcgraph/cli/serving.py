@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, Iterator
 
 from tcgraph import logs
+from tcgraph.logs import console
 from tcgraph.cli.database import database, fill_if_empty, migrated
 from tcgraph.config import Settings
+from tcgraph.metrics import MULTIPROC_ENV
 
 if TYPE_CHECKING:
     from tcgraph.ingest.follow import FollowOptions
@@ -27,14 +29,25 @@ def exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _port_in_use(host: str, port: int) -> str | None:
-    """Why `host:port` cannot be listened on (as uvicorn will), or None if it can."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (as uvicorn will), and what to do; None if it can."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror as e:
+            return f"{host!r} is not an address, nor a name this machine resolves ({e.strerror})"
         except OSError as e:
-            return e.strerror or str(e)
+            reason = e.strerror or str(e)
+            if e.errno == errno.EADDRINUSE:
+                return f"{reason} (is another server running? choose another --port)"
+            if e.errno == errno.EADDRNOTAVAIL:
+                return (f"{reason}: {host} is not an address of this machine (give one of its "
+                        f"addresses as --host, or 0.0.0.0 for all of them)")
+            if e.errno == errno.EACCES:
+                return f"{reason} (ports below 1024 need privileges: choose another --port)"
+            return reason
     return None
 
 
@@ -42,15 +55,16 @@ def _port_in_use(host: str, port: int) -> str | None:
 def _metrics_dir(workers: int) -> Iterator[None]:
     """With several workers, a directory where they keep the metrics /metrics sums.
 
-    prometheus-client reads PROMETHEUS_MULTIPROC_DIR when it is imported, so
-    this runs before anything imports tcgraph.metrics. A directory the
-    operator gave is used as it is and kept.
+    prometheus-client reads the variable when it is imported: the workers,
+    started afresh, import it after this has set it (this process only
+    supervises them and records nothing). A directory the operator gave is
+    used as it is and kept.
     """
-    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if workers == 1 or os.environ.get(MULTIPROC_ENV):
         yield
         return
     directory = tempfile.mkdtemp(prefix="tcgraph-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.environ[MULTIPROC_ENV] = directory
     try:
         yield
     finally:
@@ -58,10 +72,9 @@ def _metrics_dir(workers: int) -> Iterator[None]:
 
 
 def serve(settings: Settings, follow: FollowOptions | None) -> int:
-    busy = _port_in_use(settings.host, settings.port)
-    if busy:
-        print(f"tcgraph: cannot listen on {settings.host}:{settings.port}: {busy} "
-              f"(is another server running? choose another --port)", file=sys.stderr)
+    why = cannot_listen(settings.host, settings.port)
+    if why:
+        console.error("tcgraph: cannot listen on %s:%d: %s", settings.host, settings.port, why)
         return 1
     with _metrics_dir(settings.workers):
         return _run_server(settings, follow)
@@ -83,14 +96,14 @@ def _run_server(settings: Settings, follow: FollowOptions | None) -> int:
         if (settings.demo or not settings.database_url) and follow is None:
             if asyncio.run(fill_if_empty(url, settings)):
                 log.info("the database was empty: wrote the demo dataset")
-        print(f"tcgraph: open http://{settings.host}:{settings.port}/graphql", file=sys.stderr)
+        console.info("tcgraph: open http://%s:%d/graphql", settings.host, settings.port)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the
         # signal again; ours turns that into a normal exit so the embedded
         # PostgreSQL is stopped on the way out instead of being left running.
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, exit_on_signal)
         # tcgraph's logging, not uvicorn's (log_config=None), and tcgraph's
-        # access line (metrics.Observe) instead of uvicorn's.
+        # access line (observe.Observe) instead of uvicorn's.
         options: dict[str, Any] = dict(
             host=settings.host, port=settings.port, log_config=None,
             log_level=logs.uvicorn_level(settings.verbose), access_log=False,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
 from tcgraph.config import Settings
+from tcgraph.logs import console
 from tcgraph.store.pool import CONNECTION_ERRORS
 
 
@@ -14,7 +14,7 @@ async def import_files(url: str, settings: Settings, paths: Sequence[str], keep_
     from tcgraph.store.pool import open_pool
 
     def say(text: str) -> None:
-        print(f"tcgraph import: {text}", file=sys.stderr)
+        console.info("tcgraph import: %s", text)
 
     try:
         pool = await open_pool(url, settings.with_(pool_min_size=1, pool_max_size=1))
@@ -56,8 +56,8 @@ async def expire_now(url: str, settings: Settings, keep_per_label: int | None) -
         await pool.close()
     trimmed = (f", {done.trimmed} tasks trimmed from label history"
                if keep_per_label is not None else "")
-    print(f"expired: {done.tasks} tasks, {done.index_entries} index entries, "
-          f"{done.namespaces} namespaces{trimmed}", file=sys.stderr)
+    console.info("expired: %d tasks, %d index entries, %d namespaces%s",
+                 done.tasks, done.index_entries, done.namespaces, trimmed)
     return 0
 
 
@@ -71,8 +71,10 @@ async def write_demo_data(url: str, settings: Settings, tasks: int, seed: int) -
     finally:
         await pool.close()
     found = examples(tasks, seed)
-    print(f"demo: {summary.tasks} tasks, {summary.index_entries} index entries\n"
-          f"  a completed build-linux64/opt task: {found.task_id}\n"
-          f"  a task group with failed tasks:     {found.task_group_id}\n"
-          f"  a label with successes and failures: {found.label}\n"
-          f"  a cached toolchain's index path:    {found.cached_path}", file=sys.stderr)
+    console.info("demo: %d tasks, %d index entries\n"
+                 "  a completed build-linux64/opt task: %s\n"
+                 "  a task group with failed tasks:     %s\n"
+                 "  a label with successes and failures: %s\n"
+                 "  a cached toolchain's index path:    %s",
+                 summary.tasks, summary.index_entries, found.task_id, found.task_group_id,
+                 found.label, found.cached_path)

@@ -8,7 +8,6 @@ its messages arrive ends the same as if either came alone.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,6 +17,7 @@ from tcgraph.config import Settings
 from tcgraph.ingest.batches import BatchWriter
 from tcgraph.ingest.mirror import GroupStatus, write_tasks
 from tcgraph.ingest.upstream import Upstream
+from tcgraph.logs import console
 from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
 from tcgraph.store import writes
 from tcgraph.store.pool import open_pool
@@ -98,5 +98,5 @@ async def run(database_url: str, settings: Settings, root_url: str, task_groups:
         await upstream.close()
         await pool.close()
     for d in done:
-        print(f"{d.what}: {d.tasks} tasks, {d.index_entries} index entries", file=sys.stderr)
+        console.info("%s: %d tasks, %d index entries", d.what, d.tasks, d.index_entries)
     return done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -12,7 +13,6 @@ from typing import Any, Sequence
 import asyncpg
 import orjson
 
-from tcgraph import metrics
 from tcgraph.config import Settings
 from tcgraph.errors import BadInput, DatabaseUnavailable, StatementTimeout
 
@@ -78,6 +78,27 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class PoolFigures:
+    """How busy a pool is at one moment (what /metrics reports as tcgraph_pool_*)."""
+
+    size: int  # open connections
+    in_use: int  # connections handed out (running a statement)
+    waiting: int  # statements waiting for a free connection
+
+
+# Statements waiting for a connection, by pool. asyncpg counts its open and
+# idle connections (get_size, get_idle_size) but not its waiters. An entry
+# exists only while something waits, so a closed pool leaves nothing behind.
+_waiting: collections.Counter[int] = collections.Counter()
+
+
+def pool_figures(pool: asyncpg.Pool) -> PoolFigures:
+    """`pool`'s figures now: read when they are reported, never kept up to date."""
+    size = pool.get_size()
+    return PoolFigures(size=size, in_use=size - pool.get_idle_size(), waiting=_waiting[id(pool)])
+
+
 @dataclass
 class SqlStats:
     """What one request cost the database: reported as `extensions.sql`."""
@@ -109,7 +130,7 @@ class Database:
         """
         started = time.perf_counter()
         try:
-            metrics.pool_changed(self.pool.get_size(), waiting=1)
+            _waiting[id(self.pool)] += 1
             try:
                 conn = await self.pool.acquire(timeout=self.acquire_timeout)
             except asyncio.TimeoutError:
@@ -122,8 +143,9 @@ class Database:
                 log.warning("cannot connect to the database: %s: %s", type(e).__name__, e)
                 raise DatabaseUnavailable("the database is unavailable") from None
             finally:
-                metrics.pool_changed(self.pool.get_size(), waiting=-1)
-            metrics.pool_changed(self.pool.get_size(), in_use=1)
+                _waiting[id(self.pool)] -= 1
+                if not _waiting[id(self.pool)]:
+                    del _waiting[id(self.pool)]
             try:
                 rows: Sequence[asyncpg.Record] = await conn.fetch(sql, *args)
             except (asyncpg.CharacterNotInRepertoireError,
@@ -145,7 +167,6 @@ class Database:
                 raise DatabaseUnavailable("the database is unavailable") from None
             finally:
                 await self.pool.release(conn)
-                metrics.pool_changed(self.pool.get_size(), in_use=-1)
         finally:
             self.stats.statements += 1
             self.stats.ms += (time.perf_counter() - started) * 1000
