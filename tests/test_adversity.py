@@ -21,11 +21,10 @@ import pytest
 from factories import FakeTask, slug, store
 from servers import serving
 from tcgraph.config import Settings
-from tcgraph.errors import DatabaseUnavailable
 from tcgraph.server import create_app
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
-from tcgraph.store.pool import Database, open_pool
+from tcgraph.store.pool import open_pool
 from waiting import eventually_async
 
 TASK_IDS = [slug(7_000_000 + n) for n in range(3)]
@@ -243,63 +242,7 @@ async def locked_app(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[
         await locker.close()
 
 
-# --- connections terminated under the pool -------------------------------------
-
-
-async def wait_for_backend(conn: asyncpg.Connection, query: str) -> int:
-    """The pid of tcgraph's backend running `query`, once it runs."""
-
-    async def backend() -> int | None:
-        await conn.execute("SELECT pg_stat_clear_snapshot()")
-        pid: int | None = await conn.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'tcgraph' AND state = 'active' AND query = $1", query)
-        return pid
-
-    return await eventually_async(backend, what=f"tcgraph's backend to run {query!r}")
-
-
-async def test_a_pooled_connection_terminated_while_idle_is_replaced(database_url: str) -> None:
-    """pg_terminate_backend (a failover, an admin) under an idle pool: the next request is answered.
-
-    The request is made only once asyncpg has seen the connection close (its termination
-    listener fired), so this is the case where the pool must open a new connection.
-    """
-    pool = await open_pool(database_url, Settings(pool_min_size=1, pool_max_size=1))
-    admin = await asyncpg.connect(database_url)
-    closed = asyncio.Event()
-    try:
-        async with pool.acquire() as conn:  # the pool's only connection
-            conn.add_termination_listener(lambda _: closed.set())
-            pid = await conn.fetchval("SELECT pg_backend_pid()")
-        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-        await asyncio.wait_for(closed.wait(), 30)
-        assert await Database(pool, acquire_timeout=2).fetch("SELECT 1 AS one") == [(1,)]
-    finally:
-        await admin.close()
-        await pool.close()
-
-
-# store/pool.py's Database.fetch calls conn.terminate() on a connection lost mid-statement;
-# by then asyncpg has already detached the pool's proxy from the closed connection, and
-# terminate() raised InterfaceError ("connection has been released back to the pool"),
-# which escaped instead of DatabaseUnavailable.
-async def test_a_pooled_connection_terminated_mid_statement_is_an_outage(
-        database_url: str) -> None:
-    """The backend of a running statement terminated: DatabaseUnavailable, then served again."""
-    pool = await open_pool(database_url, Settings(pool_min_size=1, pool_max_size=1))
-    admin = await asyncpg.connect(database_url)
-    sleeping = "SELECT pg_sleep(60)"
-    try:
-        running = asyncio.create_task(Database(pool, acquire_timeout=2).fetch(sleeping))
-        pid = await wait_for_backend(admin, sleeping)
-        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-        with pytest.raises(DatabaseUnavailable):
-            await asyncio.wait_for(running, 30)
-        assert await Database(pool, acquire_timeout=2).fetch("SELECT 1 AS one") == [(1,)]
-    finally:
-        await admin.close()
-        await pool.close()
+# --- connections terminated under a request (the pool's own cases: store/test_pool.py) ---
 
 
 async def test_a_statement_cut_off_by_a_terminated_backend_is_503(
@@ -439,24 +382,3 @@ async def test_ready_is_503_while_every_pooled_connection_is_busy(
             assert live.status_code == 200
             assert (await busy).status_code == 200  # answered once the lock was released
             assert (await client.get("/health/ready")).status_code == 200
-
-
-# --- the statement timeout ------------------------------------------------------
-
-
-async def test_every_pooled_connection_carries_the_statement_timeout(database_url: str) -> None:
-    settings = Settings(statement_timeout_ms=1234, pool_min_size=2, pool_max_size=2)
-    pool = await open_pool(database_url, settings)
-    try:
-        async with pool.acquire() as one, pool.acquire() as two:
-            assert await one.fetchval("SHOW statement_timeout") == "1234ms"
-            assert await two.fetchval("SHOW statement_timeout") == "1234ms"
-            # A session that changed it gets it back when the pool resets the connection.
-            await two.execute("SET statement_timeout = 0")
-            with pytest.raises(asyncpg.QueryCanceledError):
-                await one.execute("SELECT pg_sleep(3)")
-        async with pool.acquire() as one, pool.acquire() as two:
-            assert await one.fetchval("SHOW statement_timeout") == "1234ms"
-            assert await two.fetchval("SHOW statement_timeout") == "1234ms"
-    finally:
-        await pool.close()
