@@ -16,13 +16,14 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from datetime import datetime
+from typing import AsyncIterator, Callable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from factories import store
+from factories import FakeTask, store
 from needs import need
 from services.postgres import PgBouncer, Standby, connected
 from tcgraph.config import Settings
@@ -104,14 +105,16 @@ async def database_url(server_url: str, template_database: str) -> AsyncIterator
 
 
 @pytest.fixture(scope="session")
-def filled_database(server_url: str, template_database: str):
+def filled_database(server_url: str, template_database: str
+                    ) -> Callable[..., contextlib.AbstractContextManager[str]]:
     """`with filled_database(tasks, entries) as url:` a database holding them.
 
     For module-scoped servers, where the per-test `database_url` cannot serve.
     """
 
     @contextlib.contextmanager
-    def create(tasks: list = (), entries: list = ()) -> Iterator[str]:
+    def create(tasks: Sequence[FakeTask] = (),
+               entries: Sequence[tuple[str, str, float, datetime]] = ()) -> Iterator[str]:
         name, url = asyncio.run(create_database(server_url, template_database))
 
         async def fill() -> None:

@@ -102,7 +102,7 @@ def serve_refused(*args: str, timeout: float = 120) -> subprocess.CompletedProce
 
 
 @contextlib.contextmanager
-def serving(app: object, startup_timeout: float = 10.0, **options: Any) -> Iterator[str]:
+def serving(app: Any, startup_timeout: float = 10.0, **options: Any) -> Iterator[str]:
     """Serve `app` in a thread for the duration of the block; yields its base URL.
 
     `options` go to uvicorn (e.g. `http_server.uvicorn_options(settings)`, as `serve` runs it).

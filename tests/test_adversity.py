@@ -221,9 +221,9 @@ async def lock_waiters(conn: asyncpg.Connection) -> int:
     """tcgraph's sessions on this database waiting for a lock."""
     # Activity is snapshotted once per transaction: `conn` may be inside one.
     await conn.execute("SELECT pg_stat_clear_snapshot()")
-    return await conn.fetchval(
+    return int(await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND application_name = 'tcgraph' AND wait_event_type = 'Lock'")
+        "AND application_name = 'tcgraph' AND wait_event_type = 'Lock'"))
 
 
 async def wait_for_lock_waiter(conn: asyncpg.Connection) -> None:

@@ -27,7 +27,7 @@ def _failure(what: str, timeout: float, last: object) -> AssertionError:
     return AssertionError(f"timed out after {timeout:g} s waiting for {what}{detail}")
 
 
-def eventually(check: Callable[[], T], *, what: str, timeout: float = TIMEOUT_S,
+def eventually(check: Callable[[], T | None], *, what: str, timeout: float = TIMEOUT_S,
                interval: float = INTERVAL_S,
                ignoring: tuple[type[BaseException], ...] = ()) -> T:
     """Call `check()` until it returns something truthy, and return that.
@@ -37,6 +37,7 @@ def eventually(check: Callable[[], T], *, what: str, timeout: float = TIMEOUT_S,
     the wait fails with an AssertionError naming `what` and the last value or error seen.
     """
     deadline = time.monotonic() + timeout
+    retried: tuple[type[BaseException], ...] = (NotYet, *ignoring)
     last: object = None
     while True:
         try:
@@ -44,19 +45,20 @@ def eventually(check: Callable[[], T], *, what: str, timeout: float = TIMEOUT_S,
             if found:
                 return found
             last = found
-        except (NotYet, *ignoring) as e:
+        except retried as e:
             last = f"{type(e).__name__}: {e}"
         if time.monotonic() > deadline:
             raise _failure(what, timeout, last)
         time.sleep(interval)
 
 
-async def eventually_async(check: Callable[[], Awaitable[T]], *, what: str,
+async def eventually_async(check: Callable[[], Awaitable[T | None]], *, what: str,
                            timeout: float = TIMEOUT_S, interval: float = INTERVAL_S,
                            ignoring: tuple[type[BaseException], ...] = ()) -> T:
     """`eventually` for an async `check`, sleeping in the event loop between calls."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    retried: tuple[type[BaseException], ...] = (NotYet, *ignoring)
     last: object = None
     while True:
         try:
@@ -64,7 +66,7 @@ async def eventually_async(check: Callable[[], Awaitable[T]], *, what: str,
             if found:
                 return found
             last = found
-        except (NotYet, *ignoring) as e:
+        except retried as e:
             last = f"{type(e).__name__}: {e}"
         if loop.time() > deadline:
             raise _failure(what, timeout, last)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 import asyncpg
 
+from tcgraph.model import Page
 from tcgraph.store.pool import Database
+
+# A query answering one page per (key, after, limit).
+PageQuery = Callable[[Database, Sequence[tuple[str, str | None, int]]], Awaitable[list[Page]]]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ class RecordingConnection(asyncpg.Connection):  # type: ignore[misc]
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
         if args:
             self.executed.append(Statement(query, args))
-        return await super().execute(query, *args, timeout=timeout)
+        status: str = await super().execute(query, *args, timeout=timeout)
+        return status
 
 
 async def task_ids(pool: asyncpg.Pool) -> set[str]:

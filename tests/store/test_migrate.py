@@ -84,9 +84,9 @@ async def test_a_migration_missing_from_the_record_is_applied_alone(database_url
 
 
 async def advisory_waiters(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval(
+    return int(await conn.fetchval(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))
 
 
 async def test_a_concurrent_run_waits_for_the_first_and_then_applies_nothing(

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from factories import FAR, FakeTask, store
-from store.plans import Recording, assert_uses
+from store.plans import PageQuery, Recording, assert_uses
 from tcgraph.store.queries import index_entries as entries
 
 PAST = datetime(2020, 1, 1, tzinfo=timezone.utc)
@@ -38,7 +38,7 @@ async def test_entries_by_path_probe_the_primary_key_and_hide_expired_ones(
     (entries.namespace_entry_pages_en_us, "index_entries_en_us"),
 ])
 async def test_namespace_pages_read_their_index_and_end_exactly(
-        pool: asyncpg.Pool, stored: FakeTask, query, index: str) -> None:
+        pool: asyncpg.Pool, stored: FakeTask, query: PageQuery, index: str) -> None:
     db = Recording(pool)
     first, whole = await query(db, [("proj.ns", None, 2), ("proj.ns", None, 3)])
     await assert_uses(pool, db.only, index)

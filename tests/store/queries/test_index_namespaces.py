@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from factories import FAR, FakeTask, store
-from store.plans import Recording, assert_uses
+from store.plans import PageQuery, Recording, assert_uses
 from tcgraph.store.queries import index_namespaces as namespaces
 
 CHILDREN = ["x", "y", "z"]
@@ -32,7 +32,7 @@ async def test_namespaces_by_path_probe_the_primary_key(pool: asyncpg.Pool, stor
     (namespaces.child_namespace_pages_en_us, "index_namespaces_en_us"),
 ])
 async def test_children_pages_read_their_index_and_end_exactly(
-        pool: asyncpg.Pool, stored: None, query, index: str) -> None:
+        pool: asyncpg.Pool, stored: None, query: PageQuery, index: str) -> None:
     db = Recording(pool)
     first, whole, root = await query(db, [("top", None, 2), ("top", None, 3), ("", None, 10)])
     await assert_uses(pool, db.only, index)

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from factories import FakeTask, store
-from store.plans import Recording, assert_uses
+from store.plans import PageQuery, Recording, assert_uses
 from tcgraph.store.queries import task_dependencies as dependencies
 
 
@@ -23,7 +23,7 @@ async def family(pool: asyncpg.Pool) -> tuple[FakeTask, list[str]]:
     (dependencies.dependent_pages_en_us, "task_dependencies_dependent_en_us"),
 ])
 async def test_dependents_read_their_index_then_the_tasks_primary_key(
-        pool: asyncpg.Pool, family: tuple[FakeTask, list[str]], query, index: str) -> None:
+        pool: asyncpg.Pool, family: tuple[FakeTask, list[str]], query: PageQuery, index: str) -> None:
     parent, children = family
     db = Recording(pool)
     first, whole, none = await query(db, [(parent.task_id, None, 2), (parent.task_id, None, 3),
