@@ -17,13 +17,14 @@ loop is bounded by `seconds`.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import httpx
 import orjson
+
+from bench.stats import percentile
 
 CLIENTS = 30
 SECONDS = 30.0
@@ -75,12 +76,9 @@ def body(query: str, variables: dict[str, Any]) -> bytes:
     return orjson.dumps({"query": query, "variables": variables})
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
+def _percentile(values: list[float], p: float) -> float | None:
+    """`percentile`, or None for a series that measured nothing (reported as such)."""
+    return percentile(values, p) if values else None
 
 
 def _client(base: str) -> httpx.AsyncClient:

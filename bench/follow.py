@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 import asyncpg
 import orjson
 
+from bench.stats import percentile
 from tcgraph.config import Settings
 from tcgraph.ingest.events import EXCHANGE_PREFIX, EXCHANGES
 from tcgraph.ingest.follow import FollowOptions, follow
@@ -179,11 +180,6 @@ def _paced_publisher(plan: str, url: str, rate: float, started: Any) -> None:
     asyncio.run(run())
 
 
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
 async def run_follow(admin_url: str, make_url: Callable[[str], str], log: Callable[[str], None],
                      *, messages: int = 100_000, rate: float = 300.0,
                      rate_seconds: float = 60.0) -> FollowFigures:
@@ -276,8 +272,8 @@ async def run_follow(admin_url: str, make_url: Callable[[str], str], log: Callab
         await pool.close()
     figures = FollowFigures(
         messages=sum(n for _, n in commits), sustained_per_s=round(sustained, 1), rate=rate,
-        rate_messages=len(lags), lag_p50_ms=round(_percentile(lags, 50), 1),
-        lag_p99_ms=round(_percentile(lags, 99), 1), lag_max_ms=round(max(lags), 1),
+        rate_messages=len(lags), lag_p50_ms=round(percentile(lags, 50), 1),
+        lag_p99_ms=round(percentile(lags, 99), 1), lag_max_ms=round(max(lags), 1),
         per_cpu_second=round(per_cpu_second, 1), load_average=round(os.getloadavg()[0], 2))
     log(figures.line())
     return figures

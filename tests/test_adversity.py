@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import time
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Iterator
+from typing import AsyncIterator, Iterator
 
 import asyncpg
 import httpx
@@ -22,11 +21,11 @@ import pytest
 from factories import FakeTask, slug, store
 from servers import serving
 from tcgraph.config import Settings
-from tcgraph.errors import DatabaseUnavailable
 from tcgraph.server import create_app
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
-from tcgraph.store.pool import Database, open_pool
+from tcgraph.store.pool import open_pool
+from waiting import eventually_async
 
 TASK_IDS = [slug(7_000_000 + n) for n in range(3)]
 QUERY = f'{{ task(taskId: "{TASK_IDS[0]}") {{ taskId label status {{ state }} }} }}'
@@ -129,14 +128,16 @@ def assert_unavailable(response: httpx.Response) -> None:
 
 async def poll_until_served(client: httpx.AsyncClient) -> httpx.Response:
     """Post QUERY until it answers 200 (for at most RECOVERY_S); every other answer must be a 503."""
-    deadline = time.monotonic() + RECOVERY_S
-    while True:
+
+    async def served() -> httpx.Response | None:
         response = await client.post("/graphql", json={"query": QUERY})
         if response.status_code == 200:
             return response
         assert response.status_code == 503, response.text
-        assert time.monotonic() < deadline, "tcgraph did not recover by itself"
-        await asyncio.sleep(0.1)
+        return None
+
+    return await eventually_async(served, what="tcgraph to serve again by itself",
+                                  timeout=RECOVERY_S, interval=0.1)
 
 
 # --- PostgreSQL stopped -------------------------------------------------------
@@ -220,16 +221,13 @@ async def lock_waiters(conn: asyncpg.Connection) -> int:
     """tcgraph's sessions on this database waiting for a lock."""
     # Activity is snapshotted once per transaction: `conn` may be inside one.
     await conn.execute("SELECT pg_stat_clear_snapshot()")
-    return await conn.fetchval(
+    return int(await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND application_name = 'tcgraph' AND wait_event_type = 'Lock'")
+        "AND application_name = 'tcgraph' AND wait_event_type = 'Lock'"))
 
 
-async def wait_for_lock_waiter(conn: asyncpg.Connection, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while await lock_waiters(conn) == 0:
-        assert time.monotonic() < deadline, "the request never reached the locked table"
-        await asyncio.sleep(0.02)
+async def wait_for_lock_waiter(conn: asyncpg.Connection) -> None:
+    await eventually_async(lambda: lock_waiters(conn), what="a request to reach the locked table")
 
 
 @pytest.fixture
@@ -244,64 +242,7 @@ async def locked_app(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[
         await locker.close()
 
 
-# --- connections terminated under the pool -------------------------------------
-
-
-async def wait_for_backend(conn: asyncpg.Connection, query: str) -> int:
-    """The pid of tcgraph's backend running `query`, once it runs (polled, at most 10 s)."""
-    deadline = time.monotonic() + 10
-    while True:
-        await conn.execute("SELECT pg_stat_clear_snapshot()")
-        pid = await conn.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'tcgraph' AND state = 'active' AND query = $1", query)
-        if pid is not None:
-            return pid
-        assert time.monotonic() < deadline, "the statement never started"
-        await asyncio.sleep(0.02)
-
-
-async def test_a_pooled_connection_terminated_while_idle_is_replaced(database_url: str) -> None:
-    """pg_terminate_backend (a failover, an admin) under an idle pool: the next request is answered.
-
-    The request is made only once asyncpg has seen the connection close (its termination
-    listener fired), so this is the case where the pool must open a new connection.
-    """
-    pool = await open_pool(database_url, Settings(pool_min_size=1, pool_max_size=1))
-    admin = await asyncpg.connect(database_url)
-    closed = asyncio.Event()
-    try:
-        async with pool.acquire() as conn:  # the pool's only connection
-            conn.add_termination_listener(lambda _: closed.set())
-            pid = await conn.fetchval("SELECT pg_backend_pid()")
-        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-        await asyncio.wait_for(closed.wait(), 30)
-        assert await Database(pool, acquire_timeout=2).fetch("SELECT 1 AS one") == [(1,)]
-    finally:
-        await admin.close()
-        await pool.close()
-
-
-# store/pool.py's Database.fetch calls conn.terminate() on a connection lost mid-statement;
-# by then asyncpg has already detached the pool's proxy from the closed connection, and
-# terminate() raised InterfaceError ("connection has been released back to the pool"),
-# which escaped instead of DatabaseUnavailable.
-async def test_a_pooled_connection_terminated_mid_statement_is_an_outage(
-        database_url: str) -> None:
-    """The backend of a running statement terminated: DatabaseUnavailable, then served again."""
-    pool = await open_pool(database_url, Settings(pool_min_size=1, pool_max_size=1))
-    admin = await asyncpg.connect(database_url)
-    sleeping = "SELECT pg_sleep(60)"
-    try:
-        running = asyncio.create_task(Database(pool, acquire_timeout=2).fetch(sleeping))
-        pid = await wait_for_backend(admin, sleeping)
-        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-        with pytest.raises(DatabaseUnavailable):
-            await asyncio.wait_for(running, 30)
-        assert await Database(pool, acquire_timeout=2).fetch("SELECT 1 AS one") == [(1,)]
-    finally:
-        await admin.close()
-        await pool.close()
+# --- connections terminated under a request (the pool's own cases: store/test_pool.py) ---
 
 
 async def test_a_statement_cut_off_by_a_terminated_backend_is_503(
@@ -336,45 +277,57 @@ async def test_a_statement_cut_off_by_a_terminated_backend_is_503(
 # --- the pool exhausted, statements that run too long ---------------------------
 
 
-async def test_an_exhausted_pool_answers_503_promptly_and_a_long_statement_times_out(
+async def test_an_exhausted_pool_answers_503_while_the_connection_is_held(
+        locked_app: tuple[asyncpg.Connection, str]) -> None:
+    locker, url = locked_app
+    # A's statement can only end when the lock is released (its timeout is far away), so
+    # B's answers come while A holds the only connection, however slow the machine.
+    settings = Settings(database_url=url, pool_min_size=1, pool_max_size=1,
+                        pool_timeout_ms=500, statement_timeout_ms=600_000, explain=True)
+    with serving(create_app(settings, url)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+            request_a = asyncio.create_task(client.post("/graphql", json={"query": QUERY}))
+            try:
+                await wait_for_lock_waiter(locker)  # A holds the only connection, waiting
+                response_b, rest_b = await asyncio.gather(
+                    client.post("/graphql", json={"query": QUERY}),
+                    client.post(STATUSES, json={"taskIds": TASK_IDS}))
+                # B (GraphQL and REST) gave up on the pool while A was still waiting.
+                assert not request_a.done() and await lock_waiters(locker) == 1
+            finally:
+                await locker.execute("ROLLBACK")
+            assert_unavailable(response_b)
+            assert "no database connection became free within 0.5 s" in (
+                response_b.json()["errors"][0]["message"])
+            assert response_b.json()["extensions"]["sql"]["statements"] == 1  # tried once
+            assert rest_b.status_code == 503 and rest_b.json()["code"] == "ServiceUnavailable"
+            # A is answered once the lock is released, and its connection is back for others.
+            response_a = await asyncio.wait_for(request_a, 30)
+            assert response_a.status_code == 200 and response_a.json()["data"] == EXPECTED
+            after = await client.post("/graphql", json={"query": QUERY})
+            assert after.status_code == 200 and after.json()["data"] == EXPECTED
+
+
+async def test_a_statement_that_runs_too_long_is_cancelled_by_postgresql(
         locked_app: tuple[asyncpg.Connection, str]) -> None:
     locker, url = locked_app
     settings = Settings(database_url=url, pool_min_size=1, pool_max_size=1,
-                        pool_timeout_ms=500, statement_timeout_ms=2000, explain=True)
+                        statement_timeout_ms=1000, explain=True)
     with serving(create_app(settings, url)) as base:
-        async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
             await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
-            started_a = time.monotonic()
-            request_a = asyncio.create_task(client.post("/graphql", json={"query": QUERY}))
-            await wait_for_lock_waiter(locker)  # A holds the only connection, waiting
-
-            started_b = time.monotonic()
-
-            async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
-                response = await request
-                return response, time.monotonic() - started_b
-
-            (response_b, took_b), (rest_b, _) = await asyncio.gather(
-                timed(client.post("/graphql", json={"query": QUERY})),
-                timed(client.post(STATUSES, json={"taskIds": TASK_IDS})))
-            # B (GraphQL and REST) gave up after the pool timeout, while A still held the
-            # connection: it did not wait for it.
-            assert not request_a.done()
-            assert_unavailable(response_b)
-            assert "no database connection became free" in response_b.json()["errors"][0]["message"]
-            # It waited for the pool (a timeout never fires early) and tried once, not twice.
-            assert took_b >= 0.45, took_b
-            assert response_b.json()["extensions"]["sql"]["statements"] == 1
-            assert rest_b.status_code == 503 and rest_b.json()["code"] == "ServiceUnavailable"
-
-            response_a = await asyncio.wait_for(request_a, 10)
-            took_a = time.monotonic() - started_a
-            assert response_a.status_code == 503, response_a.text
-            assert response_a.json()["errors"][0]["extensions"]["code"] == "STATEMENT_TIMEOUT"
-            assert took_a >= 1.9, took_a  # PostgreSQL cancelled it, after the timeout
-            assert response_a.json()["extensions"]["sql"]["statements"] == 1  # once, not twice
-
-            await locker.execute("ROLLBACK")
+            try:
+                request = asyncio.create_task(client.post("/graphql", json={"query": QUERY}))
+                # Answered while the lock is still held: only PostgreSQL's statement timeout
+                # could end the statement, and nothing waits on the lock any more.
+                response = await asyncio.wait_for(request, 30)
+                assert await lock_waiters(locker) == 0
+            finally:
+                await locker.execute("ROLLBACK")
+            assert response.status_code == 503, response.text
+            assert response.json()["errors"][0]["extensions"]["code"] == "STATEMENT_TIMEOUT"
+            assert response.json()["extensions"]["sql"]["statements"] == 1  # once, not twice
             # The connection is back: a request finding none free would be a 503.
             after = await client.post("/graphql", json={"query": QUERY})
             assert after.status_code == 200 and after.json()["data"] == EXPECTED
@@ -408,7 +361,7 @@ async def test_a_client_that_disconnects_mid_request_gives_its_connection_back(
 
 async def test_ready_is_503_while_every_pooled_connection_is_busy(
         locked_app: tuple[asyncpg.Connection, str]) -> None:
-    """The readiness probe needs a connection too: it gives up after 2 s and says so."""
+    """The readiness probe needs a connection too: it gives up on a busy pool and says so."""
     locker, url = locked_app
     settings = Settings(database_url=url, pool_min_size=1, pool_max_size=1,
                         pool_timeout_ms=500, statement_timeout_ms=10_000)
@@ -418,36 +371,14 @@ async def test_ready_is_503_while_every_pooled_connection_is_busy(
             busy = asyncio.create_task(client.post("/graphql", json={"query": QUERY}))
             try:
                 await wait_for_lock_waiter(locker)
-                started = time.monotonic()
                 ready = await client.get("/health/ready")
-                took = time.monotonic() - started
                 live = await client.get("/health/live")
+                # The probe gave up while the busy request still held the only connection.
+                assert not busy.done() and await lock_waiters(locker) == 1
             finally:
                 await locker.execute("ROLLBACK")
             assert ready.status_code == 503, ready.text
             assert ready.json() == {"status": "unavailable", "reason": "TimeoutError"}
-            assert took >= 1.9, took  # it waited its probe timeout (which never fires early)
             assert live.status_code == 200
             assert (await busy).status_code == 200  # answered once the lock was released
             assert (await client.get("/health/ready")).status_code == 200
-
-
-# --- the statement timeout ------------------------------------------------------
-
-
-async def test_every_pooled_connection_carries_the_statement_timeout(database_url: str) -> None:
-    settings = Settings(statement_timeout_ms=1234, pool_min_size=2, pool_max_size=2)
-    pool = await open_pool(database_url, settings)
-    try:
-        async with pool.acquire() as one, pool.acquire() as two:
-            assert await one.fetchval("SHOW statement_timeout") == "1234ms"
-            assert await two.fetchval("SHOW statement_timeout") == "1234ms"
-            # A session that changed it gets it back when the pool resets the connection.
-            await two.execute("SET statement_timeout = 0")
-            with pytest.raises(asyncpg.QueryCanceledError):
-                await one.execute("SELECT pg_sleep(3)")
-        async with pool.acquire() as one, pool.acquire() as two:
-            assert await one.fetchval("SHOW statement_timeout") == "1234ms"
-            assert await two.fetchval("SHOW statement_timeout") == "1234ms"
-    finally:
-        await pool.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from servers import free_port, serve_process
+from servers import serve_process, serve_refused
 from test_cli import tcgraph
 
 
@@ -77,8 +77,7 @@ def test_json_logs_carry_request_id_route_status_duration_and_sql(database_url: 
 
 
 def test_serve_on_an_unreachable_database_is_one_line() -> None:
-    result = tcgraph("serve", "--database-url", "postgresql://nobody@unreachable.invalid/db",
-                     "--port", str(free_port()))
+    result = serve_refused("--database-url", "postgresql://nobody@unreachable.invalid/db")
     assert result.returncode == 1
     assert result.stderr.startswith("tcgraph serve: cannot reach the database (")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

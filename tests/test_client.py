@@ -14,7 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from factories import BASE, FAR, FakeTask, slug, store
-from servers import free_port, serving
+from ports import refusing_port
+from servers import serving
 from tcgraph.client import (
     AsyncTcGraph, IndexedResult, Resolution, StatusResult, TcGraph, TcGraphError,
     TcGraphHTTPError, TcGraphQueryError,
@@ -216,9 +217,9 @@ async def test_400_is_not_retried(
 
 def test_connection_refused_is_retried_then_raises() -> None:
     transport = CountingTransport()
-    # A port that was free a moment ago: nothing listens there.
-    with TcGraph(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.01,
-                 transport=transport) as tc:
+    # A port bound here and never listened on: every connection to it is refused.
+    with refusing_port() as port, TcGraph(f"http://127.0.0.1:{port}", retries=2, backoff=0.01,
+                                          transport=transport) as tc:
         with pytest.raises(TcGraphError, match="after 3 attempts") as raised:
             tc.resolve(task_ids=["x"])
     assert isinstance(raised.value.__cause__, httpx.ConnectError)

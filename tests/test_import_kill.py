@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from services.postgres import connected
 from tcgraph.config import Settings
 from tcgraph.demo import generate
 from tcgraph.server import create_app
+from waiting import eventually_async
 
 KILL_TASKS = 20_000  # about 2-3 s of writing on a 2-core machine
 READ_TASKS = 10_000  # ten task groups of 1,000: one GraphQL page each
@@ -128,19 +128,6 @@ async def tcgraph_sessions(conn: asyncpg.Connection) -> int:
         "AND application_name = 'tcgraph'")
 
 
-async def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
-    """Poll `condition()` until it is truthy; fail after `timeout` (or if `process` ended)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await condition()
-        if found:
-            return found
-        if process is not None and process.poll() is not None:
-            return None
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 @dataclass
 class Kill:
     point: str
@@ -180,7 +167,7 @@ async def test_a_killed_import_leaves_all_or_nothing_and_a_reimport_changes_noth
                 process.wait(timeout=30)
             # PostgreSQL ends the dead client's session (rolling its transaction back)
             # when it next touches the socket.
-            await wait_for(lambda: _no_sessions(monitor), 30, "the killed session to end")
+            await eventually_async(lambda: _no_sessions(monitor), what="the killed session to end")
             kill.counts = await counts(monitor)
             kills.append(kill)
             if point.startswith("batch-written") or point == "before-commit":

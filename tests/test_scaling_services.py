@@ -15,7 +15,7 @@ import pytest
 
 from factories import FAR, FakeTask, store
 from services.postgres import PgBouncer, Standby, connected, wait_replayed
-from servers import free_port, serving
+from servers import serve_refused, serving
 from tcgraph.config import Settings
 from tcgraph.server import create_app
 
@@ -151,9 +151,13 @@ def test_writing_commands_on_the_standby_are_refused_clearly(replicated: str, tm
     dump = tmp_path / "entry.json"
     dump.write_text('{"namespace": "a.b", "taskId": "x", "rank": 0, "data": {}, '
                     '"expires": "2030-01-01T00:00:00.000Z"}')
-    for verb in (["migrate"], ["import", str(dump)], ["serve", "--port", str(free_port())]):
-        result = subprocess.run([sys.executable, "-m", "tcgraph", *verb, "--database-url",
-                                 replicated], capture_output=True, text=True, timeout=120)
+    results: list[subprocess.CompletedProcess[str]] = []
+    for verb in (["migrate"], ["import", str(dump)]):
+        ran = subprocess.run([sys.executable, "-m", "tcgraph", *verb, "--database-url", replicated],
+                             capture_output=True, text=True, timeout=120)
+        results.append(ran)
+    results.append(serve_refused("--database-url", replicated))
+    for result in results:
         assert result.returncode == 1, result.stderr
         assert "refuses writes (cannot execute" in result.stderr
         assert "a hot standby or a read-only role" in result.stderr

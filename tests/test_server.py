@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from urllib.parse import urlsplit
 from typing import AsyncIterator
 
@@ -15,6 +16,8 @@ from servers import serving
 from services.postgres import connected
 from tcgraph.config import Settings
 from tcgraph.server import create_app
+from test_adversity import lock_waiters
+from waiting import eventually_async
 
 
 @pytest.fixture
@@ -36,7 +39,34 @@ async def test_post_and_get_with_sql_report(base_url: str) -> None:
                                          "status": {"state": "COMPLETED"}}}
         assert body["extensions"]["sql"]["statements"] == 1
         assert body["extensions"]["sql"]["rows"] == 1
-        assert body["extensions"]["sql"]["ms"] >= 0
+        assert body["extensions"]["sql"]["ms"] > 0  # a statement really ran
+
+
+async def test_the_sql_time_counts_what_a_statement_waited_and_no_more_than_the_request(
+        base_url: str, database_url: str) -> None:
+    # The statement waits on a lock the test holds: it was in the database at least from
+    # when the test saw it waiting until the test released the lock, and the whole request
+    # (as the client saw it) contains it. Both bounds follow from the order of events.
+    query = '{ task(taskId: "t1") { taskId } }'
+    async with connected(database_url) as locker, httpx.AsyncClient(
+            base_url=base_url, timeout=60) as client:
+        await locker.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        sent = time.perf_counter()
+        request = asyncio.create_task(client.post("/graphql", json={"query": query}))
+        try:
+            await eventually_async(lambda: lock_waiters(locker),
+                                   what="the request to wait on the locked table")
+            seen_waiting = time.perf_counter()
+        finally:
+            releasing = time.perf_counter()
+            await locker.execute("ROLLBACK")
+        response = await request
+        answered = time.perf_counter()
+    body = response.json()
+    assert body["data"] == {"task": {"taskId": "t1"}}
+    held_ms = (releasing - seen_waiting) * 1000
+    assert held_ms <= body["extensions"]["sql"]["ms"] <= (answered - sent) * 1000, (
+        held_ms, body["extensions"]["sql"], (answered - sent) * 1000)
 
 
 async def test_sql_report_is_off_unless_asked(pool, settings: Settings, database_url: str) -> None:

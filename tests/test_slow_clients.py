@@ -17,6 +17,7 @@ from servers import serving
 from tcgraph.config import Settings
 from tcgraph.http_server import uvicorn_options
 from tcgraph.server import create_app
+from waiting import eventually
 
 # The longest a test waits for the server to answer or close; far above every bound set here.
 PATIENCE_S = 60.0
@@ -167,10 +168,8 @@ def test_a_client_that_stops_reading_is_dropped(filled_database) -> None:
             sock.sendall(REQUEST + b"Content-Length: %d\r\n\r\n" % len(request) + request)
             # Read nothing: the server's buffers fill, then it must drop the connection,
             # which the client sees as a reset once it reads again.
-            deadline = time.monotonic() + PATIENCE_S
-            while sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                assert time.monotonic() < deadline, "the server kept writing to a stalled client"
-                time.sleep(0.1)
+            eventually(lambda: sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0,
+                       what="the server to drop a stalled client", timeout=PATIENCE_S)
 
 
 def test_connections_beyond_the_limit_are_refused_and_served_again_once_freed(
@@ -183,16 +182,15 @@ def test_connections_beyond_the_limit_are_refused_and_served_again_once_freed(
             error = refusal(until_closed(extra), 503, "max_connections")
         assert error["extensions"]["maximum"] == 3
         held.pop().close()
-        deadline = time.monotonic() + PATIENCE_S
-        while True:  # the server learns of the close on its own time: poll for it
+
+        def served_again() -> bool:
             with connect(crowded) as again:
-                try:
-                    if ask(again).startswith(b"HTTP/1.1 200 "):
-                        break
-                except (AssertionError, ConnectionResetError):
-                    pass
-            assert time.monotonic() < deadline, "a freed connection slot was never reused"
-            time.sleep(0.05)
+                return ask(again).startswith(b"HTTP/1.1 200 ")
+
+        # The server learns of the close on its own time: poll for it.
+        eventually(served_again, what="a freed connection slot to be reused",
+                   timeout=PATIENCE_S, interval=0.05,
+                   ignoring=(AssertionError, ConnectionResetError))
     finally:
         for sock in held:
             sock.close()

@@ -11,7 +11,6 @@ seed), so CI runs the same few hundred documents every time.
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,13 +21,12 @@ import httpx
 import orjson
 import pytest
 
-try:
-    from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
-    from hypothesis_graphql import nodes, queries
-except ImportError:  # the test extras predate them: skip locally, fail in CI
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("hypothesis and hypothesis-graphql are not installed", allow_module_level=True)
+from needs import need
+
+need("hypothesis")  # before the imports it guards
+
+from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis_graphql import nodes, queries
 
 from factories import BASE, FAR, FakeTask
 from servers import serving

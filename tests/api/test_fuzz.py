@@ -28,13 +28,12 @@ import graphql
 import httpx
 import pytest
 
-try:
-    from hypothesis import HealthCheck, event, given, settings, strategies as st
-    from hypothesis_graphql import Mode, nodes, queries
-except ImportError:  # the test extras predate them: skip locally, fail in CI
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("hypothesis and hypothesis-graphql are not installed", allow_module_level=True)
+from needs import need
+
+need("hypothesis")  # before the imports it guards
+
+from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis_graphql import Mode, nodes, queries
 
 from factories import BASE, FAR, FakeTask
 from servers import serving

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -16,12 +13,12 @@ import httpx
 import pytest
 
 from factories import FAR, FakeTask, store
+from needs import CHROMIUM
 from servers import serving
 from tcgraph.api import graphiql
 from tcgraph.config import Settings
 from tcgraph.server import create_app
 
-CHROMIUM = "/usr/bin/chromium"
 # As the machine notes advise: without the background-networking flags,
 # Chromium tries to reach Google's hosts at every start.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -29,22 +26,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
 HTML = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
-
-
-def require(missing: str | None) -> None:
-    """Skip when something this test needs is missing, but never under CI."""
-    if missing is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{missing} (CI=true: this test must run)")
-    pytest.skip(missing)
-
-
-def require_browser() -> None:
-    if importlib.util.find_spec("playwright") is None:
-        require("the Python package playwright is not installed (pip install playwright)")
-    if shutil.which(CHROMIUM) is None:
-        require(f"{CHROMIUM} is missing (apt-get install -y chromium)")
 
 
 def test_the_shipped_files_are_the_pinned_npm_builds() -> None:
@@ -114,9 +95,9 @@ async def test_the_ide_can_be_turned_off(settings: Settings, database_url: str) 
     assert query.json()["data"] == {"task": None}
 
 
+@pytest.mark.needs("chromium")
 async def test_graphiql_runs_queries_in_chromium(
         pool: asyncpg.Pool, settings: Settings, database_url: str) -> None:
-    require_browser()
     from playwright.async_api import async_playwright, expect
 
     running = FakeTask(label="build-linux64/opt", state="running")

@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
 
 from factories import FakeTask, store
+from needs import HTTP_AUDIT
 from servers import serving
 from tcgraph.config import Settings
 from tcgraph.server import create_app
 
-AUDIT = Path(__file__).resolve().parent.parent / "http_audit"
-
-
-def _audit_available() -> str | None:
-    if shutil.which("node") is None:
-        return "node is not installed"
-    if not (AUDIT / "node_modules" / "graphql-http").is_dir():
-        return "graphql-http is not installed (npm ci in tests/http_audit; scripts/test does it)"
-    return None
-
-
-@pytest.fixture
-def audit_ready() -> None:
-    missing = _audit_available()
-    if missing and os.environ.get("CI") == "true":
-        pytest.fail(missing)
-    if missing:
-        pytest.skip(missing)
-
-
+@pytest.mark.needs("http-audit")
 async def test_every_must_and_should_audit_passes(
-        audit_ready: None, pool, settings: Settings, database_url: str) -> None:
+        pool, settings: Settings, database_url: str) -> None:
     with serving(create_app(settings, database_url)) as url:
-        run = subprocess.run(["node", str(AUDIT / "audit.mjs"), f"{url}/graphql"],
+        run = subprocess.run(["node", str(HTTP_AUDIT / "audit.mjs"), f"{url}/graphql"],
                              capture_output=True, text=True, timeout=120, check=True)
     results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert len(results) >= 36  # 13 MUST and 23 SHOULD audits, at least

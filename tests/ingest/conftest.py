@@ -8,19 +8,17 @@ import uuid
 from typing import AsyncIterator, Iterator
 
 import asyncpg
+import httpx
 import pytest
 
-from servers import serving
+from servers import asgi_client, serving
 from services.rabbitmq import RabbitMQ, running_rabbitmq
 from services.replay import Message, Recording, declare_queue, upstream_app
 from tcgraph.config import Settings
 from tcgraph.ingest.follow import FollowOptions, follow
 from tcgraph.ingest.pulse import PulseOptions, bindings, queue_name
+from tcgraph.server import create_app
 from tcgraph.store.pool import open_pool
-
-# Generous: the machine is shared, and a condition met early ends the wait at once.
-WAIT_S = 120.0
-
 
 @pytest.fixture(scope="session")
 def recording() -> Recording:
@@ -37,6 +35,14 @@ def broker() -> Iterator[RabbitMQ]:
 def upstream(recording: Recording) -> Iterator[str]:
     with serving(upstream_app(recording)) as url:
         yield url
+
+
+@pytest.fixture
+async def metrics(pool: asyncpg.Pool, settings: Settings,
+                  database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of this process's GET /metrics, which an in-process follower reports to."""
+    async with asgi_client(create_app(settings, database_url), pool) as client:
+        yield client
 
 
 def follow_options(broker_url: str, upstream_url: str, *, name: str | None = None,
@@ -69,16 +75,6 @@ async def prepare_queue(options: FollowOptions) -> None:
     have: messages published from here on wait in it for the follower."""
     await declare_queue(options.pulse.url, options.pulse.queue_name,
                         [(b.exchange, b.routing_key) for b in options.pulse.bindings])
-
-
-async def wait_for(condition, what: str, timeout: float = WAIT_S) -> None:
-    """Poll `condition()` (async) until true; fail naming `what` after `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def messages_written(conn: asyncpg.Pool | asyncpg.Connection) -> int:

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from ingest.conftest import (batches_written, follow_options, following, prepare_queue,
-                             reached, wait_for)
+                             reached)
 from ingest.oracle import mismatches
 from ingest.test_pulse import ALL_EXCHANGES
 from services.rabbitmq import RabbitMQ
@@ -28,6 +28,7 @@ from tcgraph.config import Settings
 from tcgraph.store.migrate import migrate
 from tcgraph.store.pool import open_pool
 from test_adversity import OwnPostgres
+from waiting import eventually_async
 
 BATCH = 20  # small batches: many commit points to fail between
 
@@ -66,13 +67,13 @@ async def test_kill_9_of_the_follower_at_committed_batches_loses_and_doubles_not
         for k in (3, 11, 25):  # killed after the k-th commit, before or after its ack
             follower = start_follower(database_url, broker, upstream, name, tmp_path / "log")
             try:
-                await wait_for(lambda: at_least(conn, k), f"batch {k}")
+                await eventually_async(lambda: at_least(conn, k), what=f"batch {k}")
             finally:
                 kill(follower)
             assert not await reached(conn, marker), "the stream ended before the kill"
         follower = start_follower(database_url, broker, upstream, name, tmp_path / "log")
         try:
-            await wait_for(lambda: reached(conn, marker), "the sentinel's batch")
+            await eventually_async(lambda: reached(conn, marker), what="the sentinel's batch")
         finally:
             kill(follower)
     finally:
@@ -111,11 +112,11 @@ async def test_postgresql_stopped_and_started_under_the_follower_loses_nothing(
     half = len(recording.messages) // 2
     await publish(broker.url, recording.messages[:half])
     async with following(own_pg.url, options) as pool:
-        await wait_for(lambda: at_least(pool, 5), "five committed batches")
+        await eventually_async(lambda: at_least(pool, 5), what="five committed batches")
         await asyncio.to_thread(own_pg.stop)
         marker = sentinel(1)
         # Published while the database is down: the follower holds its batch, unacknowledged.
         await publish(broker.url, [*recording.messages[half:], marker])
         await asyncio.to_thread(own_pg.start)
-        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
+        await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         assert await mismatches(pool, recording, own_pg.url) == []

@@ -11,11 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
 import orjson
 
 from ingest.dumps import LONG_LABEL, definition, entry, run, status, tid, write
 from services.postgres import connected
+from waiting import eventually_async
 
 TIMEOUT_S = 120
 
@@ -37,13 +37,6 @@ async def stopped(process: subprocess.Popen) -> None:
     result = await asyncio.wait_for(asyncio.to_thread(
         os.waitid, os.P_PID, process.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT), TIMEOUT_S)
     assert result.si_code == os.CLD_STOPPED, process.communicate(timeout=TIMEOUT_S)
-
-
-async def poll(conn: asyncpg.Connection, sql: str) -> None:
-    """Wait until `sql` returns true (with an overall timeout)."""
-    async with asyncio.timeout(TIMEOUT_S):
-        while not await conn.fetchval(sql):
-            await asyncio.sleep(0.02)
 
 
 TASKS = 3000
@@ -150,8 +143,10 @@ async def test_two_imports_of_the_same_tasks_in_opposite_orders_both_succeed(
         await stopped(second)  # holds tasks 2000-2999
         first.send_signal(signal.SIGCONT)
         # The first writes 1000-1999, then waits for the second's 2000-2999.
-        await poll(conn, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE "
-                         "application_name = 'tcgraph' AND wait_event_type = 'Lock')")
+        await eventually_async(lambda: conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE "
+            "application_name = 'tcgraph' AND wait_event_type = 'Lock')"),
+            what="the first import to wait on the second's locks", timeout=TIMEOUT_S)
         second.send_signal(signal.SIGCONT)  # it needs 1000-1999: a deadlock
         results = [finish(first), finish(second)]
         assert [code for code, _ in results] == [0, 0], results

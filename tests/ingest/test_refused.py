@@ -12,12 +12,13 @@ import copy
 from dataclasses import replace
 
 import asyncpg
+import httpx
 import orjson
-from prometheus_client import REGISTRY
 
 from ingest.dumps import LONG_LABEL
 from ingest.test_pulse import replay
 from servers import serving
+from scraped import samples, value
 from services.rabbitmq import RabbitMQ
 from services.replay import Message, Recording, upstream_app
 from tcgraph.ingest.events import EXCHANGE_PREFIX
@@ -42,13 +43,15 @@ def pending(run_count: int) -> Message:
                    orjson.dumps({"version": 1, "runId": run_count - 1, "status": status}))
 
 
-def refused_count() -> float:
-    return REGISTRY.get_sample_value("tcgraph_follower_errors_total",
-                                     {"code": REFUSED_BY_STORE}) or 0.0
+async def refused_count(metrics: httpx.AsyncClient) -> float:
+    """Messages set aside as refused by the store, as GET /metrics reports them."""
+    found = samples(await metrics.get("/metrics"))
+    return value(found, "tcgraph_follower_errors_total", code=REFUSED_BY_STORE)
 
 
 async def test_a_message_the_store_refuses_is_set_aside_and_the_rest_written(
-        database_url: str, broker: RabbitMQ, upstream: str, recording: Recording) -> None:
+        database_url: str, broker: RabbitMQ, upstream: str, recording: Recording,
+        metrics: httpx.AsyncClient) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         for table in ("tasks", "mirror_waiting"):
@@ -60,10 +63,10 @@ async def test_a_message_the_store_refuses_is_set_aside_and_the_rest_written(
     messages = list(recording.messages)
     messages.insert(len(messages) // 3, bad[0])
     messages.insert(2 * len(messages) // 3, bad[1])
-    before = refused_count()
+    before = await refused_count(metrics)
     # Every recorded answer: no good message was lost with the refused ones.
     assert await replay(database_url, broker, upstream, recording, messages) == []
-    assert refused_count() - before == len(bad)
+    assert await refused_count(metrics) - before == len(bad)
     conn = await asyncpg.connect(database_url)
     try:
         assert await conn.fetchval("SELECT errors FROM mirror_state") == len(bad)

