@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from tcgraph import logs, metrics
 from tcgraph.api import graphiql, references
@@ -22,6 +22,7 @@ from tcgraph.api.middleware import (
 )
 from tcgraph.api.rest.errors import API_PREFIX, routing_error
 from tcgraph.api.rest.routes import ROUTES as REST_ROUTES
+from tcgraph.api.subscriptions.hub import Hub
 from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
 from tcgraph.errors import HTTP_CODES, error_body
@@ -74,6 +75,10 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.pool = await open_pool(database_url, settings, tolerate_outage=True)
+        # LISTEN needs the primary, directly (not a replica, not a transaction-pooling pgbouncer).
+        app.state.hub = Hub(app.state.pool, settings, settings.listen_database_url
+                            or write_database_url or settings.database_url or database_url)
+        app.state.hub.start()
         metrics.worker_started()
         follower = None
         if follow is not None:
@@ -88,12 +93,14 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
                 follower.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower
+            await app.state.hub.stop()
             await app.state.pool.close()
             metrics.worker_exited()
 
     graphql = GraphQLApp(build_schema(settings), settings)
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
