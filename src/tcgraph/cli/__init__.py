@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(
             database_url=args.database_url, data_dir=args.data_dir,
             read_database_url=getattr(args, "read_database_url", None),
+            listen_database_url=getattr(args, "listen_database_url", None),
             host=getattr(args, "host", None), port=getattr(args, "port", None),
             header_timeout_ms=getattr(args, "header_timeout_ms", None),
             body_timeout_ms=getattr(args, "body_timeout_ms", None),

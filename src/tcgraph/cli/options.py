@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--read-database-url",
                        help="serve reads from this URL (a replica or read-only role; env "
                             "TCGRAPH_READ_DATABASE_URL); migrations use --database-url")
+    serve.add_argument("--listen-database-url",
+                       help="the change feed of subscriptions LISTENs on this direct URL (env "
+                            "TCGRAPH_LISTEN_DATABASE_URL; default --database-url; never a "
+                            "transaction-pooling pgbouncer)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--header-timeout-ms", type=int,
