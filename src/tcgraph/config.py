@@ -89,6 +89,19 @@ class Settings:
     # Answer selections whose every field PostgreSQL can compute with JSON
     # built there (api/sqljson.py); off, the resolvers answer everything.
     sql_json: bool = True
+    # Subscriptions (docs/subscriptions.md). The change feed's listener needs a
+    # direct connection (a transaction-pooling pgbouncer cannot carry LISTEN);
+    # default: the database URL migrations use.
+    listen_database_url: str | None = None
+    max_websockets: int = 1_000  # WebSocket connections per server process
+    max_subscriptions: int = 100  # operations at once on one WebSocket connection
+    # Changes queued for one subscription whose client does not read them; past
+    # this the client is closed (code 4413) instead of buffered without limit.
+    max_queued_changes: int = 10_000
+    # A subscription whose change feed stays unreachable this long is closed
+    # (code 4503) rather than left waiting silently.
+    feed_outage_ms: int = 30_000
+    change_retention_hours: int = 24  # how long a cursor can be resumed
     root_url: str = ""  # the public root URL the references name; default: the request's
     cors_origins: str = ""  # comma-separated browser origins allowed to call tcgraph
     # Comma-separated `Host` names tcgraph answers (`*.example.com` patterns,

@@ -33,6 +33,7 @@ from graphql import GraphQLError, GraphQLSchema, GraphQLSyntaxError, build_schem
 from graphql.language import DocumentNode, FragmentDefinitionNode
 from graphql.execution import ExecutionResult
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from tcgraph.config import Settings
 from tcgraph.errors import BadInput, LimitExceeded
@@ -184,6 +185,10 @@ class Limits(SchemaExtension):
             if demands is not None:
                 self.cost = demands.cost
                 refused = self.refusals(demands)
+                if refused and ec.operation_type is OperationType.SUBSCRIPTION:
+                    # Strawberry subscribes whatever `result` holds; an error
+                    # raised here ends the subscription before it starts.
+                    raise refused[0]
                 if refused:
                     ec.result = ExecutionResult(data=None, errors=refused)
         yield

@@ -65,6 +65,17 @@ FOLLOWER_LAG = Gauge("tcgraph_follower_lag_seconds",
                      "Age of the newest pulse message handled", multiprocess_mode="livemax")
 FOLLOWER_ERRORS = Counter("tcgraph_follower_errors", "Pulse messages that failed, by code",
                           ["code"])
+# Subscriptions (api/subscriptions/).
+WS_CONNECTIONS = Gauge("tcgraph_ws_connections", "Open WebSocket connections",
+                       multiprocess_mode="livesum")
+SUBSCRIPTIONS = Gauge("tcgraph_subscriptions", "Subscriptions being served",
+                      multiprocess_mode="livesum")
+SUBSCRIPTION_EVENTS = Counter("tcgraph_subscription_events", "TaskChange events sent")
+SUBSCRIPTION_DROPS = Counter("tcgraph_subscription_clients_dropped",
+                             "WebSocket clients closed by the server, by reason", ["reason"])
+BURST_STATEMENTS = Histogram("tcgraph_subscription_burst_sql_statements",
+                             "SQL statements per change-feed burst (all subscribers together)",
+                             buckets=(1, 2, 3, 4, 5, 8, 13, 21, 50))
 
 
 @dataclass
@@ -147,6 +158,31 @@ def follower_lag(seconds: float) -> None:
 def follower_error(code: str) -> None:
     """The follower could not handle a message, for reason `code`."""
     FOLLOWER_ERRORS.labels(code).inc()
+
+
+def ws_connections(delta: int) -> None:
+    """A WebSocket connection opened (+1) or closed (-1)."""
+    WS_CONNECTIONS.inc(delta)
+
+
+def subscriptions(delta: int) -> None:
+    """A subscription started (+1) or ended (-1)."""
+    SUBSCRIPTIONS.inc(delta)
+
+
+def subscription_events(count: int = 1) -> None:
+    """`count` TaskChange events handed to clients."""
+    SUBSCRIPTION_EVENTS.inc(count)
+
+
+def client_dropped(reason: str) -> None:
+    """The server closed a WebSocket client, for `reason` (slow, feed_lost, ...)."""
+    SUBSCRIPTION_DROPS.labels(reason).inc()
+
+
+def burst_statements(count: int) -> None:
+    """The change feed read and loaded one burst of changes with `count` statements."""
+    BURST_STATEMENTS.observe(count)
 
 
 def multiprocess_mode() -> bool:

@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from tcgraph import logs, metrics, observe
 from tcgraph.api import graphiql, references
@@ -23,6 +23,7 @@ from tcgraph.api.middleware import (
 )
 from tcgraph.api.rest.errors import API_PREFIX, routing_error
 from tcgraph.api.rest.routes import ROUTES as REST_ROUTES
+from tcgraph.api.subscriptions.hub import Hub
 from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
 from tcgraph.errors import HTTP_CODES, error_body
@@ -85,6 +86,10 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.pool = await open_pool(database_url, settings, tolerate_outage=True)
+        # LISTEN needs the primary, directly (not a replica, not a transaction-pooling pgbouncer).
+        app.state.hub = Hub(app.state.pool, settings, settings.listen_database_url
+                            or write_database_url or settings.database_url or database_url)
+        app.state.hub.start()
         metrics.worker_started()
         reporter = (asyncio.create_task(_report_pool(app.state.pool))
                     if metrics.multiprocess_mode() else None)
@@ -102,12 +107,14 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            await app.state.hub.stop()
             await app.state.pool.close()
             metrics.worker_exited()
 
     graphql = GraphQLApp(build_schema(settings), settings)
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         Route("/metrics", observe.endpoint, methods=["GET"]),

@@ -31,3 +31,9 @@ class Context:
         metrics.track_sql(stats)
         db = Database(pool, stats, acquire_timeout=settings.pool_timeout_ms / 1000)
         return cls(settings=settings, db=db, loaders=Loaders(db, settings.batch_size), **extra)
+
+    def for_operation(self) -> "Context":
+        """A context of its own for one operation of a WebSocket connection: its own
+        loaders and compiled selections, the connection's settings and request."""
+        return Context.create(self.db.pool, self.settings, request=self.request,
+                              response=self.response)

@@ -20,11 +20,13 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from tcgraph import metrics
 from tcgraph.api import graphiql
 from tcgraph.api.context import Context
+from tcgraph.api.subscriptions.transport import Connections, TransportHandler
 from tcgraph.config import Settings
 from tcgraph.errors import HTTP_CODES, UNAVAILABLE_CODES, LimitExceeded, error_body
 
@@ -49,16 +51,25 @@ def _is_request_error(result: ExecutionResult) -> bool:
 class GraphQLApp(GraphQL):
     """`/graphql`: POST (JSON) for any document, GET for queries only."""
 
+    # Subscriptions: graphql-transport-ws only, with tcgraph's caps (api/subscriptions/).
+    graphql_transport_ws_handler_class = TransportHandler
+
     def __init__(self, schema: strawberry.Schema, settings: Settings) -> None:
         super().__init__(
             schema,
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=True,
             multipart_uploads_enabled=False,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            max_subscriptions_per_connection=settings.max_subscriptions,
         )
         self.settings = settings
+        self.websockets = Connections(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self.websockets.serve(scope, receive, send, super().__call__)
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return

@@ -18,6 +18,7 @@ from strawberry.types import Info
 
 from tcgraph import observe
 from tcgraph.api.sqljson import Executor, plan
+from tcgraph.api.subscriptions.types import Subscription
 from tcgraph.api.types.index import IndexedTask, Namespace
 from tcgraph.api.types.labels import LabelHistory, TaskGroup
 from tcgraph.api.types.mirror import Mirror
@@ -244,7 +245,8 @@ def build_schema(settings: Settings | None = None) -> Schema:
         extensions.append(_MaskUnexpected)
     if settings.explain:
         extensions.append(SqlReport)
-    return Schema(query=Query, extensions=extensions, config=StrawberryConfig(scalar_map=SCALARS))
+    return Schema(query=Query, subscription=Subscription, extensions=extensions,
+                  config=StrawberryConfig(scalar_map=SCALARS))
 
 
 def sdl() -> str:

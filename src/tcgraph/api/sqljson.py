@@ -218,6 +218,21 @@ def plan_nodes(info: Info[Context, Any], type_name: str, row: str) -> str | None
     return _memo(info, "nodes", type_name, row, compile)
 
 
+def plan_field(info: Info[Context, Any], field_name: str, type_name: str, row: str) -> str | None:
+    """For a field whose selection picks `field_name` (an object of `type_name`) under one
+    response key, as a subscription's `TaskChange` picks `task`: that selection, compiled
+    as `plan` does."""
+    def compile(compiler: _Compiler, selection: list[Selection]) -> str | None:
+        fields: dict[str, _Collected] = {}
+        compiler.collect(selection, fields)
+        chosen = [f.selections for f in fields.values() if f.name == field_name]
+        if len(chosen) != 1:
+            return None
+        return compiler.compile(type_name, chosen[0], row)
+
+    return _memo(info, f"field {field_name}", type_name, row, compile)
+
+
 class Executor(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor, which takes JSON built in PostgreSQL as a completed value.
 

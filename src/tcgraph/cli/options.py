@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _database_options(serve)
     _setting(serve, "read_database_url", "serve reads from this URL (a replica or read-only "
              "role); migrations use --database-url")
+    _setting(serve, "listen_database_url", "the change feed of subscriptions LISTENs on this "
+             "direct URL (default --database-url; never a transaction-pooling pgbouncer)")
     _setting(serve, "host", "address to listen on")
     _setting(serve, "port", "port to listen on")
     _setting(serve, "header_timeout_ms",

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 
+from tcgraph.config import Settings
 from tcgraph.store import expiry, writes
 
 # Rows deleted per transaction.
@@ -36,6 +37,7 @@ class Expired:
     namespaces: int
     trimmed: int  # tasks deleted by label retention
     waiting: int = 0  # statuses whose definition never came, past their task's expiry
+    changes: int = 0  # change-log rows past their retention (subscriptions' resume window)
 
 
 async def expire(pool: asyncpg.Pool, *, now: datetime | None = None,
@@ -64,9 +66,32 @@ async def expire(pool: asyncpg.Pool, *, now: datetime | None = None,
     trimmed = 0
     if keep_per_label is not None:
         trimmed = await trim_labels(pool, keep_per_label)
+    changes = await expire_changes(pool, batch_size=batch_size, max_batches=max_batches)
     return Expired(tasks=counts["tasks"], index_entries=counts["index_entries"],
                    namespaces=counts["index_namespaces"], trimmed=trimmed,
-                   waiting=counts["mirror_waiting"])
+                   waiting=counts["mirror_waiting"], changes=changes)
+
+
+async def expire_changes(pool: asyncpg.Pool, *, retention: timedelta | None = None,
+                         batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> int:
+    """Delete change-log rows older than `retention` (default: the configured
+    `change_retention_hours`), oldest first, a batch per transaction; returns rows deleted.
+
+    Runs after the tasks' expiry, whose deletions are changes of their own.
+    """
+    if retention is None:
+        retention = timedelta(hours=Settings.from_env().change_retention_hours)
+    before = datetime.now(timezone.utc) - retention
+    deleted = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        count = await writes.in_transaction(
+            pool, functools.partial(expiry.delete_old_changes, before=before, limit=batch_size))
+        deleted += count
+        batches += 1
+        if count < batch_size:
+            break
+    return deleted
 
 
 async def trim_labels(pool: asyncpg.Pool, keep: int, label_batch: int = LABEL_BATCH) -> int:

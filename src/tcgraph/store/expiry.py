@@ -99,3 +99,30 @@ async def trim_label_history(conn: asyncpg.Connection, labels: Sequence[str], ke
     newest tasks plus the last success and the last failure; returns tasks deleted."""
     status = await conn.execute(_TRIM_LABELS, list(labels), keep)
     return int(status.split()[-1])
+
+
+# The change log's oldest rows first (task_changes_pkey), stopping at the
+# first one still within retention, so that what is deleted is always a
+# prefix of the log and task_changes_expired names its end: a subscription
+# cursor before it may have missed a change, and is refused.
+_DELETE_OLD_CHANGES = """
+WITH head AS (
+    SELECT xid, seq, bool_or(changed >= $1) OVER (ORDER BY xid, seq) AS kept
+    FROM (SELECT xid, seq, changed FROM task_changes ORDER BY xid, seq LIMIT $2) oldest
+), deleted AS (
+    DELETE FROM task_changes c USING head h
+    WHERE (c.xid, c.seq) = (h.xid, h.seq) AND NOT h.kept
+    RETURNING c.xid, c.seq
+), moved AS (
+    UPDATE task_changes_expired e SET xid = n.xid, seq = n.seq
+    FROM (SELECT xid, seq FROM deleted ORDER BY xid DESC, seq DESC LIMIT 1) n
+    WHERE (n.xid, n.seq) > (e.xid, e.seq)
+)
+SELECT count(*) FROM deleted"""
+
+
+async def delete_old_changes(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` of the oldest change-log rows written before `before`;
+    returns how many were deleted."""
+    deleted: int = await conn.fetchval(_DELETE_OLD_CHANGES, before, limit)
+    return deleted

@@ -8,6 +8,11 @@ SQL conditions these statements embed: an older status never replaces a newer
 one, and an index entry is replaced only by one of a higher rank, or an equal
 rank and a completion that is not earlier.
 
+Every change to a task's stored status or definition (and every deleted task)
+is also written to the change log `task_changes`, in the same transaction, by
+triggers that migration 0012 puts on `tasks`: no statement here writes it, and
+none can forget it. Subscriptions serve that log (api/subscriptions/).
+
 Rows are written in key order within a statement, so two writers touching the
 same keys lock them in the same order; writers whose transactions span several
 statements can still deadlock, which `in_transaction` retries.

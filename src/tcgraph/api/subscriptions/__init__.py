@@ -1,0 +1,1 @@
+"""GraphQL subscriptions fed by the change log (docs/subscriptions.md)."""

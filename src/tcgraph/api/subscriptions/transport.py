@@ -1,0 +1,96 @@
+"""graphql-transport-ws on `/graphql`: Strawberry's handler with tcgraph's caps and codes.
+
+- At most `max_websockets` WebSocket connections per server process; one more
+  is accepted and closed at once with code 4503 and a reason that says so.
+- At most `max_subscriptions` operations at once on one connection; one more
+  gets an `error` message with `code: LIMIT_EXCEEDED` (the connection stays).
+- Each operation runs with a context of its own (loaders, compiled
+  selections), never one shared by the connection's other operations.
+- A client that does not read is closed by the hub (api/subscriptions/hub.py)
+  with code 4413 once `max_queued_changes` changes wait for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
+
+from tcgraph import metrics
+from tcgraph.api.context import Context
+from tcgraph.config import Settings
+from tcgraph.errors import LimitExceeded
+
+CLOSE_TOO_MANY = 4503  # graphql-transport-ws leaves 4xxx codes to the server
+
+
+class _PerOperation:
+    """The schema as the handler sees it: each operation streamed with its own context."""
+
+    def __init__(self, schema: Any) -> None:
+        self._schema = schema
+
+    def stream(self, *args: Any, context_value: Any = None, **kwargs: Any) -> Any:
+        if isinstance(context_value, Context):
+            context_value = context_value.for_operation()
+        return self._schema.stream(*args, context_value=context_value, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._schema, name)
+
+
+class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
+    """Strawberry's graphql-transport-ws handler, with a coded subscription limit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.schema = _PerOperation(self.schema)  # type: ignore[assignment]
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        maximum = self.max_subscriptions_per_connection
+        if (self.connection_acknowledged and maximum is not None
+                and message.get("id") not in self.operations
+                and len(self.operations) >= maximum):
+            error = LimitExceeded("max_subscriptions", len(self.operations) + 1, maximum,
+                                  "too many operations at once on this connection")
+            metrics.note_errors([error.extensions])
+            await self.send_message({"id": message["id"], "type": "error",
+                                     "payload": [{"message": error.message,
+                                                  "extensions": error.extensions}]})
+            return
+        await super().handle_subscribe(message)
+
+
+class Connections:
+    """Counts this process's WebSocket connections and refuses those over the cap."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.maximum = settings.max_websockets
+        self.open = 0
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, app: Any) -> None:
+        """Serve one WebSocket connection with `app`, or close it at once over the cap."""
+        if self.open >= self.maximum:
+            websocket = WebSocket(scope, receive, send)
+            offered = scope.get("subprotocols") or ()
+            await websocket.accept(subprotocol=GRAPHQL_TRANSPORT_WS_PROTOCOL
+                                   if GRAPHQL_TRANSPORT_WS_PROTOCOL in offered else None)
+            metrics.client_dropped("too_many_connections")
+            with contextlib.suppress(RuntimeError):
+                await websocket.close(CLOSE_TOO_MANY, f"this server has {self.maximum} "
+                                                      f"WebSocket connections (max_websockets)")
+            return
+        self.open += 1
+        metrics.ws_connections(1)
+        try:
+            await app(scope, receive, send)
+        finally:
+            self.open -= 1
+            metrics.ws_connections(-1)
