@@ -18,7 +18,13 @@ The pulse follower reports through three public functions:
     metrics.follower_error(code)           # a message that could not be handled, by code
 
 which feed `tcgraph_follower_messages_total{exchange}`,
-`tcgraph_follower_lag_seconds` and `tcgraph_follower_errors_total{code}`.
+`tcgraph_follower_lag_seconds` and `tcgraph_follower_errors_total{code}`; and
+of the mirror's completeness (ingest/gaps.py, reconcile.py, verify.py):
+
+    metrics.mirror_gap(reason)             # a gap recorded -> tcgraph_mirror_gaps_total{reason}
+    metrics.mirror_reconcile_call(outcome) # an upstream call -> ..._reconcile_calls_total{outcome}
+    metrics.mirror_repaired(tasks)         # tasks repaired -> tcgraph_mirror_tasks_repaired_total
+    metrics.mirror_drift(differences)      # the last verification -> tcgraph_mirror_drift
 """
 
 from __future__ import annotations
@@ -70,6 +76,16 @@ FOLLOWER_LAG = Gauge("tcgraph_follower_lag_seconds",
                      "Age of the newest pulse message handled", multiprocess_mode="livemax")
 FOLLOWER_ERRORS = Counter("tcgraph_follower_errors", "Pulse messages that failed, by code",
                           ["code"])
+
+MIRROR_GAPS = Counter("tcgraph_mirror_gaps", "Gaps in which messages may have been lost, "
+                      "by reason", ["reason"])
+MIRROR_RECONCILE_CALLS = Counter("tcgraph_mirror_reconcile_calls",
+                                 "Upstream calls made to reconcile the mirror, by outcome",
+                                 ["outcome"])
+MIRROR_REPAIRED = Counter("tcgraph_mirror_tasks_repaired",
+                          "Tasks whose stored status or definition reconciliation corrected")
+MIRROR_DRIFT = Gauge("tcgraph_mirror_drift", "Differences from the upstream the last "
+                     "verification found", multiprocess_mode="livemax")
 
 
 @dataclass
@@ -138,6 +154,26 @@ def follower_lag(seconds: float) -> None:
 def follower_error(code: str) -> None:
     """The follower could not handle a message, for reason `code`."""
     FOLLOWER_ERRORS.labels(code).inc()
+
+
+def mirror_gap(reason: str) -> None:
+    """A gap (a period in which messages may have been lost) was recorded."""
+    MIRROR_GAPS.labels(reason).inc()
+
+
+def mirror_reconcile_call(outcome: str) -> None:
+    """Reconciliation made one upstream call, which ended as `outcome` (ok, 5xx, ...)."""
+    MIRROR_RECONCILE_CALLS.labels(outcome).inc()
+
+
+def mirror_repaired(tasks: int) -> None:
+    """Reconciliation corrected `tasks` tasks."""
+    MIRROR_REPAIRED.inc(tasks)
+
+
+def mirror_drift(differences: int) -> None:
+    """The last verification found `differences` differences from the upstream."""
+    MIRROR_DRIFT.set(differences)
 
 
 def multiprocess_mode() -> bool:
