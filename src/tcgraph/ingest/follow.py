@@ -15,6 +15,7 @@ follower (`name`), and one follower at a time reconciles.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -31,7 +32,7 @@ from tcgraph.ingest.expire import expire
 from tcgraph.ingest.gaps import Gaps, task_groups
 from tcgraph.ingest.mirror import BatchResult, Delivery, Mirror
 from tcgraph.ingest.pulse import Backoff, PulseOptions, consume
-from tcgraph.ingest.reconcile import ReconcileOptions, Reconciler
+from tcgraph.ingest.reconcile import GROUP_HORIZON, ReconcileOptions, Reconciler
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.store import mirror_writes, writes
 from tcgraph.store.pool import open_pool
@@ -112,10 +113,12 @@ async def follow(pool: asyncpg.Pool, options: FollowOptions, *,
     totals = _Progress()
 
     async def handle(deliveries: Sequence[Delivery]) -> None:
+        # Before the write: a group is walked by the next reconciliation pass that
+        # begins once its messages have arrived.
+        await mirror_writes.groups_active(pool, list(task_groups(deliveries)))
         reconciler.prioritize(await gaps.inconsistent(deliveries))
         result = await mirror.write(deliveries)
         gaps.committed()
-        reconciler.saw_groups(task_groups(deliveries))
         _report(deliveries, result)
         progress.count(result)
         totals.messages += result.messages
@@ -134,9 +137,14 @@ async def follow(pool: asyncpg.Pool, options: FollowOptions, *,
                         started=started, consuming=gaps.consuming, messages=totals.messages,
                         batches=totals.batches))
                     await gaps.flush()
+                    await mirror_writes.forget_groups(
+                        pool, datetime.now(timezone.utc) - 2 * GROUP_HORIZON)
                 except Exception as e:  # the database is away: next time
                     log.warning("follow: heartbeat not recorded (%s: %s)", type(e).__name__, e)
-            await asyncio.sleep(HEARTBEAT_S)
+            # Every few seconds, and at once when the consumer's state changes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gaps.changed.wait(), HEARTBEAT_S)
+            gaps.changed.clear()
 
     try:
         async with asyncio.TaskGroup() as loops:

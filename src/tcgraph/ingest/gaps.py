@@ -99,6 +99,7 @@ class Gaps:
         self.follower = follower
         self.queue_name = queue_name
         self.wake = asyncio.Event()  # set when a gap has been recorded
+        self.changed = asyncio.Event()  # set when the consumer's state changed (a heartbeat is due)
         self.open: OpenGap | None = None
         self.unwritten: list[OpenGap] = []
         self.last_commit: datetime | None = None
@@ -111,6 +112,12 @@ class Gaps:
 
     async def watch(self, event: pulse.PulseEvent) -> None:
         """What the consumer reports (ingest.pulse.Watcher)."""
+        try:
+            await self._watch(event)
+        finally:
+            self.changed.set()
+
+    async def _watch(self, event: pulse.PulseEvent) -> None:
         if event.kind == pulse.DECLARED:
             await self._declared(event.queue_existed)
             self.consuming = True

@@ -3,9 +3,11 @@
 A pass re-reads, in this order: the tasks something pointed at (messages that
 skipped runs, differences a verification found), every unresolved task
 (unscheduled, pending, running; `queue.statuses`, 1,000 ids a call), and the
-task groups that had messages since the previous pass, plus, after a gap,
-every group holding an unresolved task (`listTaskGroup`, which also brings the
-tasks whose every message was lost). Whatever comes back goes through the
+task groups that had messages since the previous pass began (any follower's,
+mirror_active_groups) with `listTaskGroup`, which also brings the tasks whose
+every message was lost. After a gap, the groups walked are also those that had
+messages in the day before it began (a task's default deadline: a group older
+than that no longer changes) and every group holding an unresolved task. Whatever comes back goes through the
 follower's write path (ingest.mirror.write_tasks): a status is written only
 when it ranks above the stored one, and the write path's rank rule holds
 besides, so an answer older than a message never rolls a task back. A task
@@ -31,9 +33,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Awaitable, Callable, Collection, Sequence, TypeVar
 
 import aiohttp
@@ -64,8 +65,8 @@ CALL_ATTEMPTS = 4
 LEASE_S = 60.0
 # The pause after a pass in which calls failed.
 FAILED_PASS_PAUSE_S = 1.0
-# Groups seen in messages and not walked yet, at most (the oldest are dropped).
-RECENT_GROUPS = 10_000
+# After a gap, the groups that had messages this long before it are walked.
+GROUP_HORIZON = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,18 +124,9 @@ class Reconciler:
         self.bucket = TokenBucket(options.rate)
         self.wake = asyncio.Event()
         self.priority: set[str] = set()
-        self.recent_groups: OrderedDict[str, None] = OrderedDict()
 
     async def close(self) -> None:
         await self.upstream.close()
-
-    def saw_groups(self, groups: Collection[str]) -> None:
-        """Task groups that had messages: walked in the next pass."""
-        for group in groups:
-            self.recent_groups[group] = None
-            self.recent_groups.move_to_end(group)
-        while len(self.recent_groups) > RECENT_GROUPS:
-            self.recent_groups.popitem(last=False)
 
     def prioritize(self, task_ids: Collection[str]) -> None:
         """Tasks to re-read first in the next pass; starts one now."""
@@ -164,10 +156,16 @@ class Reconciler:
         if started is None:
             return None
         self.wake.clear()
-        after_gap = await queries.unrepaired_gaps(self.pool) > 0
-        # Read before the statuses resolve them: a group that had an unresolved
-        # task may hold tasks whose every message was lost.
-        gap_groups = await queries.unresolved_groups(self.pool) if after_gap else []
+        gap_since = await queries.unrepaired_since(self.pool)
+        since = await queries.last_pass_started(self.pool) or started - GROUP_HORIZON
+        gap_groups: list[str] = []
+        if gap_since is not None:
+            since = min(since, gap_since - GROUP_HORIZON)
+            # Read before the statuses resolve them: a group that had an unresolved
+            # task may hold tasks whose every message was lost.
+            gap_groups = await queries.unresolved_groups(self.pool)
+        groups = list(dict.fromkeys([*await queries.active_groups(self.pool, since),
+                                     *gap_groups]))
         done = _Pass(started=started)
         priority, self.priority = sorted(self.priority), set()
         for start in range(0, len(priority), BATCH_IDS):
@@ -179,20 +177,19 @@ class Reconciler:
                 break
             await self._statuses(done, [t.task_id for t in page])
             after = page[-1].task_id
-        groups = list(dict.fromkeys([*self.recent_groups, *gap_groups]))
-        self.recent_groups.clear()
         for group in groups:
             await self._group(done, group)
+        # An incomplete pass neither repairs gaps nor moves `since` on: its groups
+        # are walked again by the next.
         await mirror_writes.pass_done(self.pool, mirror_writes.PassFigures(
             started=done.started, calls=done.calls, repaired=done.repaired,
-            unknown=done.unknown))
+            unknown=done.unknown, complete=not done.failed))
         if done.failed:
             log.warning("reconcile: %d calls failed; the pass repairs no gap", done.failed)
-            self.saw_groups(groups)  # walked again next time
         else:
             await mirror_writes.gaps_repaired(self.pool, done.started, done.repaired)
         metrics.mirror_repaired(done.repaired)
-        if done.repaired or after_gap:
+        if done.repaired or gap_since is not None:
             log.info("reconcile: pass of %d calls repaired %d tasks (%d unknown upstream)",
                      done.calls, done.repaired, done.unknown)
         return done

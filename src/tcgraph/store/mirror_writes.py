@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Sequence
 
 import asyncpg
 
@@ -38,6 +39,26 @@ async def gaps_repaired(db: asyncpg.Pool | asyncpg.Connection, pass_started: dat
                         tasks: int) -> None:
     """Mark the gaps that ended before a completed pass began as repaired by it."""
     await db.execute(_REPAIRED, pass_started, tasks)
+
+
+# mirror_active_groups_pkey; in key order, so that followers lock rows alike.
+_GROUPS_ACTIVE = """
+INSERT INTO mirror_active_groups AS g (task_group_id, last_message)
+SELECT g, now() FROM unnest($1::text[]) AS g
+ON CONFLICT (task_group_id) DO UPDATE SET last_message = now()"""
+# mirror_active_groups_last_message
+_FORGET_GROUPS = "DELETE FROM mirror_active_groups WHERE last_message < $1"
+
+
+async def groups_active(db: asyncpg.Pool | asyncpg.Connection, groups: Sequence[str]) -> None:
+    """Note that `groups` had messages now (reconciliation walks them)."""
+    if groups:
+        await db.execute(_GROUPS_ACTIVE, sorted(set(groups)))
+
+
+async def forget_groups(db: asyncpg.Pool | asyncpg.Connection, before: datetime) -> None:
+    """Forget the groups that had no message since `before`."""
+    await db.execute(_FORGET_GROUPS, before)
 
 
 # mirror_followers_pkey
@@ -85,9 +106,13 @@ async def claim_lease(db: asyncpg.Pool | asyncpg.Connection, holder: str,
     return now
 
 
+# Only a complete pass counts, and moves last_pass_started on.
 _PASS_DONE = """
-UPDATE mirror_reconcile SET passes = passes + 1, last_pass_started = $1,
-       last_pass_ended = now(), calls = calls + $2, tasks_repaired = tasks_repaired + $3,
+UPDATE mirror_reconcile SET
+       passes = passes + $5::int,
+       last_pass_started = CASE WHEN $5 = 1 THEN $1 ELSE last_pass_started END,
+       last_pass_ended = CASE WHEN $5 = 1 THEN now() ELSE last_pass_ended END,
+       calls = calls + $2, tasks_repaired = tasks_repaired + $3,
        tasks_unknown = tasks_unknown + $4
 WHERE id"""
 
@@ -100,12 +125,13 @@ class PassFigures:
     calls: int
     repaired: int
     unknown: int
+    complete: bool  # every call succeeded
 
 
 async def pass_done(db: asyncpg.Pool | asyncpg.Connection, figures: PassFigures) -> None:
-    """Count a completed pass."""
+    """Count a pass's calls and repairs; a complete one also as a pass."""
     await db.execute(_PASS_DONE, figures.started, figures.calls, figures.repaired,
-                     figures.unknown)
+                     figures.unknown, int(figures.complete))
 
 
 # mirror_verification_pkey (one row)

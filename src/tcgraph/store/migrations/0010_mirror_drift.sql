@@ -20,6 +20,16 @@ CREATE TABLE mirror_gaps (
 CREATE INDEX mirror_gaps_unrepaired ON mirror_gaps (ended) WHERE repaired_at IS NULL;
 CREATE INDEX mirror_gaps_started ON mirror_gaps (started DESC, id DESC);
 
+-- Task groups that had messages, and when the newest came (any follower's): the
+-- groups reconciliation walks, those active since its last pass, and after a
+-- gap those active in the day before it (a task's deadline is a day by default).
+-- Rows older than that horizon are deleted as they are written.
+CREATE TABLE mirror_active_groups (
+    task_group_id    text PRIMARY KEY,
+    last_message     timestamptz NOT NULL
+);
+CREATE INDEX mirror_active_groups_last_message ON mirror_active_groups (last_message);
+
 -- One row per follower process name: a heartbeat, so that a follower starting
 -- knows how long nobody consumed the queue, and `mirror.followers` shows who runs.
 CREATE TABLE mirror_followers (

@@ -369,10 +369,30 @@ async def unresolved_groups(db: asyncpg.Pool | asyncpg.Connection) -> list[str]:
 
 # mirror_gaps_unrepaired
 _UNREPAIRED = """
-SELECT count(*) FROM mirror_gaps WHERE repaired_at IS NULL"""
+SELECT min(started) FROM mirror_gaps WHERE repaired_at IS NULL"""
 
 
-async def unrepaired_gaps(db: asyncpg.Pool | asyncpg.Connection) -> int:
-    """How many gaps wait for a reconciliation pass to repair them."""
-    found: int = await db.fetchval(_UNREPAIRED)
+async def unrepaired_since(db: asyncpg.Pool | asyncpg.Connection) -> datetime | None:
+    """When the oldest gap that waits for repair began; None if none waits."""
+    found: datetime | None = await db.fetchval(_UNREPAIRED)
+    return found
+
+
+# mirror_active_groups_last_message
+_ACTIVE_GROUPS = """
+SELECT task_group_id FROM mirror_active_groups WHERE last_message >= $1 ORDER BY task_group_id"""
+
+
+async def active_groups(db: asyncpg.Pool | asyncpg.Connection, since: datetime) -> list[str]:
+    """The task groups that had messages since `since`."""
+    return [r["task_group_id"] for r in await db.fetch(_ACTIVE_GROUPS, since)]
+
+
+# mirror_reconcile_pkey (one row)
+_LAST_PASS = "SELECT last_pass_started FROM mirror_reconcile"
+
+
+async def last_pass_started(db: asyncpg.Pool | asyncpg.Connection) -> datetime | None:
+    """When the newest complete reconciliation pass started; None if none has."""
+    found: datetime | None = await db.fetchval(_LAST_PASS)
     return found
