@@ -18,7 +18,13 @@ The pulse follower reports through three public functions:
     metrics.follower_error(code)           # a message that could not be handled, by code
 
 which feed `tcgraph_follower_messages_total{exchange}`,
-`tcgraph_follower_lag_seconds` and `tcgraph_follower_errors_total{code}`.
+`tcgraph_follower_lag_seconds` and `tcgraph_follower_errors_total{code}`; and
+of the mirror's completeness (ingest/gaps.py, reconcile.py, verify.py):
+
+    metrics.mirror_gap(reason)             # a gap recorded -> tcgraph_mirror_gaps_total{reason}
+    metrics.mirror_reconcile_call(outcome) # an upstream call -> ..._reconcile_calls_total{outcome}
+    metrics.mirror_repaired(tasks)         # tasks repaired -> tcgraph_mirror_tasks_repaired_total
+    metrics.mirror_drift(differences)      # the last verification -> tcgraph_mirror_drift
 """
 
 from __future__ import annotations
@@ -76,6 +82,16 @@ SUBSCRIPTION_DROPS = Counter("tcgraph_subscription_clients_dropped",
 BURST_STATEMENTS = Histogram("tcgraph_subscription_burst_sql_statements",
                              "SQL statements per change-feed burst (all subscribers together)",
                              buckets=(1, 2, 3, 4, 5, 8, 13, 21, 50))
+
+MIRROR_GAPS = Counter("tcgraph_mirror_gaps", "Gaps in which messages may have been lost, "
+                      "by reason", ["reason"])
+MIRROR_RECONCILE_CALLS = Counter("tcgraph_mirror_reconcile_calls",
+                                 "Upstream calls made to reconcile the mirror, by outcome",
+                                 ["outcome"])
+MIRROR_REPAIRED = Counter("tcgraph_mirror_tasks_repaired",
+                          "Tasks whose stored status or definition reconciliation corrected")
+MIRROR_DRIFT = Gauge("tcgraph_mirror_drift", "Differences from the upstream the last "
+                     "verification found", multiprocess_mode="livemax")
 
 
 @dataclass
@@ -183,6 +199,26 @@ def client_dropped(reason: str) -> None:
 def burst_statements(count: int) -> None:
     """The change feed read and loaded one burst of changes with `count` statements."""
     BURST_STATEMENTS.observe(count)
+
+
+def mirror_gap(reason: str) -> None:
+    """A gap (a period in which messages may have been lost) was recorded."""
+    MIRROR_GAPS.labels(reason).inc()
+
+
+def mirror_reconcile_call(outcome: str) -> None:
+    """Reconciliation made one upstream call, which ended as `outcome` (ok, 5xx, ...)."""
+    MIRROR_RECONCILE_CALLS.labels(outcome).inc()
+
+
+def mirror_repaired(tasks: int) -> None:
+    """Reconciliation corrected `tasks` tasks."""
+    MIRROR_REPAIRED.inc(tasks)
+
+
+def mirror_drift(differences: int) -> None:
+    """The last verification found `differences` differences from the upstream."""
+    MIRROR_DRIFT.set(differences)
 
 
 def multiprocess_mode() -> bool:

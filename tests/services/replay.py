@@ -5,7 +5,9 @@
 routing keys and CC headers, as the queue service does. `upstream_app` is a
 small HTTP server answering, from the recorded answers, what tcgraph asks an
 upstream for: queue.task, queue.tasks (optionally missing, like an upstream
-older than the batch route), queue.listTaskGroup and the index walks.
+older than the batch route), queue.statuses, queue.listTaskGroup,
+index.findTasksAtIndex and the index walks. `intercept` may answer any call
+instead (a 500, a slow or an older answer).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import aio_pika
 import orjson
@@ -122,9 +124,15 @@ def _not_found(message: str) -> JSONResponse:
     return JSONResponse({"code": "ResourceNotFound", "message": message}, status_code=404)
 
 
-def upstream_app(rec: Recording, *, batch_route: bool = True, calls: list[str] | None = None
-                 ) -> Starlette:
-    """A REST upstream answering from the recording; `calls` collects the methods asked."""
+Intercept = Callable[[str, Request], Awaitable[Response | None]]
+
+
+def upstream_app(rec: Recording, *, batch_route: bool = True, calls: list[str] | None = None,
+                 intercept: Intercept | None = None) -> Starlette:
+    """A REST upstream answering from the recording; `calls` collects the methods asked.
+
+    `intercept(method, request)` is asked first: a response it returns is the answer.
+    """
     calls = calls if calls is not None else []
     by_group: dict[str, list[str]] = {}
     for task_id, definition in rec.definitions.items():
@@ -194,10 +202,47 @@ def upstream_app(rec: Recording, *, batch_route: bool = True, calls: list[str] |
             body["continuationToken"] = token
         return JSONResponse(body)
 
+    async def statuses(request: Request) -> Response:
+        calls.append("statuses")
+        ids = (await request.json())["taskIds"]
+        known = [t for t in dict.fromkeys(ids) if t in rec.statuses]
+        shown, token = page(known, request)
+        body: dict = {"statuses": [{"taskId": t, "status": rec.statuses[t]["status"]}
+                                   for t in shown]}
+        if token:
+            body["continuationToken"] = token
+        return JSONResponse(body)
+
+    async def find_tasks_at_index(request: Request) -> Response:
+        calls.append("findTasksAtIndex")
+        paths = (await request.json())["indexes"]
+        if len(set(paths)) != len(paths):  # as the index service does (its output schema)
+            return JSONResponse({"code": "InternalServerError"}, status_code=500)
+        shown, token = page([rec.found[p] for p in paths if p in rec.found], request)
+        body: dict = {"tasks": shown}
+        if token:
+            body["continuationToken"] = token
+        return JSONResponse(body)
+
+    def intercepted(method: str, handler: Callable[[Request], Awaitable[Response]]
+                    ) -> Callable[[Request], Awaitable[Response]]:
+        async def answer(request: Request) -> Response:
+            if intercept is not None:
+                instead = await intercept(method, request)
+                if instead is not None:
+                    calls.append(method)
+                    return instead
+            return await handler(request)
+        return answer
+
     return Starlette(routes=[
-        Route("/api/queue/v1/task/{taskId}", task),
-        Route("/api/queue/v1/tasks", tasks, methods=["POST"]),
-        Route("/api/queue/v1/task-group/{taskGroupId}/list", list_task_group),
+        Route("/api/queue/v1/task/{taskId}", intercepted("task", task)),
+        Route("/api/queue/v1/tasks", intercepted("tasks", tasks), methods=["POST"]),
+        Route("/api/queue/v1/tasks/status", intercepted("statuses", statuses), methods=["POST"]),
+        Route("/api/queue/v1/task-group/{taskGroupId}/list",
+              intercepted("listTaskGroup", list_task_group)),
+        Route("/api/index/v1/tasks/indexes", intercepted("findTasksAtIndex", find_tasks_at_index),
+              methods=["POST"]),
         Route("/api/index/v1/namespaces/{namespace:path}", list_namespaces),
         Route("/api/index/v1/tasks/{namespace:path}", list_tasks),
     ])

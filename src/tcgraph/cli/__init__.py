@@ -1,4 +1,5 @@
-"""The `tcgraph` command: serve, migrate, import, expire, demo, follow, backfill, schema.
+"""The `tcgraph` command: serve, migrate, import, expire, demo, follow, backfill, verify,
+schema.
 
 `main` checks the arguments and dispatches; each verb's work lives in the module
 named for it (options.py holds the parser).
@@ -53,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         say.error("tcgraph %s: %s", args.verb, e)
         return 2
+    if args.verb == "verify" and (not args.root_url or args.sample < 1):
+        print("tcgraph verify: --root-url is required, and --sample must be at least 1",
+              file=sys.stderr)
+        return 2
     if args.verb == "serve":
         if follow_options is not None and settings.workers != 1:
             say.error("tcgraph serve: --follow runs in one server process (--workers 1)")
@@ -92,4 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert upstream is not None  # checked above, before the database started
             asyncio.run(run_backfill(url, settings, upstream, args.task_group, args.index))
             return 0
+        if args.verb == "verify":
+            from tcgraph.ingest.verify import run as run_verify
+
+            return asyncio.run(run_verify(url, settings, args.root_url, sample=args.sample,
+                                          task_group=args.task_group))
     raise AssertionError(f"unhandled verb {args.verb}")

@@ -93,21 +93,45 @@ def _follow_options(parser: argparse.ArgumentParser) -> None:
                              "success, the last failure and the N newest")
     parser.add_argument("--batch-size", type=int, default=1000,
                         help="messages written in one transaction, at most (default 1000)")
+    parser.add_argument("--follower-name", default=os.environ.get("TCGRAPH_FOLLOWER_NAME"),
+                        help="this follower's name in `mirror.followers` and its gaps, one "
+                             "per process (env TCGRAPH_FOLLOWER_NAME; default: the host name)")
+    parser.add_argument("--reconcile-rate", type=float,
+                        default=float(os.environ.get("TCGRAPH_RECONCILE_RATE", "2")),
+                        metavar="CALLS",
+                        help="upstream calls a second reconciliation may make (env "
+                             "TCGRAPH_RECONCILE_RATE; default 2; 0 never reconciles)")
+    parser.add_argument("--reconcile-every", type=float, default=300.0, metavar="SECONDS",
+                        help="pause between reconciliation passes when no gap calls for one "
+                             "(default 300)")
+    parser.add_argument("--verify-every", type=float, default=900.0, metavar="SECONDS",
+                        help="verify a sample against the upstream this often (default 900; "
+                             "0 never)")
+    parser.add_argument("--verify-sample", type=int, default=100, metavar="N",
+                        help="tasks and index entries in each verification (default 100)")
 
 
 def follow_settings(args: argparse.Namespace) -> FollowOptions:
     """The FollowOptions the arguments ask for; ValueError names what is missing."""
     from tcgraph.ingest.follow import FollowOptions
     from tcgraph.ingest.pulse import PulseOptions, bindings, queue_name
+    from tcgraph.ingest.reconcile import ReconcileOptions
 
     root_url = upstream_root_url(args)
     if not args.pulse_url:
         raise ValueError("the pulse URL is required (--pulse-url or TCGRAPH_PULSE_URL)")
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
+    if args.reconcile_rate < 0 or args.reconcile_every <= 0:
+        raise ValueError("--reconcile-rate must be at least 0, --reconcile-every above 0")
+    if args.verify_every < 0 or args.verify_sample < 1:
+        raise ValueError("--verify-every must be at least 0, --verify-sample at least 1")
+    extra = {"name": args.follower_name} if args.follower_name else {}
     return FollowOptions(
         root_url=root_url, backfill=not args.no_backfill, expire_every_s=args.expire_every,
         keep_per_label=args.keep_per_label,
+        reconcile=ReconcileOptions(rate=args.reconcile_rate, every_s=args.reconcile_every),
+        verify_every_s=args.verify_every, verify_sample=args.verify_sample, **extra,
         pulse=PulseOptions(url=args.pulse_url,
                            queue_name=queue_name(args.pulse_url, args.queue_name),
                            bindings=bindings(args.binding), batch_size=args.batch_size,
@@ -194,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     _upstream_option(follow, deprecated_root_url=True)
     _follow_options(follow)
 
+    check = verbs.add_parser(
+        "verify", help="compare a sample of the mirror with the deployment; exit 1 on drift",
+        description="Compare random tasks, statuses and index entries (or one task group's) "
+                    "with the deployment's REST API, print each difference, and exit with 1 "
+                    "if there is any.")
+    _database_options(check)
+    check.add_argument("--root-url", default=os.environ.get("TCGRAPH_ROOT_URL"),
+                       help="the deployment's root URL (env TCGRAPH_ROOT_URL)")
+    check.add_argument("--sample", type=int, default=100, metavar="N",
+                       help="tasks and index entries picked at random (default 100)")
+    check.add_argument("--task-group", metavar="ID",
+                       help="verify this group's tasks and their index entries instead")
     backfill = verbs.add_parser(
         "backfill", help="copy task groups and index subtrees from a deployment's REST API",
         description="Read listTaskGroup pages and walk listNamespaces/listTasks into the "

@@ -7,6 +7,11 @@ committed it. Until then nothing is lost: a crash, a kill or a broker restart
 leaves the batch unacknowledged and the broker delivers it again, and the
 handler's writes are idempotent.
 
+What could have lost messages is reported to a `Watcher` as it happens: the
+queue found missing when the consumer (re)connects (declared anew: whatever it
+held is gone), the broker cancelling the consumer (the queue was deleted under
+it), the connection lost, and a batch that could not be written for a while.
+
 Nothing transient ends the consumer: a broker that is away, a connection that
 drops, exchanges that do not exist yet (a fresh deployment answers QueueBind
 with 404 NOT_FOUND until the queue service declares them) and a handler that
@@ -98,6 +103,29 @@ class PulseOptions:
 
 Handler = Callable[[Sequence[Delivery]], Awaitable[object]]
 
+# What a Watcher is told (PulseEvent.kind).
+DECLARED = "declared"  # the queue is declared and bound; consuming starts next
+CANCELLED = "cancelled"  # the broker cancelled the consumer (its queue was deleted)
+DISCONNECTED = "disconnected"  # the connection or channel was lost
+WRITE_FAILING = "write-failing"  # a batch could not be written (the database is away)
+WRITE_OK = "write-ok"  # a batch was written after failing
+
+
+@dataclass(frozen=True, slots=True)
+class PulseEvent:
+    """Something that happened to the consumer that may have cost messages."""
+
+    kind: str
+    detail: str = ""
+    queue_existed: bool = True  # DECLARED: whether the queue was there before this session
+
+
+Watcher = Callable[[PulseEvent], Awaitable[None]]
+
+
+async def _ignore(event: PulseEvent) -> None:
+    """The watcher of a consumer nobody watches."""
+
 
 class _ChannelClosed(Exception):
     """The channel went away while a batch was in hand: the broker redelivers it."""
@@ -117,32 +145,64 @@ class Backoff:
         self.delay = BACKOFF_MIN_S
 
 
-async def consume(options: PulseOptions, handle: Handler) -> None:
-    """Consume for ever (until cancelled), reconnecting after every transient failure."""
+async def consume(options: PulseOptions, handle: Handler, watch: Watcher = _ignore) -> None:
+    """Consume for ever (until cancelled), reconnecting after every transient failure;
+    `watch` hears of everything that may have cost messages."""
     backoff = Backoff()
     while True:
         try:
-            await _session(options, handle, backoff)
+            await _session(options, handle, backoff, watch)
         except asyncio.CancelledError:
             raise
         except aiormq.exceptions.ChannelNotFoundEntity as e:
             log.warning("pulse: an exchange does not exist yet (%s); binding again later", e)
+        except _ConsumerCancelled as e:
+            log.warning("pulse: %s; declaring the queue again", e)
         except Exception as e:  # every failure of the broker or its connection is transient
             log.warning("pulse: %s: %s; reconnecting", type(e).__name__, e)
+            await watch(PulseEvent(DISCONNECTED, f"{type(e).__name__}: {e}"))
         await backoff.pause()
 
 
-async def _session(options: PulseOptions, handle: Handler, backoff: Backoff) -> None:
+class _ConsumerCancelled(Exception):
+    """The broker cancelled the consumer: its queue was deleted (or the node went away)."""
+
+
+async def _queue_exists(connection: aio_pika.abc.AbstractConnection, name: str) -> bool:
+    """Whether the queue exists, by a passive declare (on a channel of its own: a
+    declare refused with 404 closes the channel it was made on)."""
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(name, passive=True)
+        return True
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+
+async def _session(options: PulseOptions, handle: Handler, backoff: Backoff,
+                   watch: Watcher) -> None:
     connection = await aio_pika.connect(options.url, timeout=30)
     try:
+        existed = await _queue_exists(connection, options.queue_name)
         channel = await connection.channel()
         closed = asyncio.Event()
+        cancelled = asyncio.Event()
         channel.close_callbacks.add(lambda *_: closed.set())
         connection.close_callbacks.add(lambda *_: closed.set())
+
+        def on_cancel(frame: object) -> None:
+            cancelled.set()
+            closed.set()
+
+        (await channel.get_underlay_channel()).on_consumer_cancel_callbacks.add(on_cancel)
         await channel.set_qos(prefetch_count=options.prefetch)
         queue = await channel.declare_queue(options.queue_name, durable=True)
         for b in options.bindings:
             await queue.bind(b.exchange, b.routing_key)
+        await watch(PulseEvent(DECLARED, queue_existed=existed))
         inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 
         async def receive(message: AbstractIncomingMessage) -> None:
@@ -151,10 +211,16 @@ async def _session(options: PulseOptions, handle: Handler, backoff: Backoff) -> 
         await queue.consume(receive)
         log.info("pulse: consuming %s (%d bindings)", options.queue_name, len(options.bindings))
         backoff.reset()
-        while True:
-            batch = await _next_batch(inbox, closed, options)
-            await _handle(batch, handle, closed)
-            await batch[-1].ack(multiple=True)
+        try:
+            while True:
+                batch = await _next_batch(inbox, closed, options)
+                await _handle(batch, handle, closed, watch)
+                await batch[-1].ack(multiple=True)
+        except _ChannelClosed:
+            if cancelled.is_set():
+                await watch(PulseEvent(CANCELLED, "the broker cancelled the consumer"))
+                raise _ConsumerCancelled("the broker cancelled the consumer") from None
+            raise
     finally:
         with contextlib.suppress(Exception):
             await connection.close()
@@ -196,18 +262,24 @@ async def _until_closed(work: Awaitable[AbstractIncomingMessage],
 
 
 async def _handle(batch: list[AbstractIncomingMessage], handle: Handler,
-                  closed: asyncio.Event) -> None:
+                  closed: asyncio.Event, watch: Watcher) -> None:
     """Hand a batch over until it is committed; give up only if the channel closes."""
     deliveries = [Delivery(exchange=m.exchange or "", routing_key=m.routing_key or "",
                            body=m.body) for m in batch]
     backoff = Backoff()
+    failing = False
     while True:
         try:
             await handle(deliveries)
+            if failing:
+                await watch(PulseEvent(WRITE_OK))
             return
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the database is away (or a write failed): try again
+            if not failing:
+                failing = True
+                await watch(PulseEvent(WRITE_FAILING, f"{type(e).__name__}: {e}"))
             metrics.follower_error(BATCH_RETRIED)
             log.warning("pulse: a batch of %d messages was not written (%s: %s); retrying",
                         len(batch), type(e).__name__, e)

@@ -1,6 +1,9 @@
-"""tcgraph's own REST method: how fresh this mirror is (what `tcgraph follow` recorded)."""
+"""tcgraph's own REST method: how fresh and how complete this mirror is (what `tcgraph
+follow` recorded: its state, gaps, reconciliation, verification and followers)."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from starlette.routing import Route
 
@@ -12,9 +15,18 @@ from tcgraph.timefmt import format_time
 PREFIX = "/api/tcgraph/v1"
 
 
+# Gaps shown, newest first.
+GAPS_SHOWN = 20
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
 async def mirror(call: Call) -> object:
     """The follower's state; 404 when this database has never been a mirror."""
-    state = await queries.mirror_state(call.context.db)
+    db = call.context.db
+    state = await queries.mirror_state(db)
     if state is None:
         raise ApiError("ResourceNotFound", "this database is not a mirror: "
                        "`tcgraph follow` has never written to it")
@@ -27,6 +39,25 @@ async def mirror(call: Call) -> object:
         "lastExchange": state.last_exchange, "lastRoutingKey": state.last_routing_key,
         "lagMs": state.lag_ms, "messages": state.messages, "errors": state.errors,
         "batches": state.batches, "waitingDefinitions": state.waiting,
+        **_completeness(await queries.completeness(db)),
+        "gaps": [{"started": _time(g.started), "ended": _time(g.ended), "reason": g.reason,
+                  "follower": g.follower, "detail": g.detail,
+                  "repairedAt": _time(g.repaired_at), "tasksRepaired": g.tasks_repaired}
+                 for g in await queries.gaps(db, GAPS_SHOWN)],
+        "followers": [{"name": f.name, "queueName": f.queue_name, "started": _time(f.started),
+                       "lastSeen": _time(f.last_seen), "consuming": f.consuming,
+                       "messages": f.messages} for f in await queries.followers(db)],
+    }
+
+
+def _completeness(c: queries.Completeness) -> dict[str, object]:
+    return {
+        "verified": c.verified,
+        "lastVerified": _time(c.last_verified), "drift": c.drift,
+        "differences": c.differences, "gapCount": c.gaps, "unrepairedGaps": c.unrepaired_gaps,
+        "lastReconciled": _time(c.last_reconciled), "reconcilePasses": c.reconcile_passes,
+        "reconcileCalls": c.reconcile_calls, "tasksRepaired": c.tasks_repaired,
+        "tasksUnknown": c.tasks_unknown,
     }
 
 

@@ -101,3 +101,310 @@ async def index_inputs(conn: asyncpg.Connection, task_ids: Sequence[str]) -> lis
     rows = await conn.fetch(_INDEX_INPUTS, sorted(task_ids))
     return [IndexInput(task_id=r["task_id"], definition=r["definition"], resolved=r["resolved"])
             for r in rows if r["resolved"] is not None]
+
+
+# --- completeness (migration 0010_mirror_drift) ------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A period in which the mirror may have missed messages."""
+
+    id: int
+    started: datetime
+    ended: datetime
+    reason: str
+    follower: str
+    detail: str
+    repaired_at: datetime | None
+    tasks_repaired: int
+
+
+# mirror_gaps_started
+_GAPS = """
+SELECT id, started, ended, reason, follower, detail, repaired_at, tasks_repaired
+FROM mirror_gaps ORDER BY started DESC, id DESC LIMIT $1"""
+
+
+async def gaps(db: Database | asyncpg.Pool, limit: int) -> list[Gap]:
+    """The newest `limit` gaps, newest first."""
+    return [Gap(**dict(r)) for r in await db.fetch(_GAPS, limit)]
+
+
+@dataclass(frozen=True, slots=True)
+class Follower:
+    """One follower process, as its heartbeat says."""
+
+    name: str
+    queue_name: str
+    started: datetime
+    last_seen: datetime
+    consuming: bool
+    messages: int
+    batches: int
+
+
+# mirror_followers_pkey (a handful of rows)
+_FOLLOWERS = """
+SELECT name, queue_name, started, last_seen, consuming, messages, batches
+FROM mirror_followers ORDER BY name"""
+
+
+async def followers(db: Database | asyncpg.Pool) -> list[Follower]:
+    """Every follower that has written to this mirror, by name."""
+    return [Follower(**dict(r)) for r in await db.fetch(_FOLLOWERS)]
+
+
+@dataclass(frozen=True, slots=True)
+class Completeness:
+    """What the mirror knows of its own completeness: gaps, reconciliation, verification."""
+
+    gaps: int
+    unrepaired_gaps: int
+    reconcile_passes: int
+    last_reconciled: datetime | None  # when the newest complete pass started
+    reconcile_calls: int
+    tasks_repaired: int
+    tasks_unknown: int
+    last_verified: datetime | None
+    verified_tasks: int
+    verified_entries: int
+    drift: int | None  # differences the last verification found; None if never verified
+    differences: list[str]
+
+    @property
+    def verified(self) -> bool:
+        """Trustworthy as complete: verified without a difference, and no gap unrepaired."""
+        return self.drift == 0 and self.unrepaired_gaps == 0
+
+
+# One row each (pkeys); mirror_gaps is small, the unrepaired ones by mirror_gaps_unrepaired.
+_COMPLETENESS = """
+SELECT (SELECT count(*) FROM mirror_gaps) AS gaps,
+       (SELECT count(*) FROM mirror_gaps WHERE repaired_at IS NULL) AS unrepaired,
+       r.passes, r.last_pass_started, r.calls, r.tasks_repaired, r.tasks_unknown,
+       v.verified_at, v.tasks AS verified_tasks, v.index_entries AS verified_entries,
+       v.drift, v.differences
+FROM (SELECT 1) AS one
+LEFT JOIN mirror_reconcile r ON r.id
+LEFT JOIN mirror_verification v ON v.id"""
+
+
+async def completeness(db: Database | asyncpg.Pool) -> Completeness:
+    """The mirror's gaps, reconciliation and last verification, in one read."""
+    r = (await db.fetch(_COMPLETENESS))[0]
+    return Completeness(
+        gaps=r["gaps"], unrepaired_gaps=r["unrepaired"], reconcile_passes=r["passes"] or 0,
+        last_reconciled=r["last_pass_started"], reconcile_calls=r["calls"] or 0,
+        tasks_repaired=r["tasks_repaired"] or 0, tasks_unknown=r["tasks_unknown"] or 0,
+        last_verified=r["verified_at"], verified_tasks=r["verified_tasks"] or 0,
+        verified_entries=r["verified_entries"] or 0, drift=r["drift"],
+        differences=list(r["differences"] or []))
+
+
+@dataclass(frozen=True, slots=True)
+class LastSeen:
+    """When a queue was last consumed by any follower, as their heartbeats say."""
+
+    followed_before: bool  # some follower has consumed this queue into this database
+    last_seen: datetime | None
+    now: datetime
+
+
+# mirror_followers_pkey (a handful of rows); mirror_state's single row.
+_LAST_SEEN = """
+SELECT EXISTS (SELECT 1 FROM mirror_followers WHERE queue_name = $1)
+           OR EXISTS (SELECT 1 FROM mirror_state WHERE queue_name = $1) AS before,
+       GREATEST((SELECT max(last_seen) FROM mirror_followers WHERE queue_name = $1),
+                (SELECT last_message FROM mirror_state WHERE queue_name = $1)) AS last_seen,
+       now() AS now"""
+
+
+async def last_seen(db: asyncpg.Pool | asyncpg.Connection, queue_name: str) -> LastSeen:
+    """When any follower last consumed `queue_name` (its heartbeat, or the newest batch)."""
+    r = (await db.fetch(_LAST_SEEN, queue_name))[0]
+    return LastSeen(followed_before=r["before"], last_seen=r["last_seen"], now=r["now"])
+
+
+# tasks_pkey
+_RUN_COUNTS = """
+SELECT task_id, jsonb_array_length(runs) AS runs FROM tasks WHERE task_id = ANY($1::text[])"""
+
+
+async def run_counts(db: asyncpg.Pool | asyncpg.Connection,
+                     task_ids: Sequence[str]) -> dict[str, int]:
+    """How many runs the stored status of each of `task_ids` has (stored tasks only)."""
+    return {r["task_id"]: r["runs"] for r in await db.fetch(_RUN_COUNTS, list(task_ids))}
+
+
+# tasks_unresolved (0011): the predicate is the index's, literally, so that the
+# planner can use it; walked by task_id from where the last page ended.
+_UNRESOLVED = """
+SELECT task_id, task_group_id FROM tasks
+WHERE state IN ('unscheduled', 'pending', 'running') AND task_id > $1
+ORDER BY task_id LIMIT $2"""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """A task and its group."""
+
+    task_id: str
+    task_group_id: str
+
+
+async def unresolved_tasks(db: asyncpg.Pool | asyncpg.Connection, after: str,
+                           limit: int) -> list[TaskRef]:
+    """Up to `limit` unresolved tasks (unscheduled, pending, running) after `after`."""
+    return [TaskRef(r["task_id"], r["task_group_id"])
+            for r in await db.fetch(_UNRESOLVED, after, limit)]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStatus:
+    """A stored task's status, as the write path compares statuses."""
+
+    task_id: str
+    task_group_id: str
+    state: str
+    runs: list[dict[str, object]]
+    retries_left: int
+    rank: int
+    expires: datetime
+
+
+# tasks_pkey
+_STATUSES = """
+SELECT task_id, task_group_id, state, runs, retries_left, status_rank, expires
+FROM tasks WHERE task_id = ANY($1::text[])"""
+
+
+async def stored_statuses(db: asyncpg.Pool | asyncpg.Connection,
+                          task_ids: Sequence[str]) -> dict[str, StoredStatus]:
+    """The stored statuses of those of `task_ids` that are stored."""
+    return {r["task_id"]: StoredStatus(r["task_id"], r["task_group_id"], r["state"], r["runs"],
+                                       r["retries_left"], r["status_rank"], r["expires"])
+            for r in await db.fetch(_STATUSES, list(task_ids))}
+
+
+# tasks_pkey; the definition as text, exactly as queue.task answers it.
+_DEFINITIONS = """
+SELECT task_id, definition::text AS definition FROM tasks WHERE task_id = ANY($1::text[])"""
+
+
+async def stored_definitions(db: asyncpg.Pool | asyncpg.Connection,
+                             task_ids: Sequence[str]) -> dict[str, str]:
+    """The stored definitions (JSON text) of those of `task_ids` that are stored."""
+    return {r["task_id"]: r["definition"] for r in await db.fetch(_DEFINITIONS, list(task_ids))}
+
+
+# TABLESAMPLE SYSTEM reads a few pages instead of the whole table; the fraction
+# is raised until enough rows come back (a small table gives them all at 100%).
+_SAMPLE_TASKS = """
+SELECT task_id FROM tasks TABLESAMPLE SYSTEM ($1) ORDER BY random() LIMIT $2"""
+_SAMPLE_ENTRIES = """
+SELECT namespace || '.' || name AS path FROM index_entries TABLESAMPLE SYSTEM ($1)
+WHERE expires > now() ORDER BY random() LIMIT $2"""
+_GROUP_TASKS = "SELECT task_id FROM tasks WHERE task_group_id = $1 ORDER BY task_id"  # tasks_group
+# index_entries_pkey is (namespace, name); a group's entries are found by task.
+_TASK_ENTRIES = """
+SELECT namespace || '.' || name AS path FROM index_entries
+WHERE task_id = ANY($1::text[]) AND expires > now() ORDER BY 1"""
+
+
+async def sample_task_ids(db: asyncpg.Pool | asyncpg.Connection, count: int) -> list[str]:
+    """About `count` task ids picked at random."""
+    return [r["task_id"] for r in await _sample(db, _SAMPLE_TASKS, count)]
+
+
+async def sample_index_paths(db: asyncpg.Pool | asyncpg.Connection, count: int) -> list[str]:
+    """About `count` unexpired index paths picked at random."""
+    return [r["path"] for r in await _sample(db, _SAMPLE_ENTRIES, count)]
+
+
+async def _sample(db: asyncpg.Pool | asyncpg.Connection, sql: str,
+                  count: int) -> list[asyncpg.Record]:
+    percent = 1.0
+    while True:
+        rows: list[asyncpg.Record] = await db.fetch(sql, percent, count)
+        if len(rows) >= count or percent >= 100.0:
+            return rows
+        percent = min(percent * 10, 100.0)
+
+
+async def group_task_ids(db: asyncpg.Pool | asyncpg.Connection, group: str) -> list[str]:
+    """The ids of the tasks of `group` that are stored."""
+    return [r["task_id"] for r in await db.fetch(_GROUP_TASKS, group)]
+
+
+async def index_paths_of(db: asyncpg.Pool | asyncpg.Connection,
+                         task_ids: Sequence[str]) -> list[str]:
+    """The unexpired index paths that point at any of `task_ids`."""
+    return [r["path"] for r in await db.fetch(_TASK_ENTRIES, list(task_ids))]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An index entry as stored."""
+
+    path: str
+    task_id: str
+    rank: float
+    data: object
+    expires: datetime
+
+
+# index_entries_pkey
+_ENTRIES = """
+SELECT namespace || '.' || name AS path, task_id, rank, data, expires FROM index_entries
+WHERE (namespace, name) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND expires > now()"""
+
+
+async def stored_entries(db: asyncpg.Pool | asyncpg.Connection,
+                         paths: Sequence[str]) -> dict[str, StoredEntry]:
+    """The unexpired stored entries at `paths`."""
+    split = [p.rpartition(".") for p in paths]
+    rows = await db.fetch(_ENTRIES, [s[0] for s in split], [s[2] for s in split])
+    return {r["path"]: StoredEntry(r["path"], r["task_id"], r["rank"], r["data"], r["expires"])
+            for r in rows}
+
+
+# tasks_unresolved (0011) for the unresolved tasks' groups (few); the others come
+# from what the follower saw in messages.
+_UNRESOLVED_GROUPS = """
+SELECT DISTINCT task_group_id FROM tasks WHERE state IN ('unscheduled', 'pending', 'running')"""
+
+
+async def unresolved_groups(db: asyncpg.Pool | asyncpg.Connection) -> list[str]:
+    """The groups that hold an unresolved task."""
+    return sorted(r["task_group_id"] for r in await db.fetch(_UNRESOLVED_GROUPS))
+
+
+# mirror_gaps_unrepaired
+_UNREPAIRED = """
+SELECT min(started) FROM mirror_gaps WHERE repaired_at IS NULL"""
+
+
+async def unrepaired_since(db: asyncpg.Pool | asyncpg.Connection) -> datetime | None:
+    """When the oldest gap that waits for repair began; None if none waits."""
+    found: datetime | None = await db.fetchval(_UNREPAIRED)
+    return found
+
+
+# mirror_active_groups_last_message
+_ACTIVE_GROUPS = """
+SELECT task_group_id FROM mirror_active_groups WHERE last_message >= $1 ORDER BY task_group_id"""
+
+
+async def active_groups(db: asyncpg.Pool | asyncpg.Connection, since: datetime) -> list[str]:
+    """The task groups that had messages since `since`."""
+    return [r["task_group_id"] for r in await db.fetch(_ACTIVE_GROUPS, since)]
+
+
+# mirror_reconcile_pkey (one row)
+_LAST_PASS = "SELECT last_pass_started FROM mirror_reconcile"
+
+
+async def last_pass_started(db: asyncpg.Pool | asyncpg.Connection) -> datetime | None:
+    """When the newest complete reconciliation pass started; None if none has."""
+    found: datetime | None = await db.fetchval(_LAST_PASS)
+    return found
