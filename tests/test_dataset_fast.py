@@ -18,10 +18,10 @@ from datetime import datetime, timezone
 import asyncpg
 import orjson
 import pytest
-
-from bench import dataset_fast
 from conftest import create_database, drop_database
 from services.postgres import connected
+
+from bench import dataset_fast
 from tcgraph.config import Settings
 from tcgraph.demo import write_demo
 from tcgraph.ingest import index_rules

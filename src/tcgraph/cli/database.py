@@ -11,7 +11,7 @@ import asyncpg
 
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
-from tcgraph.store.migrate import migrate
+from tcgraph.store.migrate import migrate, plan
 from tcgraph.store.pool import CONNECTION_ERRORS
 
 
@@ -47,6 +47,21 @@ async def migrate_database(url: str) -> list[str]:
         raise ReadOnlyDatabase(str(e)) from None
     finally:
         await conn.close()
+
+
+async def migration_plan(url: str) -> int:
+    """`tcgraph migrate --dry-run`: print what migrating would do; apply nothing."""
+    try:
+        conn = await asyncpg.connect(url)
+    except CONNECTION_ERRORS as e:
+        print(f"tcgraph migrate: cannot reach the database ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return 1
+    try:
+        print(await plan(conn))
+    finally:
+        await conn.close()
+    return 0
 
 
 async def fill_if_empty(url: str, settings: Settings) -> bool:

@@ -49,8 +49,8 @@ async def expire(pool: asyncpg.Pool, *, now: datetime | None = None,
     success and failure).
     """
     before = now or datetime.now(timezone.utc)
-    counts: dict[str, int] = {}
-    for table in ("tasks", "index_entries", "index_namespaces", "mirror_waiting"):
+    counts = {"tasks": await _expire_tasks(pool, before, batch_size, max_batches)}
+    for table in ("index_entries", "index_namespaces", "mirror_waiting"):
         counts[table] = 0
         batches = 0
         while max_batches is None or batches < max_batches:
@@ -67,6 +67,23 @@ async def expire(pool: asyncpg.Pool, *, now: datetime | None = None,
     return Expired(tasks=counts["tasks"], index_entries=counts["index_entries"],
                    namespaces=counts["index_namespaces"], trimmed=trimmed,
                    waiting=counts["mirror_waiting"])
+
+
+async def _expire_tasks(pool: asyncpg.Pool, before: datetime, batch_size: int,
+                        max_batches: int | None) -> int:
+    """Tasks (and their edges), a batch per transaction, each batch carrying on after
+    the last key the one before deleted."""
+    deleted = batches = 0
+    after = expiry.TaskKey.start()
+    while max_batches is None or batches < max_batches:
+        count, after = await writes.in_transaction(
+            pool, functools.partial(expiry.delete_expired_tasks, before=before,
+                                    limit=batch_size, after=after))
+        deleted += count
+        batches += 1
+        if count < batch_size:
+            break
+    return deleted
 
 
 async def trim_labels(pool: asyncpg.Pool, keep: int, label_batch: int = LABEL_BATCH) -> int:
