@@ -46,7 +46,7 @@ FIREFOX_DAYS = 29
 TEST_EXPIRES_DAYS = 28
 OTHER_EXPIRES_DAYS = 365
 
-# Marker values in the definition templates, replaced per task by the SQL.
+# Marker values in the definition templates, which become format() arguments.
 GROUP = "@GROUP@"
 PARENT = "@PARENT@"
 OWNER = "@OWNER@"
@@ -155,6 +155,7 @@ def spec_rows(shape: Shape) -> list[tuple[object, ...]]:
         period = _digest_period(spec, lambda age: demo._index_paths(spec, "autoland", REVISION, age))
         digest0 = next((p.rsplit(".", 1)[1] for p in path_templates[0]
                         if period and ".cache." in p), "")
+        templates = [_format_string(t, digest0) for t in templates]
         low, high = demo._MINUTES[spec.kind]
         worker_group = spec.platform.worker_group if spec.platform else "us-east-1"
         mac_test = bool(spec.platform and spec.platform.os == "macosx" and spec.kind == "test")
@@ -179,6 +180,23 @@ def push_rows(shape: Shape) -> list[tuple[object, ...]]:
                      int(pushed.timestamp()), age < shape.running_pushes, demo._slugid(rng),
                      f"{rng.getrandbits(160):040x}", rng.choice(demo._OWNERS)))
     return rows
+
+
+# The arguments the SQL gives format() for each task, in this order.
+FORMAT_ARGUMENTS = ("created", "deadline", "expires", GROUP, PARENT, OWNER, REVISION,
+                    REVISION[:12], "digest")
+
+
+def _format_string(template: str, digest0: str) -> str:
+    """A definition template as a format() string: each marker becomes its argument."""
+    marks = _time_marks()
+    text = template.replace("%", "%%")
+    values = [marks["created"], marks["deadline"], marks["expires"], GROUP, PARENT, OWNER,
+              REVISION, REVISION[:12], digest0]
+    for n, value in enumerate(values, start=1):
+        if value:
+            text = text.replace(value, f"%{n}$s")
+    return text
 
 
 def _json(value: object) -> str:
@@ -221,8 +239,7 @@ async def build(conn: asyncpg.Connection, shape: Shape,
     await conn.execute(dataset_sql.STAGING)
     await _copy(conn, "bench_spec", spec_rows(shape))
     await _copy(conn, "bench_push", push_rows(shape))
-    marks = _time_marks()
-    await conn.execute(dataset_sql.load(shape, marks, demo))
+    await conn.execute(dataset_sql.load(shape, demo))
     load_s = time.perf_counter() - started
     log(f"dataset_fast: {shape.tasks:,} tasks loaded in {load_s:.0f} s")
     started = time.perf_counter()

@@ -56,7 +56,7 @@ def _outcome(tables: dict[str, Any], u: str) -> str:
 def _rows(shape: Any, demo: Any, where: str) -> str:
     """SELECT of every column a task needs, for the (push, position) pairs `where` keeps."""
     seed = shape.seed
-    core = f"(SELECT count(*) FROM bench_spec WHERE kind <> 'test')::int"
+    core = "(SELECT count(*) FROM bench_spec WHERE kind <> 'test')::int"
     tests = f"greatest({shape.labels} - {core}, 1)"
     test_days = shape.test_expires.total_seconds()
     other_days = shape.other_expires.total_seconds()
@@ -158,24 +158,20 @@ def _runs() -> str:
 END"""
 
 
-def load(shape: Any, marks: dict[str, str], demo: Any) -> str:
+def load(shape: Any, demo: Any) -> str:
     """The statements that fill tasks, task_dependencies, index_entries and index_namespaces."""
     core = "s.kind <> 'test' AND s.depth = {depth}"
     core_steps = "".join(
         f"INSERT INTO bench_core SELECT push, position, task_id, finished IS NOT NULL, finished "
         f"FROM ({_timed(shape, demo, core.format(depth=d))}) x;\n"
         for d in range(4))
-    definition = f"""replace(replace(replace(replace(replace(replace(replace(replace(
-        CASE WHEN x.project = 'mozilla-central' THEN x.def_central ELSE x.def_autoland END,
-        '{marks["created"]}', {_f("x.created")}),
-        '{marks["deadline"]}', {_f("x.deadline")}),
-        '{marks["expires"]}', {_f("x.expires")}),
-        '@GROUP@', x.group_id), '@PARENT@', coalesce(x.parent_id, '')),
-        '@OWNER@', x.owner), '@REVISION{"#" * 31}', x.revision),
-        '@REVISION###', left(x.revision, 12))"""
     digest = ("encode(sha256(convert_to(x.label || ':' || (x.age / x.period), 'UTF8')), 'hex')")
-    definition = (f"CASE WHEN x.period > 0 THEN replace({definition}, x.digest0, {digest}) "
-                  f"ELSE {definition} END")
+    # The template's markers are format() arguments (bench/dataset_fast.py FORMAT_ARGUMENTS).
+    definition = f"""format(
+        CASE WHEN x.project = 'mozilla-central' THEN x.def_central ELSE x.def_autoland END,
+        {_f("x.created")}, {_f("x.deadline")}, {_f("x.expires")}, x.group_id,
+        coalesce(x.parent_id, ''), x.owner, x.revision, left(x.revision, 12),
+        CASE WHEN x.period > 0 THEN {digest} END)"""
     states = ("CASE x.outcome WHEN 'waiting' THEN 'unscheduled' WHEN 'blocked' THEN 'exception' "
               "WHEN 'retried' THEN 'completed' ELSE x.outcome END")
     runs_count = ("CASE x.outcome WHEN 'waiting' THEN 0 WHEN 'retried' THEN 2 ELSE 1 END")
@@ -199,7 +195,8 @@ SELECT x.task_id, x.group_id, d.definition ->> 'schedulerId', d.definition ->> '
        x.created, x.deadline, x.expires, {states}, {_runs()},
        CASE WHEN {runs_count} = 0 THEN 0 ELSE {runs_count} * 10 + {progress} END, d.definition
 FROM ({_timed(shape, demo, "true")}) x
-CROSS JOIN LATERAL (SELECT ({definition})::jsonb AS definition) d;
+-- OFFSET 0 keeps the definition built once per row, not once per column read from it.
+CROSS JOIN LATERAL (SELECT ({definition})::jsonb AS definition OFFSET 0) d;
 
 INSERT INTO task_dependencies (task_id, dependency_id)
 SELECT x.task_id, v.dependency_id
