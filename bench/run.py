@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 
-from bench import concurrency, dataset, explain, peer, report, workloads
+from bench import concurrency, dataset, dataset_fast, explain, peer, report, workloads
 from bench.pg import SERVER_SETTINGS, BenchPostgres, database_name, free_port
 from bench.report import Result
 from bench.measure import Case, PgCounter, TcgraphServer, check_answers, log, measure
@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                              "bench/results/latest.json)")
     p.add_argument("--plot", type=Path,
                    help="where to draw the plot (default docs/performance.png)")
+    p.add_argument("--scale", metavar="TASKS,...",
+                   help="the scale series (bench/scale.py): W1-W4 at each size, on datasets "
+                        "bench/dataset_fast.py builds, e.g. 200000,2000000,30000000")
     p.add_argument("--no-docs", action="store_true",
                    help="leave docs/performance.md alone (a full run with the default outputs "
                         "rewrites its generated sections: the table, the targets, the plans)")
@@ -76,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.plans = results / ("quick-plans.md" if args.quick else "plans.md")
     defaults = args.json == results / "latest.json" and args.plot == docs / "performance.png"
     args.docs = None if (args.quick or args.no_docs or not defaults) else docs / "performance.md"
+    args.fast_dataset = False  # bench/scale.py sets it: its datasets, its databases
     if args.tasks < 100:
         p.error("--tasks must be at least 100")
     return args
@@ -92,7 +96,7 @@ async def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     pg = BenchPostgres(args.data_dir)
-    database = database_name(args.tasks)
+    database = (dataset_fast.database_name if args.fast_dataset else database_name)(args.tasks)
     url = pg.url(database)
     log(f"postgres: starting the bench cluster in {pg.pgdata} on 127.0.0.1:{pg.port}")
     pg.start()
@@ -106,7 +110,8 @@ async def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     meta: dict[str, Any] = {}
     try:
-        info = await dataset.ensure(pg.url("postgres"), url, database, args.tasks, log)
+        info = await (dataset_fast.ensure if args.fast_dataset else dataset.ensure)(
+            pg.url("postgres"), url, database, args.tasks, log)
         keys = await dataset.pick_keys(url, max([*args.keys, W4_KEYS]))
         for size in args.keys:
             if len(keys.labels) < size or len(keys.paths) < size:
@@ -347,6 +352,10 @@ def _versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.scale:
+        from bench import scale
+
+        return scale.series(args)
     failed = 0
     if set(args.only) - {FOLLOW}:
         failed = asyncio.run(run(args))

@@ -51,6 +51,9 @@ PUSH_INTERVAL = timedelta(hours=4)
 # find them for years.
 INDEX_EXPIRES = "2030-11-01T00:00:00.000Z"
 DECISION_LABEL = "Gecko Decision Task"
+# A task's deadline and expiry, after its creation.
+DEADLINE = timedelta(days=1)
+EXPIRES = timedelta(days=365)
 # Taskcluster's pages hold at most 1000 elements.
 PAGE_SIZE = 1000
 
@@ -150,6 +153,11 @@ def generate(tasks: int = 2000, seed: int = 1) -> Iterator[object]:
         yield from _push(rng, age, graph[:size])
 
 
+def project_of(age: int) -> str:
+    """The project (`projectId`) of the push `age` pushes before the newest."""
+    return "mozilla-central" if age % 3 == 0 else "autoland"
+
+
 @dataclass(frozen=True)
 class _Planned:
     """A task of one push before its documents are built."""
@@ -166,7 +174,7 @@ class _Planned:
 
 def _push(rng: random.Random, age: int, graph: list[_Label]) -> Iterator[object]:
     """The pages of one push `age` pushes before the newest."""
-    project = "mozilla-central" if age % 3 == 0 else "autoland"
+    project = project_of(age)
     revision = f"{rng.getrandbits(160):040x}"
     rank = int((BASE_TIME - age * PUSH_INTERVAL).timestamp())
     # Naive datetimes, in UTC, from here on: they format twice as fast.
@@ -182,7 +190,7 @@ def _push(rng: random.Random, age: int, graph: list[_Label]) -> Iterator[object]
         created = pushed + timedelta(minutes=4, milliseconds=7 * position) if parent else pushed
         ready = pushed if parent is None else parent.finished
         runs, finished = _runs(rng, spec, newest=age == 0, ready=ready,
-                               deadline=created + timedelta(days=1))
+                               deadline=created + DEADLINE)
         routes = _index_paths(spec, project, revision, age)
         planned[spec.label] = _Planned(
             spec=spec, task_id=task_id,
@@ -330,7 +338,7 @@ def _element(p: _Planned, group_id: str, project: str, revision: str, owner: str
     else:
         queue = spec.platform.test_queue if spec.kind == "test" else spec.platform.build_queue
     provisioner, worker_type = queue.split("/")
-    deadline, expires = p.created + timedelta(days=1), p.created + timedelta(days=365)
+    deadline, expires = p.created + DEADLINE, p.created + EXPIRES
     repository = "mozilla-central" if project == "mozilla-central" else "integration/autoland"
     tags = {"kind": spec.kind, "createdForUser": owner, "worker-implementation":
             "generic-worker" if spec.platform and spec.platform.os in ("windows", "macosx")

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
-
 from factories import BASE, FakeTask, store
+
 from tcgraph.ingest.expire import expire, trim_labels
 from tcgraph.model import StatusRow
 from tcgraph.store import writes
@@ -48,6 +48,29 @@ async def test_expired_rows_go_in_bounded_batches(pool: asyncpg.Pool) -> None:
     # expired tasks' own edges went with them.
     assert await pool.fetchval("SELECT count(*) FROM task_dependencies") == 1
     assert (await expire(pool, now=NOW)).tasks == 0
+
+
+async def test_tasks_that_expire_at_the_same_time_all_go_across_batches(
+        pool: asyncpg.Pool) -> None:
+    # The walk carries on after the last (expires, task_id) deleted: a run of equal
+    # expiry times longer than a batch is not cut short at the batch's end.
+    same = [FakeTask(created=OLD) for _ in range(7)]
+    kept = FakeTask(created=NEW)
+    await store(pool, same + [kept])
+    done = await expire(pool, now=NOW, batch_size=3)
+    assert done.tasks == 7 and await ids(pool) == {kept.task_id}
+
+
+async def test_a_task_another_writer_holds_is_left_for_the_next_pass(
+        pool: asyncpg.Pool) -> None:
+    old = [FakeTask(created=OLD + timedelta(minutes=n)) for n in range(4)]
+    await store(pool, old)
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM tasks WHERE task_id = $1 FOR UPDATE",
+                             old[1].task_id)
+        done = await expire(pool, now=NOW, batch_size=2)
+        assert done.tasks == 3 and await ids(pool) == {old[1].task_id}
+    assert (await expire(pool, now=NOW)).tasks == 1
 
 
 def at(days: int) -> datetime:

@@ -6,12 +6,13 @@ import asyncio
 import re
 
 import asyncpg
+import pytest
 
 from services.postgres import connected
 from tcgraph.store.migrate import migrate, migrations
 from waiting import eventually_async
 
-VERSIONS = [v for v, _ in migrations()]
+VERSIONS = [m.version for m in migrations()]
 # What the migrations' SQL says it creates (and later drops), read from the files themselves.
 CREATED = re.compile(r"CREATE (?:UNIQUE )?(TABLE|INDEX) (?:IF NOT EXISTS )?(\w+)", re.I)
 DROPPED = re.compile(r"DROP (TABLE|INDEX) (?:IF EXISTS )?(\w+)", re.I)
@@ -20,10 +21,10 @@ DROPPED = re.compile(r"DROP (TABLE|INDEX) (?:IF EXISTS )?(\w+)", re.I)
 def declared() -> dict[str, set[str]]:
     """The tables and indexes the shipped migrations leave behind, by kind."""
     kept: dict[str, set[str]] = {"table": set(), "index": set()}
-    for _, sql in migrations():
-        for kind, name in CREATED.findall(sql):
+    for migration in migrations():
+        for kind, name in CREATED.findall(migration.sql):
             kept[kind.lower()].add(name)
-        for kind, name in DROPPED.findall(sql):
+        for kind, name in DROPPED.findall(migration.sql):
             kept[kind.lower()].discard(name)
     return kept
 
@@ -64,20 +65,17 @@ async def test_a_second_run_applies_and_changes_nothing(database_url: str) -> No
         assert await conn.fetch("SELECT indexrelid FROM pg_index ORDER BY indexrelid") == schema
 
 
-async def test_a_migration_missing_from_the_record_is_applied_alone(database_url: str) -> None:
-    # The last migration's effects undone and its record removed, as a database migrated
-    # by the previous release would be: only that one runs.
-    last_version, last_sql = migrations()[-1]
+async def test_migrations_missing_from_the_record_are_applied_alone(database_url: str) -> None:
+    # A database migrated by an earlier release (every migration before the last one
+    # that creates something): only the later ones run.
+    shipped = migrations()
+    cut = max(i for i, m in enumerate(shipped) if CREATED.search(m.sql))
     async with connected(database_url) as conn:
         await empty(conn)
-        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY, "
-                           "applied_at timestamptz NOT NULL DEFAULT now())")
-        for version, sql in migrations()[:-1]:
-            await conn.execute(sql)
-            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
-        assert await migrate(conn) == [last_version]
+        assert await migrate(conn, shipped[:cut]) == VERSIONS[:cut]
+        assert await migrate(conn) == VERSIONS[cut:]
         assert await recorded(conn) == VERSIONS
-        made = {name for _, name in CREATED.findall(last_sql)}
+        made = {name for _, name in CREATED.findall(shipped[cut].sql)}
         found = {r["relname"] for r in await conn.fetch(
             "SELECT relname FROM pg_class WHERE relname = ANY($1::text[])", list(made))}
         assert made and found == made
@@ -110,3 +108,22 @@ async def test_a_concurrent_run_waits_for_the_first_and_then_applies_nothing(
         assert await asyncio.wait_for(first, 60) == VERSIONS
         assert await asyncio.wait_for(second, 60) == []
         assert await recorded(admin) == VERSIONS
+
+
+async def test_dry_run_says_what_each_pending_migration_does_and_applies_nothing(
+        database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from tcgraph.cli import main
+
+    async with connected(database_url) as conn:
+        await conn.execute("DELETE FROM schema_migrations WHERE version >= '0014'")
+        await conn.execute("DROP INDEX tasks_expires_task_id")
+    assert await asyncio.to_thread(main, ["migrate", "--dry-run", "--database-url",
+                                          database_url]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("0014_tasks_expires_task_id: outside a transaction")
+    assert "SHARE UPDATE EXCLUSIVE on tasks: reads and writes go on" in out
+    assert "0015_drop_tasks_expires" in out and "0001_init" not in out
+    async with connected(database_url) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations "
+                                   "WHERE version >= '0014'") == 0
+        assert await conn.fetchval("SELECT to_regclass('tasks_expires_task_id')") is None

@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from tcgraph import logs
-from tcgraph.cli.database import database, migrated
+from tcgraph.cli.database import database, migrated, migration_plan
 from tcgraph.cli.options import build_parser, follow_settings, setting_flags, upstream_root_url
 from tcgraph.cli.serving import exit_on_signal, serve
 from tcgraph.cli.verbs import expire_now, import_files, write_demo_data
@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         say.error("tcgraph %s: --keep-per-label must be at least 0", args.verb)
         return 2
     with database(settings) as url:
+        if args.verb == "migrate" and args.dry_run:
+            return asyncio.run(migration_plan(url))
         applied = migrated(url, args.verb)
         if applied is None:
             return 1

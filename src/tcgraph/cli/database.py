@@ -8,10 +8,10 @@ from typing import Iterator
 
 import asyncpg
 
-from tcgraph.logs import console
 from tcgraph.config import Settings
+from tcgraph.logs import console
 from tcgraph.store.embedded import EmbeddedPostgres
-from tcgraph.store.migrate import migrate
+from tcgraph.store.migrate import migrate, plan
 from tcgraph.store.pool import CONNECTION_ERRORS
 
 
@@ -47,6 +47,20 @@ async def migrate_database(url: str) -> list[str]:
         raise ReadOnlyDatabase(str(e)) from None
     finally:
         await conn.close()
+
+
+async def migration_plan(url: str) -> int:
+    """`tcgraph migrate --dry-run`: print what migrating would do; apply nothing."""
+    try:
+        conn = await asyncpg.connect(url)
+    except CONNECTION_ERRORS as e:
+        console.error("tcgraph migrate: cannot reach the database (%s: %s)", type(e).__name__, e)
+        return 1
+    try:
+        print(await plan(conn))
+    finally:
+        await conn.close()
+    return 0
 
 
 async def fill_if_empty(url: str, settings: Settings) -> bool:

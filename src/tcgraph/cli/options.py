@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_ = verbs.add_parser("migrate", help="apply pending database migrations",
                                 description="Apply pending migrations, each exactly once.")
     _database_options(migrate_)
+    migrate_.add_argument("--dry-run", action="store_true",
+                          help="apply nothing: print each pending migration, whether it runs "
+                               "in a transaction, and the locks it takes")
 
     import_ = verbs.add_parser(
         "import", help="import Taskcluster JSON / JSON Lines dumps",

@@ -51,8 +51,8 @@ async def expire(pool: asyncpg.Pool, *, now: datetime | None = None,
     success and failure).
     """
     before = now or datetime.now(timezone.utc)
-    counts: dict[str, int] = {}
-    for table in ("tasks", "index_entries", "index_namespaces", "mirror_waiting"):
+    counts = {"tasks": await _expire_tasks(pool, before, batch_size, max_batches)}
+    for table in ("index_entries", "index_namespaces", "mirror_waiting"):
         counts[table] = 0
         batches = 0
         while max_batches is None or batches < max_batches:
@@ -87,6 +87,23 @@ async def expire_changes(pool: asyncpg.Pool, *, retention: timedelta | None = No
     while max_batches is None or batches < max_batches:
         count = await writes.in_transaction(
             pool, functools.partial(expiry.delete_old_changes, before=before, limit=batch_size))
+        deleted += count
+        batches += 1
+        if count < batch_size:
+            break
+    return deleted
+
+
+async def _expire_tasks(pool: asyncpg.Pool, before: datetime, batch_size: int,
+                        max_batches: int | None) -> int:
+    """Tasks (and their edges), a batch per transaction, each batch carrying on after
+    the last key the one before deleted."""
+    deleted = batches = 0
+    after = expiry.TaskKey.start()
+    while max_batches is None or batches < max_batches:
+        count, after = await writes.in_transaction(
+            pool, functools.partial(expiry.delete_expired_tasks, before=before,
+                                    limit=batch_size, after=after))
         deleted += count
         batches += 1
         if count < batch_size:

@@ -6,21 +6,32 @@ batch, so that a pass never holds many locks, nor holds them long.
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Sequence
 
 import asyncpg
 
-# Oldest first through tasks_expires; rows another writer holds are left for
-# the next pass rather than waited for.
+# Oldest first through tasks_expires_task_id, carrying on after the last key a
+# batch deleted ($3, $4): a batch never walks again over the index entries of rows
+# earlier batches deleted, which stay in the index until VACUUM (and which a long
+# transaction elsewhere keeps from being skipped cheaply). Rows another writer
+# holds are left for the next pass rather than waited for. Returns the last key.
 _DELETE_EXPIRED_TASKS = """
 WITH doomed AS (
-    SELECT task_id FROM tasks WHERE expires < $1 ORDER BY expires LIMIT $2
+    SELECT task_id, expires FROM tasks
+    WHERE expires < $1 AND (expires, task_id) > ($3, $4)
+    ORDER BY expires, task_id LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), edges AS (
     DELETE FROM task_dependencies d USING doomed WHERE d.task_id = doomed.task_id
+), deleted AS (
+    DELETE FROM tasks t USING doomed WHERE t.task_id = doomed.task_id
+    RETURNING t.expires, t.task_id
 )
-DELETE FROM tasks t USING doomed WHERE t.task_id = doomed.task_id"""
+SELECT count(*) AS deleted, max(expires) AS expires,
+       (array_agg(task_id ORDER BY expires DESC, task_id DESC))[1] AS task_id
+FROM deleted"""
 
 # index_entries_expires
 _DELETE_EXPIRED_ENTRIES = """
@@ -49,17 +60,40 @@ WITH doomed AS (
 )
 DELETE FROM mirror_waiting w USING doomed WHERE w.task_id = doomed.task_id"""
 
-_EXPIRED = {"tasks": _DELETE_EXPIRED_TASKS, "index_entries": _DELETE_EXPIRED_ENTRIES,
+_EXPIRED = {"index_entries": _DELETE_EXPIRED_ENTRIES,
             "index_namespaces": _DELETE_EXPIRED_NAMESPACES,
             "mirror_waiting": _DELETE_EXPIRED_WAITING}
 
 
+@dataclass(frozen=True, slots=True)
+class TaskKey:
+    """Where a walk over tasks_expires_task_id stands: the last (expires, task_id) passed."""
+
+    expires: datetime
+    task_id: str
+
+    @classmethod
+    def start(cls) -> "TaskKey":
+        return cls(datetime(1, 1, 1, tzinfo=timezone.utc), "")
+
+
+async def delete_expired_tasks(conn: asyncpg.Connection, before: datetime, limit: int,
+                               after: TaskKey) -> tuple[int, TaskKey]:
+    """Delete up to `limit` tasks that expired before `before` and sort after `after`,
+    oldest first, with their dependency edges. Returns how many, and the key to
+    carry on after (`after` itself when none were deleted)."""
+    row = await conn.fetchrow(_DELETE_EXPIRED_TASKS, before, limit, after.expires,
+                              after.task_id)
+    if not row["deleted"]:
+        return 0, after
+    return row["deleted"], TaskKey(row["expires"], row["task_id"])
+
+
 async def delete_expired(conn: asyncpg.Connection, table: str, before: datetime,
                          limit: int) -> int:
-    """Delete up to `limit` rows of `table` (tasks, index_entries, index_namespaces or
-    mirror_waiting)
-    that expired before `before`, oldest first; a task's dependency edges go with it.
-    Returns how many rows were deleted."""
+    """Delete up to `limit` rows of `table` (index_entries, index_namespaces or
+    mirror_waiting) that expired before `before`, oldest first. Returns how many
+    rows were deleted."""
     status = await conn.execute(_EXPIRED[table], before, limit)
     return int(status.split()[-1])
 
