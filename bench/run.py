@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 
-from bench import concurrency, dataset, explain, peer, report, workloads
+from bench import concurrency, dataset, explain, peer, report, w5, workloads
 from bench.pg import SERVER_SETTINGS, BenchPostgres, database_name, free_port
 from bench.report import Result
 from bench.measure import Case, PgCounter, TcgraphServer, check_answers, log, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 W4_KEYS = 900
-WORKLOADS = ("W1", "W2", "W3", "W4")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+W5_RUNS = 3  # W5 (a) alone is thousands of requests a run
 FOLLOW = "FOLLOW"  # the follow series (bench/follow.py): pulse messages in, not queries
 
 
@@ -107,7 +108,7 @@ async def run(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {}
     try:
         info = await dataset.ensure(pg.url("postgres"), url, database, args.tasks, log)
-        keys = await dataset.pick_keys(url, max([*args.keys, W4_KEYS]))
+        keys = await dataset.pick_keys(url, max([*args.keys, W4_KEYS, w5.paths_needed()]))
         for size in args.keys:
             if len(keys.labels) < size or len(keys.paths) < size:
                 notes.append(f"only {len(keys.labels):,} labels and {len(keys.paths):,} index "
@@ -191,7 +192,7 @@ async def run(args: argparse.Namespace) -> int:
                                 workloads.w4_per_item(labels, paths), server_pid))
             return out
 
-        plan = [(w, size) for w in args.only if w != FOLLOW
+        plan = [(w, size) for w in args.only if w not in (FOLLOW, "W5")
                 for size in (args.keys if w in ("W1", "W2")
                              else [info.w3_group_tasks] if w == "W3" else [W4_KEYS])]
         for workload, size in plan:
@@ -204,6 +205,13 @@ async def run(args: argparse.Namespace) -> int:
             for c in cases:
                 if c.result.check.startswith(("DIFFERS", "unreadable")):
                     log(f"  check: {workload} {c.result.series}: {c.result.check}")
+
+        if "W5" in args.only:
+            runs = min(args.runs, W5_RUNS)
+            log(f"W5 {w5.TASKS:,} tasks: taskgraph's optimize_task_graph, 1 warm-up + {runs} "
+                "timed runs per series")
+            results += await w5.measure(tcgraph_server.base, keys.paths, keys.labels, runs, 1,
+                                        counter, log)
 
         concurrent: dict[str, Any] | None = None
         if args.concurrency_seconds > 0:
