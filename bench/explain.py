@@ -24,7 +24,6 @@ from bench.dataset import Keys
 from tcgraph.api.context import Context
 from tcgraph.api.schema import build_schema
 from tcgraph.loaders import Loaders
-from tcgraph.model import split_index_path
 from tcgraph.store.pool import Database, open_pool
 
 
@@ -86,8 +85,6 @@ async def plans(url: str, keys: Keys, size: int = 10_000) -> tuple[list[Plan], l
     try:
         labels = keys.labels[:size]
         paths = keys.paths[:size]
-        split = [split_index_path(p) for p in paths]
-        namespaces, names = [s[0] for s in split], [s[1] for s in split]
         documents = [
             ("W1", "labels -> latest -> status", {"labels": labels}),
             ("W2", "index paths -> task -> status, runs", {"paths": paths}),
@@ -108,12 +105,13 @@ async def plans(url: str, keys: Keys, size: int = 10_000) -> tuple[list[Plan], l
                 found.append(await _explain(conn, name, f"{workload} ({what})", sql, args,
                                             _keys_in(args)))
         # The floor's statements, for comparison.
-        found.append(await _explain(conn, "floor W1", "floor", floor.W1_SQL, (labels,),
-                                    len(labels)))
-        found.append(await _explain(conn, "floor W2", "floor", floor.W2_SQL, (namespaces, names),
-                                    len(paths)))
-        found.append(await _explain(conn, "floor W3", "floor", floor.W3_SQL,
-                                    (keys.w3_group, "", floor.W3_PAGE + 1), 1))
+        for workload, variables, count in (
+                ("W1", {"labels": labels}, len(labels)),
+                ("W2", {"paths": paths}, len(paths)),
+                ("W3", {"group": keys.w3_group, "after": None}, 1)):
+            statement = floor.STATEMENTS[workload](variables)
+            found.append(await _explain(conn, f"floor {workload}", "floor", statement.sql,
+                                        statement.args, count))
         return found, notes
     finally:
         await pool.close()

@@ -182,7 +182,8 @@ async def _run(base: str, pid: int, keys: dataset.Keys, args: argparse.Namespace
         rss_mb_peak=round(max(rss), 1), outage=outage)
 
 
-def _serve(url: str, workers: int, log_path: Path) -> tuple[subprocess.Popen, str]:
+def serve(url: str, workers: int, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`tcgraph serve --workers N` on a free 127.0.0.1 port, once ready: (process, base URL)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TCGRAPH_")}
     process = subprocess.Popen(
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                                lambda m: print(m, file=sys.stderr)))
     keys = asyncio.run(dataset.pick_keys(url, 2_000))
     log_path = args.data_dir / "load-server.log"
-    process, base = _serve(url, args.workers, log_path)
+    process, base = serve(url, args.workers, log_path)
     try:
         report = asyncio.run(_run(base, process.pid, keys, args, pg))
     finally:

@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import asyncpg
 import httpx
@@ -69,6 +70,9 @@ class TcgraphServer:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def pids(self) -> list[int]:
+        return [self.process.pid] if self.process else []
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -80,28 +84,27 @@ class TcgraphServer:
         self.process = None
 
 
-def reset_peak(pid: int | None) -> bool:
-    """Reset the process's VmHWM to its current RSS (Linux clear_refs 5)."""
-    if pid is None:
-        return False
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+def reset_peak(pids: list[int]) -> None:
+    """Reset the processes' VmHWM to their current RSS (Linux clear_refs 5)."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
 
 
-def peak_mb(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+def peak_mb(pids: list[int]) -> float | None:
+    """The processes' VmHWM, summed (one serving process in the latency series)."""
+    total = None
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total = (total or 0) + int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
 
 
 class PgCounter:
@@ -123,7 +126,7 @@ class PgCounter:
         self.database = database
 
     @classmethod
-    async def open(cls, admin_url: str, database: str) -> "PgCounter":
+    async def open(cls, admin_url: str, database: str) -> PgCounter:
         try:
             conn = await asyncpg.connect(admin_url)
             await conn.fetchval(cls.QUERY, database, "|".join(cls.NOT_COUNTED))
@@ -166,7 +169,7 @@ class Case:
     result: Result
     tx: Any
     flow: workloads.Flow
-    pid: Callable[[], int | None]  # the process whose peak RSS counts (None: in process)
+    pids: Callable[[], list[int]]  # the processes whose peak RSS counts (none: in process)
     answer: Any = None
 
 
@@ -199,8 +202,8 @@ async def measure(cases: list[Case], runs: int, warmup: int, counter: PgCounter)
     for run in range(runs):
         for n in range(len(live)):
             case = live[(n + run) % len(live)]  # rotate the order from run to run
-            pid = case.pid()
-            reset_peak(pid)
+            pids = case.pids()
+            reset_peak(pids)
             gc.collect()
             s = Session(collect=False)
             started = time.perf_counter()
@@ -210,7 +213,7 @@ async def measure(cases: list[Case], runs: int, warmup: int, counter: PgCounter)
                 case.result.error = f"{type(e).__name__}: {e}"[:300]
                 continue
             case.result.times_ms.append((time.perf_counter() - started) * 1000)
-            peak = peak_mb(pid)
+            peak = peak_mb(pids)
             if peak is not None:
                 case.result.peak_rss_mb = max(case.result.peak_rss_mb or 0, peak)
     for case in cases:

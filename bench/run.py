@@ -11,18 +11,20 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
-from bench import concurrency, dataset, dataset_fast, explain, peer, report, workloads
+from bench import concurrency, dataset, dataset_fast, explain, floor, peer, report, w5, workloads
+from bench.measure import Case, PgCounter, TcgraphServer, check_answers, log, measure
 from bench.pg import SERVER_SETTINGS, BenchPostgres, database_name, free_port
 from bench.report import Result
-from bench.measure import Case, PgCounter, TcgraphServer, check_answers, log, measure
+from tcgraph import pagination
 
 ROOT = Path(__file__).resolve().parent.parent
 W4_KEYS = 900
-WORKLOADS = ("W1", "W2", "W3", "W4")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+W5_RUNS = 3  # W5 (a) alone is thousands of requests a run
 FOLLOW = "FOLLOW"  # the follow series (bench/follow.py): pulse messages in, not queries
 
 
@@ -39,7 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keys", help="key counts for W1 and W2 (default 1000,10000; --quick 100,1000)")
     p.add_argument("--only", default=",".join((*WORKLOADS, FOLLOW)),
                    help="workloads, e.g. W1,W2, and FOLLOW for the follow series")
-    p.add_argument("--no-peer", action="store_true", help="skip PostGraphile")
+    p.add_argument("--no-peer", action="store_true", help="skip PostGraphile (v4 and v5)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes for tcgraph (`tcgraph serve --workers`) and for each peer in "
+                        "the concurrency series (default: one per CPU)")
     p.add_argument("--no-explain", action="store_true", help="skip the EXPLAIN plans")
     p.add_argument("--concurrency-seconds", type=float,
                    help="length of each concurrency series (default 30; --quick 5; 0 skips it)")
@@ -101,7 +106,7 @@ async def run(args: argparse.Namespace) -> int:
     log(f"postgres: starting the bench cluster in {pg.pgdata} on 127.0.0.1:{pg.port}")
     pg.start()
     tcgraph_server: TcgraphServer | None = None
-    postgraphile: peer.PostGraphile | None = None
+    peers: list[peer.Peer] = []
     http_clients: list[workloads.Http] = []
     pool = None
     counter = PgCounter(None)
@@ -112,7 +117,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         info = await (dataset_fast.ensure if args.fast_dataset else dataset.ensure)(
             pg.url("postgres"), url, database, args.tasks, log)
-        keys = await dataset.pick_keys(url, max([*args.keys, W4_KEYS]))
+        keys = await dataset.pick_keys(url, max([*args.keys, W4_KEYS, w5.paths_needed()]))
         for size in args.keys:
             if len(keys.labels) < size or len(keys.paths) < size:
                 notes.append(f"only {len(keys.labels):,} labels and {len(keys.paths):,} index "
@@ -125,21 +130,24 @@ async def run(args: argparse.Namespace) -> int:
         tcgraph_server.start()
         log(f"tcgraph: serving on {tcgraph_server.base} (pid {tcgraph_server.pid})")
 
-        peer_version = None
+        peer_versions: dict[str, str] = {}
         if args.no_peer:
             notes.append("PostGraphile skipped (--no-peer)")
         elif (why := peer.unavailable()) is not None:
             notes.append(f"PostGraphile skipped: {why}")
         else:
-            try:
-                peer_version = peer.install(log)
-                postgraphile = peer.PostGraphile(url, free_port())
-                postgraphile.start()
-                log(f"postgraphile {peer_version}: serving on {postgraphile.base} "
-                    f"(pid {postgraphile.server_pid()})")
-            except Exception as e:
-                notes.append(f"PostGraphile skipped: {type(e).__name__}: {e}"[:400])
-                postgraphile = None
+            for make, install in ((peer.PostGraphile, peer.install),
+                                  (peer.PostGraphileV5, peer.install_v5)):
+                try:
+                    version = install(log)
+                    one = make(url, free_port())
+                    one.start()
+                except Exception as e:  # a peer that cannot run here is a note, not a failure
+                    notes.append(f"{make.series} skipped: {type(e).__name__}: {e}"[:400])
+                    continue
+                peers.append(one)
+                peer_versions[one.series] = version
+                log(f"{one.series} {version}: serving on {one.base} (pids {one.pids()})")
         for note in notes:
             log(f"note: {note}")
 
@@ -149,23 +157,19 @@ async def run(args: argparse.Namespace) -> int:
                                     bench_server.FLOOR_PATH + "/{workload}")
         tcgraph_http = workloads.Http(tcgraph_server.base, "tcgraph/http", "/graphql")
         http_clients += [floor_http, tcgraph_http]
-        peer_http = None
-        if postgraphile is not None:
-            peer_http = workloads.Http(postgraphile.base, "postgraphile/http", "/graphql")
-            http_clients.append(peer_http)
+        peer_https = [(one, workloads.Http(one.base, one.series, "/graphql")) for one in peers]
+        http_clients += [client for _, client in peer_https]
 
-        def server_pid() -> int | None:
-            return tcgraph_server.pid if tcgraph_server else None
+        def server_pids() -> list[int]:
+            return tcgraph_server.pids() if tcgraph_server else []
 
-        def peer_pid() -> int | None:
-            return postgraphile.server_pid() if postgraphile else None
-
-        def in_process() -> None:
-            return None
+        def in_process() -> list[int]:
+            return []
 
         def cases_for(workload: str, size: int) -> list[Case]:
-            def case(series: str, tx: Any, flow: workloads.Flow, pid) -> Case:
-                return Case(Result(workload, size, series), tx, flow, pid)
+            def case(series: str, tx: Any, flow: workloads.Flow,
+                     pids: Callable[[], list[int]]) -> Case:
+                return Case(Result(workload, size, series), tx, flow, pids)
 
             if workload in ("W1", "W2"):
                 name = "labels" if workload == "W1" else "paths"
@@ -184,19 +188,19 @@ async def run(args: argparse.Namespace) -> int:
             out = [
                 case("floor", floor_tx, flow, in_process),
                 case("tcgraph", tcgraph_tx, flow, in_process),
-                case("floor/http", floor_http, flow, server_pid),
-                case("tcgraph/http", tcgraph_http, flow, server_pid),
+                case("floor/http", floor_http, flow, server_pids),
+                case("tcgraph/http", tcgraph_http, flow, server_pids),
             ]
-            if peer_http is not None:
-                out.append(case("postgraphile/http", peer_http, peer_flow, peer_pid))
+            for one, client in peer_https:
+                out.append(case(one.series, client, peer_flow, one.pids))
             if workload == "W4":
                 out.append(case("rest-batch/http", tcgraph_http,
-                                workloads.w4_batch(labels, paths), server_pid))
+                                workloads.w4_batch(labels, paths), server_pids))
                 out.append(case("rest-per-item/http", tcgraph_http,
-                                workloads.w4_per_item(labels, paths), server_pid))
+                                workloads.w4_per_item(labels, paths), server_pids))
             return out
 
-        plan = [(w, size) for w in args.only if w != FOLLOW
+        plan = [(w, size) for w in args.only if w not in (FOLLOW, "W5")
                 for size in (args.keys if w in ("W1", "W2")
                              else [info.w3_group_tasks] if w == "W3" else [W4_KEYS])]
         for workload, size in plan:
@@ -210,17 +214,28 @@ async def run(args: argparse.Namespace) -> int:
                 if c.result.check.startswith(("DIFFERS", "unreadable")):
                     log(f"  check: {workload} {c.result.series}: {c.result.check}")
 
+        if "W5" in args.only:
+            runs = min(args.runs, W5_RUNS)
+            log(f"W5 {w5.TASKS:,} tasks: taskgraph's optimize_task_graph, 1 warm-up + {runs} "
+                "timed runs per series")
+            results += await w5.measure(tcgraph_server.base, keys.paths, keys.labels, runs, 1,
+                                        counter, log)
+
         concurrent: dict[str, Any] | None = None
         if args.concurrency_seconds > 0:
-            concurrent = await _concurrency(args, keys, tcgraph_server.base,
-                                            postgraphile.base if postgraphile else None)
+            for one in peers:
+                one.stop()
+            ids = [r["task_id"] for r in await pool.fetch(
+                "SELECT task_id FROM tasks WHERE task_group_id = $1 ORDER BY task_id",
+                keys.w3_group)]  # tasks_group
+            concurrent = await _concurrency(args, keys, url, ids, peers)
         if not args.no_explain:
             log("explain: the hot statements with real parameters")
             plans, plan_notes = await explain.plans(url, keys, size=max(args.keys))
             notes += plan_notes
         meta = {
             "command": " ".join(["python -m bench", shlex.join(sys.argv[1:])]).strip(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "git": _git(),
             "machine": {"cpus": os.cpu_count(), "cpu": _cpu(), "python": platform.python_version(),
                         "load_avg_at_end": os.getloadavg()},
@@ -228,7 +243,8 @@ async def run(args: argparse.Namespace) -> int:
             "dataset": info.as_dict(),
             "postgres": {"version": await pool.fetchval("SHOW server_version"),
                          "settings": SERVER_SETTINGS, "connection": "TCP 127.0.0.1"},
-            "postgraphile": peer_version,
+            "postgraphile": peer_versions,
+            "workers": args.workers,
             "versions": _versions(),
             "top_statements": await counter.top(),
             "concurrency": concurrent,
@@ -238,8 +254,8 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         for client in http_clients:
             client.close()
-        if postgraphile is not None:
-            postgraphile.stop()
+        for one in peers:
+            one.stop()
         if tcgraph_server is not None:
             tcgraph_server.stop()
         if pool is not None:
@@ -259,7 +275,8 @@ async def run(args: argparse.Namespace) -> int:
     print(printed)
     print()
     if meta.get("concurrency"):
-        print("concurrency (tcgraph's and the floor's /health/live: the same uvicorn):")
+        print(f"concurrency ({args.workers} processes per server; probes only while tcgraph "
+              "serves):")
         print(concurrency.markdown(meta["concurrency"]))
         print()
     print("targets:")
@@ -288,25 +305,55 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-async def _concurrency(args: argparse.Namespace, keys: Any, tcgraph_base: str,
-                       peer_base: str | None) -> dict[str, Any]:
-    """The concurrency series (bench/concurrency.py) against the servers already running."""
-    from bench import server as bench_server
+async def _concurrency(args: argparse.Namespace, keys: Any, url: str, ids: list[str],
+                       peers: list[peer.Peer]) -> dict[str, Any]:
+    """The concurrency series (bench/concurrency.py): `tcgraph serve --workers N` and each
+    peer with N processes, started for it, one after another."""
+    from bench.load import serve
 
-    variables = {"labels": dataset.take(keys.labels, 1_000)}
-    targets = [
-        concurrency.Target("tcgraph/http", tcgraph_base, "/graphql",
-                           concurrency.body(workloads.DOCS["W1"], variables)),
-        concurrency.Target("floor/http", tcgraph_base, bench_server.FLOOR_PATH + "/W1",
-                           concurrency.body(workloads.DOCS["W1"], variables)),
-    ]
-    if peer_base is not None:
-        targets.append(concurrency.Target("postgraphile/http", peer_base, "/graphql",
-                                          concurrency.body(workloads.PEER_DOCS["W1"], variables)))
-    copies = concurrency.Target(
-        "tcgraph/http", tcgraph_base, "/graphql",
-        concurrency.body(workloads.DOCS["W1"], {"labels": dataset.take(keys.labels, 10_000)}))
-    return await concurrency.run(targets, copies, tcgraph_base, log, args.concurrency_seconds)
+    labels, paths = dataset.take(keys.labels, 1_000), dataset.take(keys.paths, 1_000)
+    w4 = {"labels": dataset.take(keys.labels, W4_KEYS), "paths": dataset.take(keys.paths, W4_KEYS)}
+    afters = [None] + [ids[n - 1] for n in range(floor.W3_PAGE, len(ids), floor.W3_PAGE)]
+
+    def bodies(docs: dict[str, str], workload: str, peer_pages: bool) -> list[bytes]:
+        if workload == "W3":
+            return [concurrency.body(docs["W3"], {
+                "group": keys.w3_group,
+                "after": after if peer_pages or after is None
+                else pagination.encode(pagination.TASK_GROUP, after)}) for after in afters]
+        variables = {"W1": {"labels": labels}, "W2": {"paths": paths}, "W4": w4}[workload]
+        return [concurrency.body(docs[workload], variables)]
+
+    workloads_run = [w for w in ("W1", "W2", "W3", "W4") if w in args.only]
+    process, base = serve(url, args.workers, args.data_dir / "serve.log")
+    try:
+        log(f"concurrency: tcgraph serve --workers {args.workers} on {base}; "
+            f"{'/'.join(map(str, concurrency.CLIENTS))} clients x {args.concurrency_seconds:g} s "
+            "per workload and series")
+        targets = [concurrency.Target("tcgraph/http", w, base, "/graphql",
+                                      bodies(workloads.DOCS, w, False), probe=True)
+                   for w in workloads_run]
+        copies = concurrency.Target(
+            "tcgraph/http", "W1", base, "/graphql",
+            [concurrency.body(workloads.DOCS["W1"], {"labels": dataset.take(keys.labels,
+                                                                             10_000)})])
+        found = await concurrency.run(targets, copies, log, args.concurrency_seconds)
+    finally:
+        process.terminate()
+        process.wait(30)
+    for one in peers:
+        again = type(one)(url, free_port(), args.workers)
+        again.start()
+        try:
+            log(f"concurrency: {again.series} with {args.workers} processes")
+            targets = [concurrency.Target(again.series, w, again.base, "/graphql",
+                                          bodies(workloads.PEER_DOCS, w, True))
+                       for w in workloads_run]
+            found["clients"] += await concurrency.clients_only(targets, log,
+                                                               args.concurrency_seconds)
+        finally:
+            again.stop()
+    return found
 
 
 def _rel(path: Path) -> str:
