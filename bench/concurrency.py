@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ports import refusing_port
 from servers import serve_process, serve_refused
 from test_cli import tcgraph
 
@@ -138,8 +139,9 @@ def test_a_port_out_of_range_in_the_environment_names_the_variable() -> None:
 
 def test_an_address_of_another_machine_gets_the_host_hint(database_url: str) -> None:
     # 192.0.2.1 is TEST-NET-1: documentation only, never an address of this machine.
-    result = tcgraph("serve", "--database-url", database_url, "--host", "192.0.2.1",
-                     "--port", str(free_port()))
+    with refusing_port() as port:
+        result = tcgraph("serve", "--database-url", database_url, "--host", "192.0.2.1",
+                         "--port", str(port))
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "192.0.2.1 is not an address of this machine" in result.stderr
     assert "--port" not in result.stderr and "http://" not in result.stderr

@@ -15,6 +15,7 @@ import httpx
 from factories import FakeTask, store
 from scraped import Samples, samples, value
 from servers import serve_process, serving
+from tcgraph import metrics
 from tcgraph.config import Settings
 from tcgraph.server import create_app
 
