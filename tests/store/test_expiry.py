@@ -31,6 +31,11 @@ class RecordingConnection(asyncpg.Connection):  # type: ignore[misc]
         status: str = await super().execute(query, *args, timeout=timeout)
         return status
 
+    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None,
+                       record_class: Any = None) -> Any:
+        self.executed.append(Statement(query, args))
+        return await super().fetchrow(query, *args, timeout=timeout, record_class=record_class)
+
 
 async def task_ids(pool: asyncpg.Pool) -> set[str]:
     return {r["task_id"] for r in await pool.fetch("SELECT task_id FROM tasks")}
@@ -48,11 +53,13 @@ async def test_a_batch_takes_at_most_its_limit_oldest_first(
         pool: asyncpg.Pool, database_url: str, aged: list[FakeTask]) -> None:
     before = await task_ids(pool)
     async with connected(database_url) as conn:
-        assert await expiry.delete_expired(conn, "tasks", NOW, 3) == 3
+        deleted, key = await expiry.delete_expired_tasks(conn, NOW, 3, expiry.TaskKey.start())
+        assert deleted == 3
     assert before - await task_ids(pool) == {t.task_id for t in aged[:3]}
     async with connected(database_url) as conn:
-        assert await expiry.delete_expired(conn, "tasks", NOW, 3) == 1
-        assert await expiry.delete_expired(conn, "tasks", NOW, 3) == 0
+        deleted, key = await expiry.delete_expired_tasks(conn, NOW, 3, key)
+        assert deleted == 1
+        assert await expiry.delete_expired_tasks(conn, NOW, 3, key) == (0, key)
     assert len(await task_ids(pool)) == 1  # the unexpired task
 
 
@@ -63,7 +70,8 @@ async def test_a_row_another_writer_holds_is_left_for_the_next_pass(
         await holder.execute("SELECT 1 FROM tasks WHERE task_id = $1 FOR UPDATE",
                              aged[0].task_id)
         # Not waited for: the batch is answered while the row is still held.
-        deleted = await asyncio.wait_for(expiry.delete_expired(conn, "tasks", NOW, 2), 60)
+        deleted, _ = await asyncio.wait_for(
+            expiry.delete_expired_tasks(conn, NOW, 2, expiry.TaskKey.start()), 60)
         assert deleted == 2
         await holder.execute("ROLLBACK")
     left = await task_ids(pool)
@@ -71,8 +79,20 @@ async def test_a_row_another_writer_holds_is_left_for_the_next_pass(
     assert not {aged[1].task_id, aged[2].task_id} & left
 
 
+async def test_tasks_are_walked_through_their_expiry_key_index(
+        pool: asyncpg.Pool, database_url: str) -> None:
+    conn = await asyncpg.connect(database_url, connection_class=RecordingConnection)
+    try:
+        assert await expiry.delete_expired_tasks(conn, NOW, 10, expiry.TaskKey.start()) \
+            == (0, expiry.TaskKey.start())
+        (statement,) = conn.executed
+    finally:
+        await conn.close()
+    await assert_uses(pool, statement, "tasks_expires_task_id")
+
+
 @pytest.mark.parametrize("table, index", [
-    ("tasks", "tasks_expires"), ("index_entries", "index_entries_expires"),
+    ("index_entries", "index_entries_expires"),
     ("index_namespaces", "index_namespaces_expires"),
     ("mirror_waiting", "mirror_waiting_expires"),
 ])
