@@ -11,9 +11,10 @@ older than the batch route), queue.listTaskGroup and the index walks.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import aio_pika
 import orjson
