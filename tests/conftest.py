@@ -15,9 +15,9 @@ import os
 import shutil
 import tempfile
 import uuid
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime
-from typing import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg

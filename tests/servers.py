@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -92,8 +93,8 @@ def serve_refused(*args: str, timeout: float = 120) -> subprocess.CompletedProce
     """
 
     def run(port: int) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "tcgraph", "serve", "--port", str(port), *args],
-                              capture_output=True, text=True, timeout=timeout)
+        command = [sys.executable, "-m", "tcgraph", "serve", "--port", str(port), *args]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0 and says_port_taken(done.stderr):
             raise PortTaken(done.stderr)
         return done

@@ -1,4 +1,4 @@
-"""tests/ports.py: ports handed over bound, and starts retried when a service finds its port taken."""
+"""tests/ports.py: ports handed over bound; starts retried when a service finds its port taken."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ import socket
 
 import pytest
 
-from ports import (HOST, PortTaken, listening_socket, listens_on, on_free_ports, refusing_port,
-                   says_port_taken)
+from ports import (
+    HOST,
+    PortTaken,
+    listening_socket,
+    listens_on,
+    on_free_ports,
+    refusing_port,
+    says_port_taken,
+)
 
 
 def test_a_listening_socket_accepts_and_is_seen_as_ours() -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import httpx
 import pytest
 
+from needs import need
 from servers import asgi_client, serving
 from services.rabbitmq import RabbitMQ, running_rabbitmq
 from services.replay import Message, Recording, declare_queue, upstream_app
@@ -20,6 +21,7 @@ from tcgraph.ingest.pulse import PulseOptions, bindings, queue_name
 from tcgraph.server import create_app
 from tcgraph.store.pool import open_pool
 
+
 @pytest.fixture(scope="session")
 def recording() -> Recording:
     return Recording.load()
@@ -27,6 +29,7 @@ def recording() -> Recording:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[RabbitMQ]:
+    need("rabbitmq")
     with running_rabbitmq() as b:
         yield b
 
@@ -48,11 +51,11 @@ async def metrics(pool: asyncpg.Pool, settings: Settings,
 def follow_options(broker_url: str, upstream_url: str, *, name: str | None = None,
                    backfill: bool = False, batch_size: int = 1000) -> FollowOptions:
     """Options for a follower with its own queue (unless `name` is given)."""
+    queue = queue_name(broker_url, name or f"test-{uuid.uuid4().hex[:8]}")
     return FollowOptions(
         root_url=upstream_url, backfill=backfill,
-        pulse=PulseOptions(url=broker_url,
-                           queue_name=queue_name(broker_url, name or f"test-{uuid.uuid4().hex[:8]}"),
-                           bindings=bindings(), batch_size=batch_size))
+        pulse=PulseOptions(url=broker_url, queue_name=queue, bindings=bindings(),
+                           batch_size=batch_size))
 
 
 @contextlib.asynccontextmanager

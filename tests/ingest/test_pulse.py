@@ -18,6 +18,7 @@ import pytest
 
 from ingest.conftest import batches_written, follow_options, following, prepare_queue, reached
 from ingest.oracle import mismatches
+from needs import need
 from scraped import samples, value
 from servers import serving
 from services.rabbitmq import RabbitMQ, running_rabbitmq
@@ -112,6 +113,7 @@ async def test_invalid_messages_are_counted_and_set_aside_without_stopping_the_s
 
 @pytest.fixture
 def fresh_broker() -> Iterator[RabbitMQ]:
+    need("rabbitmq")
     with running_rabbitmq() as b:
         yield b
 

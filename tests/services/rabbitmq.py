@@ -16,8 +16,8 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ports import PortTaken, listens_on, on_free_ports, says_port_taken
 from waiting import eventually

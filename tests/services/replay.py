@@ -13,9 +13,10 @@ instead (a 500, a slow or an older answer).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable
 
 import aio_pika
 import orjson

@@ -9,8 +9,9 @@ the (small) test tables' statistics would make the planner prefer.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import asyncpg
 

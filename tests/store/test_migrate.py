@@ -40,7 +40,7 @@ async def recorded(conn: asyncpg.Connection) -> list[str]:
 
 async def test_an_empty_database_gets_every_migration_in_order_and_recorded(
         database_url: str) -> None:
-    assert VERSIONS == sorted(VERSIONS) and len(set(VERSIONS)) == len(VERSIONS)
+    assert sorted(VERSIONS) == VERSIONS and len(set(VERSIONS)) == len(VERSIONS)
     async with connected(database_url) as conn:
         await empty(conn)
         assert await migrate(conn) == VERSIONS

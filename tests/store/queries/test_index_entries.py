@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -11,7 +11,7 @@ from factories import FAR, FakeTask, store
 from store.plans import PageQuery, Recording, assert_uses
 from tcgraph.store.queries import index_entries as entries
 
-PAST = datetime(2020, 1, 1, tzinfo=timezone.utc)
+PAST = datetime(2020, 1, 1, tzinfo=UTC)
 NAMES = ["a", "b", "c"]
 
 

@@ -23,7 +23,8 @@ async def family(pool: asyncpg.Pool) -> tuple[FakeTask, list[str]]:
     (dependencies.dependent_pages_en_us, "task_dependencies_dependent_en_us"),
 ])
 async def test_dependents_read_their_index_then_the_tasks_primary_key(
-        pool: asyncpg.Pool, family: tuple[FakeTask, list[str]], query: PageQuery, index: str) -> None:
+        pool: asyncpg.Pool, family: tuple[FakeTask, list[str]], query: PageQuery,
+        index: str) -> None:
     parent, children = family
     db = Recording(pool)
     first, whole, none = await query(db, [(parent.task_id, None, 2), (parent.task_id, None, 3),

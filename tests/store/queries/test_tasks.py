@@ -59,12 +59,13 @@ async def test_label_history_pages_newest_first_with_exact_boundaries(
     assert [t.task_id for t in whole.rows] == newest_first and not whole.has_next
     assert [t.task_id for t in beyond.rows] == newest_first and not beyond.has_next
     last = first.rows[-1]
-    (rest,) = await tasks.label_history(Recording(pool), [("build", (last.created, last.task_id), 3)],
-                                        NO_FILTER)
+    after = (last.created, last.task_id)
+    (rest,) = await tasks.label_history(Recording(pool), [("build", after, 3)], NO_FILTER)
     assert [t.task_id for t in rest.rows] == newest_first[2:] and not rest.has_next
 
 
-@pytest.mark.parametrize("state, index", [(None, "tasks_group"), (State.FAILED, "tasks_group_state")])
+@pytest.mark.parametrize("state, index", [(None, "tasks_group"),
+                                          (State.FAILED, "tasks_group_state")])
 async def test_group_pages_read_the_group_index_that_fits(
         pool: asyncpg.Pool, stored: list[FakeTask], state: State | None, index: str) -> None:
     by_id = sorted(t.task_id for t in stored if state is None or t.state == state.value)
