@@ -14,8 +14,9 @@ from waiting import eventually_async
 
 VERSIONS = [m.version for m in migrations()]
 # What the migrations' SQL says it creates (and later drops), read from the files themselves.
-CREATED = re.compile(r"CREATE (?:UNIQUE )?(TABLE|INDEX) (?:IF NOT EXISTS )?(\w+)", re.I)
-DROPPED = re.compile(r"DROP (TABLE|INDEX) (?:IF EXISTS )?(\w+)", re.I)
+CREATED = re.compile(
+    r"CREATE (?:UNIQUE )?(TABLE|INDEX) (?:CONCURRENTLY )?(?:IF NOT EXISTS )?(\w+)", re.I)
+DROPPED = re.compile(r"DROP (TABLE|INDEX) (?:CONCURRENTLY )?(?:IF EXISTS )?(\w+)", re.I)
 
 
 def declared() -> dict[str, set[str]]:
@@ -81,10 +82,11 @@ async def test_migrations_missing_from_the_record_are_applied_alone(database_url
         assert made and found == made
 
 
-async def advisory_waiters(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))
+async def polls_for_the_lock(conn: asyncpg.Connection, pid: int) -> bool:
+    # migrate() asks with pg_try_advisory_lock (a session waiting in pg_advisory_lock
+    # would hold a snapshot that a concurrent index build waits for).
+    last = await conn.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+    return bool(last) and "pg_try_advisory_lock" in last
 
 
 async def test_a_concurrent_run_waits_for_the_first_and_then_applies_nothing(
@@ -101,8 +103,9 @@ async def test_a_concurrent_run_waits_for_the_first_and_then_applies_nothing(
             "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", first_pid),
             what="the first run to wait inside its critical section")
         second = asyncio.create_task(migrate(second_conn))
-        await eventually_async(lambda: advisory_waiters(admin),
-                               what="the second run to wait on the advisory lock")
+        second_pid = second_conn.get_server_pid()
+        await eventually_async(lambda: polls_for_the_lock(admin, second_pid),
+                               what="the second run to ask for the advisory lock")
         assert not first.done() and not second.done()
         await blocker.execute("ROLLBACK")
         assert await asyncio.wait_for(first, 60) == VERSIONS
