@@ -96,6 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "backfill":
             from tcgraph.ingest.backfill import run as run_backfill
 
-            asyncio.run(run_backfill(url, settings, args.root_url, args.task_group, args.index))
-            return 0
+            return asyncio.run(run_backfill(url, settings, args.root_url, args.task_group,
+                                            args.index))
     raise AssertionError(f"unhandled verb {args.verb}")

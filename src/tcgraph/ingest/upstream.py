@@ -22,7 +22,7 @@ import aiohttp
 import taskcluster.aio
 from taskcluster.exceptions import TaskclusterRestFailure
 
-from tcgraph.ingest import shapes
+from tcgraph.ingest import index_rules, shapes
 from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,10 @@ class _Pages:
 class Upstream:
     """One deployment's queue and index; `close()` when done."""
 
-    def __init__(self, root_url: str, *, max_retries: int = 5) -> None:
+    def __init__(self, root_url: str, *, max_retries: int = 5,
+                 max_pages: int = MAX_PAGES) -> None:
         self.root_url = root_url.rstrip("/")
+        self.max_pages = max_pages
         self._session = aiohttp.ClientSession()
         options = {"rootUrl": self.root_url, "maxRetries": max_retries}
         self.queue = taskcluster.aio.Queue(options, session=self._session)
@@ -149,7 +151,7 @@ class Upstream:
     async def task_group(self, task_group_id: str
                          ) -> AsyncIterator[list[tuple[TaskRow, StatusRow]]]:
         """The pages of `listTaskGroup`, each as (definition, status) rows."""
-        pages = _Pages(f"listTaskGroup {task_group_id}")
+        pages = _Pages(f"listTaskGroup {task_group_id}", self.max_pages)
         query: dict[str, object] | None = {"limit": PAGE_LIMIT}
         while query is not None:
             try:
@@ -185,15 +187,15 @@ class Upstream:
     async def index_entries(self, namespace: str) -> AsyncIterator[list[IndexEntryRow]]:
         """Every entry at or below `namespace`, a page at a time (listTasks, listNamespaces).
 
-        Each namespace is walked once, and only those listed below the one listing
-        them: a namespace listed under itself (or elsewhere) ends the walk.
+        Each namespace is walked once, and only index paths listed below the one
+        listing them (so the walk ends: each level is longer, and a path has at most
+        255 characters): a namespace listed under itself, or elsewhere, ends the walk.
         """
         pending = [namespace]
-        walked: set[str] = set()
+        seen = {namespace}
         while pending:
             current = pending.pop()
-            walked.add(current)
-            async for page in self._pages(self.index.listTasks, current, "tasks"):
+            async for page in self._pages(self.index.listTasks, "listTasks", current, "tasks"):
                 rows = []
                 for i, entry in enumerate(page):
                     try:
@@ -202,21 +204,23 @@ class Upstream:
                         log.warning("listTasks %s tasks[%d]: %s: %s", current, i,
                                     shapes.where("", e.path), e.problem)
                 yield rows
-            async for page in self._pages(self.index.listNamespaces, current, "namespaces"):
+            async for page in self._pages(self.index.listNamespaces, "listNamespaces", current,
+                                          "namespaces"):
                 for child in page:
                     path = child.get("namespace") if isinstance(child, dict) else None
                     if not isinstance(path, str):
                         continue
-                    if not path.startswith(f"{current}." if current else "") or path in walked \
-                            or path == current:
+                    below = path.startswith(f"{current}.") if current else True
+                    if not below or path in seen or not index_rules.is_index_path(path):
                         raise UpstreamMisbehaved(
-                            f"listNamespaces {current!r}: {path!r} is not a namespace below "
-                            "it, or was walked already; the walk was given up")
+                            f"listNamespaces {current!r}: {path[:300]!r} is not an index path "
+                            "below it, or was listed already; the walk was given up")
+                    seen.add(path)
                     pending.append(path)
 
-    async def _pages(self, method: object, namespace: str, key: str
+    async def _pages(self, method: object, name: str, namespace: str, key: str
                      ) -> AsyncIterator[list[object]]:
-        pages = _Pages(f"{getattr(method, '__name__', key)} {namespace!r}")
+        pages = _Pages(f"{name} {namespace!r}", self.max_pages)
         query: dict[str, object] | None = {"limit": PAGE_LIMIT}
         while query is not None:
             answer = await method(params={"namespace": namespace}, query=query)  # type: ignore[operator]

@@ -421,9 +421,40 @@ async def claim_groups(conn: asyncpg.Connection, group_ids: Sequence[str]) -> li
 
 
 _GROUP_BACKFILLED = """
-UPDATE mirror_groups SET backfilled = now(), tasks = $2 WHERE task_group_id = $1"""
+UPDATE mirror_groups SET backfilled = now(), tasks = $2, failed = NULL, problem = NULL
+WHERE task_group_id = $1"""
 
 
 async def group_backfilled(conn: asyncpg.Connection, group_id: str, tasks: int) -> None:
     """Record that a queued group's backfill is done, with how many tasks it held."""
     await conn.execute(_GROUP_BACKFILLED, group_id, tasks)
+
+
+# mirror_groups_pkey. Attempt n (from 1) of `attempts` is followed by a pause of
+# first_s * 2^(n-1); once they are spent the group is failed, and tried again
+# every failed_every_s.
+_GROUP_ATTEMPT_FAILED = """
+UPDATE mirror_groups
+SET attempts = attempts + 1, problem = $2,
+    failed = CASE WHEN attempts + 1 >= $3 THEN COALESCE(failed, now()) END,
+    next_attempt = now() + make_interval(secs => CASE WHEN attempts + 1 >= $3 THEN $5
+                                                      ELSE $4 * power(2, attempts) END)
+WHERE task_group_id = $1
+RETURNING failed IS NOT NULL AS failed"""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRetry:
+    """When a queued group whose backfill failed is tried again."""
+
+    attempts: int  # before it is recorded as failed
+    first_s: float  # the pause after the first failure; it doubles after each
+    failed_every_s: float  # the pause between attempts once it is failed
+
+
+async def group_attempt_failed(conn: asyncpg.Connection, group_id: str, problem: str,
+                               retry: GroupRetry) -> bool:
+    """Record a failed backfill of a queued group and when to try again; returns
+    whether its attempts are spent (it is recorded as failed)."""
+    return bool(await conn.fetchval(_GROUP_ATTEMPT_FAILED, group_id, problem, retry.attempts,
+                                    retry.first_s, retry.failed_every_s))
