@@ -42,6 +42,27 @@ async def test_a_nul_in_a_definition_is_refused_where_it_is(
     assert error.where == where and "NUL" in error.problem
 
 
+@pytest.mark.parametrize("changes, where, problem", [
+    ({"routes": ["index.a.b", 5]}, "tasks[0].task.routes[1]", "the number 5"),
+    ({"routes": [None]}, "tasks[0].task.routes[0]", "null"),
+    ({"routes": "index.a.b"}, "tasks[0].task.routes", "the string 'index.a.b'"),
+    ({"metadata": {"name": 5, "description": "", "owner": "", "source": ""}},
+     "tasks[0].task.metadata.name", "the number 5"),
+    ({"metadata": {"name": "n", "description": None, "owner": "", "source": ""}},
+     "tasks[0].task.metadata.description", "null"),
+    ({"metadata": {"name": "n", "description": "", "owner": ["me"], "source": ""}},
+     "tasks[0].task.metadata.owner", "a list"),
+    ({"metadata": {"name": "n", "description": "", "owner": "", "source": {}}},
+     "tasks[0].task.metadata.source", "an object"),
+    ({"tags": {"kind": 3}}, "tasks[0].task.tags.kind", "the number 3"),
+])
+async def test_what_the_api_serves_as_strings_must_be_strings(
+        pool: asyncpg.Pool, tmp_path: Path, changes: dict, where: str, problem: str) -> None:
+    error = await refused(pool, write(tmp_path / "t.json", task_page(**changes)))
+    expected = "a list of strings" if where.endswith("routes") else "a string"
+    assert (error.where, error.problem) == (where, f"expected {expected}, got {problem}")
+
+
 async def test_an_escaped_backslash_u0000_is_text_not_a_nul(
         pool: asyncpg.Pool, tmp_path: Path) -> None:
     await import_source(pool, write(tmp_path / "t.json", task_page(extra={"k": "\\u0000"})))

@@ -1,12 +1,16 @@
-"""The follower's write path against an upstream that lies or never gives a definition.
+"""The follower's write path against an upstream that lies, gives bad definitions or
+never gives one.
 
 The upstream is a real HTTP server answering `queue.tasks` as each test says, and
-counting the calls; the store is a real PostgreSQL. What is checked is what was
-stored, and how many calls a given number of fetch rounds cost.
+counting the calls (or the recording's replay upstream, with a real RabbitMQ);
+the store is a real PostgreSQL. What is checked is what was stored, and how many
+calls a given number of fetch rounds cost.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import AsyncIterator, Callable
 
@@ -19,7 +23,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ingest.dumps import GROUP, LONG_LABEL, definition, run, status, tid
+from ingest.test_pulse import replay
 from servers import serving
+from services.rabbitmq import RabbitMQ
+from services.replay import Recording
+from services.replay import upstream_app as replay_upstream
 from tcgraph.ingest import shapes
 from tcgraph.ingest.mirror import RETRY_MAX_S, RETRY_MIN_S, Delivery, Mirror
 from tcgraph.ingest.events import EXCHANGE_PREFIX
@@ -156,3 +164,27 @@ async def test_a_definition_the_store_refuses_leaves_the_others_stored(
     held = await waiting(pool, ASKED)
     assert held["attempts"] == 1
     assert "the store refused it: ProgramLimitExceededError (SQLSTATE 54000)" in held["problem"]
+
+
+async def test_a_definition_with_non_string_routes_or_metadata_is_not_stored_by_the_follower(
+        database_url: str, broker: RabbitMQ, recording: Recording) -> None:
+    task_id = next(t for t in recording.definitions
+                   if any(f"primary.{t}." in m.routing_key for m in recording.messages))
+    bad = copy.deepcopy(recording.definitions[task_id])
+    bad["routes"] = [*bad.get("routes", []), 5, None]
+    bad["metadata"]["owner"] = None
+    served = replace(recording, definitions={**recording.definitions, task_id: bad})
+    with serving(replay_upstream(served)) as url:
+        found = await replay(database_url, broker, url, recording, recording.messages)
+    # Only that task's answers differ: it is not served, rather than served broken.
+    assert found and all(task_id in line for line in found), found
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM tasks WHERE task_id = $1",
+                                   task_id) == 0
+        problem = await conn.fetchval("SELECT problem FROM mirror_waiting WHERE task_id = $1",
+                                      task_id)
+    finally:
+        await conn.close()
+    assert problem is not None and f"routes[{len(bad['routes']) - 2}]: expected a string, " \
+        "got the number 5" in problem, problem

@@ -217,9 +217,10 @@ class Mirror:
             return Fetched({}, {})
         if self.upstream is None:
             return Fetched({}, dict.fromkeys(expected, "no upstream to ask"))
+        invalid: dict[str, str] = {}
         try:
             async with asyncio.timeout(FETCH_TIMEOUT_S):
-                given = await self.upstream.definitions(expected.keys())
+                given = await self.upstream.definitions(expected.keys(), invalid)
         except Exception as e:  # the upstream is away, slow or misbehaving: the statuses wait
             problem = f"not fetched ({type(e).__name__}: {e})"
             log.warning("definitions of %d tasks %s; their statuses wait", len(expected), problem)
@@ -229,7 +230,7 @@ class Mirror:
         for task_id, says in expected.items():
             row = given.get(task_id)
             if row is None:
-                missing[task_id] = "the upstream did not give it"
+                missing[task_id] = invalid.get(task_id, "the upstream did not give it")
             elif (disagreement := says.disagreement(row)) is not None:
                 log.warning("definition of %s not stored: %s", task_id, disagreement)
                 missing[task_id] = disagreement
@@ -278,18 +279,20 @@ class Mirror:
         found = _collect(deliveries)
         missing = set(found.statuses) - await queries.stored_task_ids(self.pool,
                                                                       list(found.statuses))
-        fetched = (await self.fetch({t: Expected(found.groups[t], found.expires[t])
-                                     for t in missing})).rows
+        fetched = await self.fetch({t: Expected(found.groups[t], found.expires[t])
+                                    for t in missing})
 
         async def work(conn: asyncpg.Connection) -> BatchResult:
             new_groups: list[str] = []
             if self.backfill and missing:
                 new_groups = await writes.claim_groups(conn, [found.groups[t] for t in missing])
             waiting = await write_tasks(
-                conn, list(fetched.values()),
+                conn, list(fetched.rows.values()),
                 [GroupStatus(found.groups[t], status, found.expires[t])
                  for t, status in found.statuses.items()],
                 found.completed)
+            # This was an attempt at the definitions of the statuses that now wait.
+            await self._defer(conn, fetched.missing)
             if found.rejected:
                 await writes.insert_rejected(conn, found.rejected)
             last = deliveries[-1]
@@ -311,14 +314,20 @@ class Mirror:
         fetched = await self.fetch({w.task_id: Expected(w.task_group_id, w.expires)
                                     for w in due})
         refused = await self._store_definitions(list(fetched.rows.values()))
-        deferred = [writes.Deferred(t, p) for t, p in {**fetched.missing, **refused}.items()]
+        deferred = {**fetched.missing, **refused}
         if deferred:
             async def defer(conn: asyncpg.Connection) -> None:
-                await writes.defer_waiting(conn, deferred, min_s=RETRY_MIN_S,
-                                           max_s=RETRY_MAX_S)
+                await self._defer(conn, deferred)
 
             await writes.in_transaction(self.pool, defer)
         return len(fetched.rows) - len(refused)
+
+    @staticmethod
+    async def _defer(conn: asyncpg.Connection, problems: Mapping[str, str]) -> None:
+        """Ask again later for the definitions of waiting statuses, saying why."""
+        if problems:
+            await writes.defer_waiting(conn, [writes.Deferred(t, p) for t, p in problems.items()],
+                                       min_s=RETRY_MIN_S, max_s=RETRY_MAX_S)
 
     async def _store_definitions(self, rows: Sequence[TaskRow]) -> dict[str, str]:
         """Store `rows` with the statuses that waited for them; those the store refuses

@@ -94,15 +94,17 @@ class Upstream:
     async def close(self) -> None:
         await self._session.close()
 
-    async def definitions(self, task_ids: Collection[str]) -> dict[str, TaskRow]:
-        """The definitions of the tasks among `task_ids` that the upstream holds."""
+    async def definitions(self, task_ids: Collection[str],
+                          invalid: dict[str, str] | None = None) -> dict[str, TaskRow]:
+        """The definitions of the tasks among `task_ids` that the upstream holds; those
+        that are not valid are left out, and said why in `invalid` (by task id)."""
         ids = sorted(set(task_ids))
         found: dict[str, TaskRow] = {}
         for start in range(0, len(ids), BATCH_IDS):
             chunk = ids[start:start + BATCH_IDS]
             if self.has_batch_route is not False:
                 try:
-                    found.update(await self._batch(chunk))
+                    found.update(await self._batch(chunk, invalid))
                     self.has_batch_route = True
                     continue
                 except TaskclusterRestFailure as e:
@@ -110,12 +112,13 @@ class Upstream:
                         raise
                     log.info("the upstream has no queue.tasks route: asking queue.task per task")
                     self.has_batch_route = False
-            for row in await asyncio.gather(*(self._single_task(t) for t in chunk)):
+            for row in await asyncio.gather(*(self._single_task(t, invalid) for t in chunk)):
                 if row is not None:
                     found[row.task_id] = row
         return found
 
-    async def _batch(self, task_ids: list[str]) -> dict[str, TaskRow]:
+    async def _batch(self, task_ids: list[str],
+                     invalid: dict[str, str] | None) -> dict[str, TaskRow]:
         found: dict[str, TaskRow] = {}
         asked = set(task_ids)
         # Each page answers at least one id, but for a few the upstream filtered out.
@@ -132,13 +135,14 @@ class Upstream:
                     log.warning("%s: %s was not asked for (skipped)", where,
                                 shapes.describe(task_id))
                     continue
-                row = _task_row(task_id, item.get("task"), where)
+                row = _task_row(task_id, item.get("task"), where, invalid)
                 if row is not None:
                     found[row.task_id] = row
             query = pages.next_query(answer, len(listed))
         return found
 
-    async def _single_task(self, task_id: str) -> TaskRow | None:
+    async def _single_task(self, task_id: str,
+                           invalid: dict[str, str] | None) -> TaskRow | None:
         async with self._single:
             try:
                 definition = await self.queue.task(task_id)
@@ -146,7 +150,7 @@ class Upstream:
                 if e.status_code == 404:
                     return None
                 raise
-        return _task_row(task_id, definition, f"queue.task {task_id}")
+        return _task_row(task_id, definition, f"queue.task {task_id}", invalid)
 
     async def task_group(self, task_group_id: str
                          ) -> AsyncIterator[list[tuple[TaskRow, StatusRow]]]:
@@ -235,11 +239,15 @@ def _listed(answer: object, key: str) -> list[object]:
     return listed if isinstance(listed, list) else []
 
 
-def _task_row(task_id: object, definition: object, where: str) -> TaskRow | None:
+def _task_row(task_id: object, definition: object, where: str,
+              invalid: dict[str, str] | None = None) -> TaskRow | None:
     try:
         if not isinstance(task_id, str) or not shapes.SLUGID.fullmatch(task_id):
             raise shapes.Invalid(f"{shapes.describe(task_id)} is not a taskId", ("taskId",))
         return shapes.task_row(task_id, definition)
     except shapes.Invalid as e:
-        log.warning("%s: %s: %s (skipped)", where, shapes.where("", e.path), e.problem)
+        problem = f"{where}: {shapes.where('', e.path)}: {e.problem}"
+        log.warning("%s (skipped)", problem)
+        if invalid is not None and isinstance(task_id, str):
+            invalid[task_id] = f"invalid definition ({problem})"
         return None
