@@ -15,13 +15,14 @@ statements can still deadlock, which `in_transaction` retries.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Awaitable, Callable, Sequence, TypeVar
 
 import asyncpg
+from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type,
+                      stop_after_attempt, wait_incrementing)
 
 from tcgraph.model import IndexEntryRow, NamespaceRow, StatusRow, TaskRow
 from tcgraph.precedence import entry_replaces_sql, status_replaces_sql
@@ -77,6 +78,12 @@ def refusal(error: BaseException) -> str:
     return f"{type(error).__name__}{code}: {error}"
 
 
+def _aborted(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    _log.info("write transaction aborted (%s), attempt %d of %d", type(error).__name__,
+              state.attempt_number, TRANSACTION_ATTEMPTS)
+
+
 async def in_transaction(
     pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]
 ) -> T:
@@ -86,17 +93,17 @@ async def in_transaction(
     `work` must be safe to run again from the start (it is: every write here is
     an idempotent upsert, and the aborted attempt left nothing behind).
     """
-    for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                return await work(conn)
-        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as e:
-            if attempt == TRANSACTION_ATTEMPTS:
-                raise
-            _log.info("write transaction aborted (%s), attempt %d of %d",
-                      type(e).__name__, attempt, TRANSACTION_ATTEMPTS)
-            await asyncio.sleep(_RETRY_PAUSE_S * attempt)
-    raise AssertionError("unreachable")  # the loop returns or raises
+    async def attempt() -> T:
+        async with pool.acquire() as conn, conn.transaction():
+            return await work(conn)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type((asyncpg.DeadlockDetectedError,
+                                       asyncpg.SerializationError)),
+        stop=stop_after_attempt(TRANSACTION_ATTEMPTS),
+        wait=wait_incrementing(start=_RETRY_PAUSE_S, increment=_RETRY_PAUSE_S),
+        before_sleep=_aborted, reraise=True)
+    return await retrying(attempt)
 
 
 _UPSERT_TASKS = """
