@@ -21,7 +21,7 @@ from typing import Awaitable, Sequence
 import asyncpg
 
 from tcgraph.config import Settings
-from tcgraph.ingest.batches import BatchWriter
+from tcgraph.ingest.batches import BATCH_SIZE, BatchWriter
 from tcgraph.ingest.mirror import GroupStatus, write_tasks
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
@@ -52,8 +52,9 @@ class Backfilled:
 
 
 async def task_group(pool: asyncpg.Pool, upstream: Upstream, task_group_id: str, *,
-                     max_tasks: int | None = None) -> Backfilled:
-    """Store every task of a group (definition and status), a page a transaction."""
+                     max_tasks: int | None = None, batch_size: int = BATCH_SIZE) -> Backfilled:
+    """Store every task of a group (definition and status), a page a transaction, rows
+    `batch_size` to a statement."""
     written = 0
     truncated = False
     async for page in upstream.task_group(task_group_id):
@@ -65,7 +66,7 @@ async def task_group(pool: asyncpg.Pool, upstream: Upstream, task_group_id: str,
                        page: list[tuple[TaskRow, StatusRow]] = page) -> None:
             await write_tasks(conn, [task for task, _ in page],
                               [GroupStatus(task.task_group_id, status, task.expires)
-                               for task, status in page])
+                               for task, status in page], batch_size=batch_size)
 
         await writes.in_transaction(pool, work)
         written += len(page)
@@ -76,8 +77,10 @@ async def task_group(pool: asyncpg.Pool, upstream: Upstream, task_group_id: str,
                       truncated=truncated)
 
 
-async def index_namespace(pool: asyncpg.Pool, upstream: Upstream, namespace: str) -> Backfilled:
-    """Store every index entry at or below `namespace`, a page a transaction.
+async def index_namespace(pool: asyncpg.Pool, upstream: Upstream, namespace: str, *,
+                          batch_size: int = BATCH_SIZE) -> Backfilled:
+    """Store every index entry at or below `namespace`, a page a transaction, rows
+    `batch_size` to a statement.
 
     This is how entries the index service got from `index.insertTask` (not
     from a task's routes) reach a mirror: no message announces them.
@@ -88,7 +91,7 @@ async def index_namespace(pool: asyncpg.Pool, upstream: Upstream, namespace: str
             continue
 
         async def work(conn: asyncpg.Connection, page: list[IndexEntryRow] = page) -> None:
-            writer = BatchWriter(conn)
+            writer = BatchWriter(conn, batch_size)
             for entry in page:
                 writer.add(entry)
             await writer.finish()
@@ -102,7 +105,8 @@ async def index_namespace(pool: asyncpg.Pool, upstream: Upstream, namespace: str
 async def queued_groups(pool: asyncpg.Pool, upstream: Upstream, *,
                         max_tasks: int | None = None,
                         retry: writes.GroupRetry = GROUP_RETRY,
-                        timeout_s: float = GROUP_TIMEOUT_S) -> float:
+                        timeout_s: float = GROUP_TIMEOUT_S,
+                        batch_size: int = BATCH_SIZE) -> float:
     """Walk the follower's queued task groups that are due, one after another; returns
     the seconds until the next one is due (at most IDLE_S).
 
@@ -113,7 +117,8 @@ async def queued_groups(pool: asyncpg.Pool, upstream: Upstream, *,
     for group in await queries.groups_due(pool, GROUPS_PER_PASS):
         try:
             async with asyncio.timeout(timeout_s):
-                done = await task_group(pool, upstream, group, max_tasks=max_tasks)
+                done = await task_group(pool, upstream, group, max_tasks=max_tasks,
+                                        batch_size=batch_size)
         except Exception as e:
             await _group_failed(pool, group, _problem(e), retry)
             continue

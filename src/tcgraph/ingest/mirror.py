@@ -30,7 +30,7 @@ from typing import Collection, Mapping, Sequence
 import asyncpg
 
 from tcgraph.ingest import events, index_rules
-from tcgraph.ingest.batches import BatchWriter
+from tcgraph.ingest.batches import BATCH_SIZE, BatchWriter
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.model import StatusRow, TaskRow
 from tcgraph.precedence import status_replaces
@@ -151,7 +151,8 @@ def _collect(deliveries: Sequence[Delivery]) -> _Collected:
     return found
 
 
-async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str]) -> int:
+async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str],
+                      batch_size: int = BATCH_SIZE) -> int:
     """Index the completed tasks among `task_ids` from what is stored; returns the entries.
 
     Reading the stored status (not the message) makes the result the same
@@ -159,7 +160,7 @@ async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str]) -> in
     """
     if not task_ids:
         return 0
-    writer = BatchWriter(conn)
+    writer = BatchWriter(conn, batch_size)
     for found in await queries.index_inputs(conn, list(task_ids)):
         indexing = index_rules.task_entries(found.task_id, found.definition,
                                             parse_time(found.resolved))
@@ -174,15 +175,16 @@ async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str]) -> in
 
 async def write_tasks(conn: asyncpg.Connection, definitions: Sequence[TaskRow],
                       statuses: Sequence[GroupStatus] = (),
-                      completed: Collection[str] = ()) -> int:
+                      completed: Collection[str] = (), *,
+                      batch_size: int = BATCH_SIZE) -> int:
     """Store definitions and statuses, keep those statuses
     whose task is still not stored in mirror_waiting, apply statuses that waited for
     the definitions, and index what completed among the definitions' tasks and
     `completed`: the part backfill and the follower share.
 
-    Returns how many statuses wait.
+    Returns how many statuses wait. Rows are written `batch_size` to a statement.
     """
-    writer = BatchWriter(conn)
+    writer = BatchWriter(conn, batch_size)
     for row in definitions:
         writer.add(row)
     for s in statuses:
@@ -195,7 +197,7 @@ async def write_tasks(conn: asyncpg.Connection, definitions: Sequence[TaskRow],
     ids = [row.task_id for row in definitions]
     if ids:
         await writes.promote_waiting(conn, ids)
-    await index_tasks(conn, {*ids, *completed})
+    await index_tasks(conn, {*ids, *completed}, batch_size)
     return len(waiting)
 
 
@@ -203,8 +205,9 @@ class Mirror:
     """Writes batches of messages into one database, fetching definitions as needed."""
 
     def __init__(self, pool: asyncpg.Pool, upstream: Upstream | None, *, queue_name: str,
-                 started: datetime, backfill: bool) -> None:
+                 started: datetime, backfill: bool, batch_size: int = BATCH_SIZE) -> None:
         self.pool = pool
+        self.batch_size = batch_size  # rows per write statement
         self.upstream = upstream
         self.queue_name = queue_name
         self.started = started
@@ -290,7 +293,7 @@ class Mirror:
                 conn, list(fetched.rows.values()),
                 [GroupStatus(found.groups[t], status, found.expires[t])
                  for t, status in found.statuses.items()],
-                found.completed)
+                found.completed, batch_size=self.batch_size)
             # This was an attempt at the definitions of the statuses that now wait.
             await self._defer(conn, fetched.missing)
             if found.rejected:
@@ -333,7 +336,7 @@ class Mirror:
         """Store `rows` with the statuses that waited for them; those the store refuses
         (each then tried alone) are left out: returns why, by task id."""
         async def work(conn: asyncpg.Connection, rows: Sequence[TaskRow] = rows) -> None:
-            await write_tasks(conn, rows)
+            await write_tasks(conn, rows, batch_size=self.batch_size)
 
         if not rows:
             return {}
