@@ -205,9 +205,12 @@ class Mirror:
     """Writes batches of messages into one database, fetching definitions as needed."""
 
     def __init__(self, pool: asyncpg.Pool, upstream: Upstream | None, *, queue_name: str,
-                 started: datetime, backfill: bool, batch_size: int = BATCH_SIZE) -> None:
+                 started: datetime, backfill: bool, batch_size: int = BATCH_SIZE,
+                 retry_min_s: float = RETRY_MIN_S, retry_max_s: float = RETRY_MAX_S) -> None:
         self.pool = pool
         self.batch_size = batch_size  # rows per write statement
+        self.retry_min_s = retry_min_s  # see RETRY_MIN_S
+        self.retry_max_s = retry_max_s
         self.upstream = upstream
         self.queue_name = queue_name
         self.started = started
@@ -325,12 +328,11 @@ class Mirror:
             await writes.in_transaction(self.pool, defer)
         return len(fetched.rows) - len(refused)
 
-    @staticmethod
-    async def _defer(conn: asyncpg.Connection, problems: Mapping[str, str]) -> None:
+    async def _defer(self, conn: asyncpg.Connection, problems: Mapping[str, str]) -> None:
         """Ask again later for the definitions of waiting statuses, saying why."""
         if problems:
             await writes.defer_waiting(conn, [writes.Deferred(t, p) for t, p in problems.items()],
-                                       min_s=RETRY_MIN_S, max_s=RETRY_MAX_S)
+                                       min_s=self.retry_min_s, max_s=self.retry_max_s)
 
     async def _store_definitions(self, rows: Sequence[TaskRow]) -> dict[str, str]:
         """Store `rows` with the statuses that waited for them; those the store refuses
