@@ -12,7 +12,6 @@ import pytest
 
 from ingest.dumps import (GROUP, TASK_A, TASK_B, completed, counts, definition, entry,
                           group_page, run, snapshot, status, tid, write, write_lines)
-from tcgraph.ingest import batches
 from tcgraph.ingest.files import ImportFailed, import_source
 
 BIG = 2**70
@@ -40,6 +39,27 @@ async def test_a_nul_in_a_definition_is_refused_where_it_is(
         pool: asyncpg.Pool, tmp_path: Path, changes: dict, where: str) -> None:
     error = await refused(pool, write(tmp_path / "nul.json", task_page(**changes)))
     assert error.where == where and "NUL" in error.problem
+
+
+@pytest.mark.parametrize("changes, where, problem", [
+    ({"routes": ["index.a.b", 5]}, "tasks[0].task.routes[1]", "the number 5"),
+    ({"routes": [None]}, "tasks[0].task.routes[0]", "null"),
+    ({"routes": "index.a.b"}, "tasks[0].task.routes", "the string 'index.a.b'"),
+    ({"metadata": {"name": 5, "description": "", "owner": "", "source": ""}},
+     "tasks[0].task.metadata.name", "the number 5"),
+    ({"metadata": {"name": "n", "description": None, "owner": "", "source": ""}},
+     "tasks[0].task.metadata.description", "null"),
+    ({"metadata": {"name": "n", "description": "", "owner": ["me"], "source": ""}},
+     "tasks[0].task.metadata.owner", "a list"),
+    ({"metadata": {"name": "n", "description": "", "owner": "", "source": {}}},
+     "tasks[0].task.metadata.source", "an object"),
+    ({"tags": {"kind": 3}}, "tasks[0].task.tags.kind", "the number 3"),
+])
+async def test_what_the_api_serves_as_strings_must_be_strings(
+        pool: asyncpg.Pool, tmp_path: Path, changes: dict, where: str, problem: str) -> None:
+    error = await refused(pool, write(tmp_path / "t.json", task_page(**changes)))
+    expected = "a list of strings" if where.endswith("routes") else "a string"
+    assert (error.where, error.problem) == (where, f"expected {expected}, got {problem}")
 
 
 async def test_an_escaped_backslash_u0000_is_text_not_a_nul(
@@ -218,19 +238,17 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize(("name", "content", "where", "problem"), BAD_INPUT)
 async def test_bad_input_fails_and_writes_nothing(
-    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    name: str, content: bytes, where: str, problem: str,
+    pool: asyncpg.Pool, tmp_path: Path, name: str, content: bytes, where: str, problem: str,
 ) -> None:
     await import_source(pool, write(tmp_path / "earlier.json", [
         group_page(completed(100), completed(101)), entry("kept.entry", tid(100), 1)]))
     before = await snapshot(pool)
-    # Small batches: the valid part of the file is written before the bad part is read.
-    monkeypatch.setattr(batches, "BATCH_SIZE", 1)
     path = tmp_path / name
     path.write_bytes(content)
 
     with pytest.raises(ImportFailed) as failed:
-        await import_source(pool, str(path))
+        # Small batches: the valid part of the file is written before the bad part is read.
+        await import_source(pool, str(path), batch_size=1)
     error = failed.value
     assert (error.source, error.where) == (str(path), where)
     assert problem in error.problem
@@ -239,19 +257,19 @@ async def test_bad_input_fails_and_writes_nothing(
 
 
 async def test_a_failure_after_many_batches_rolls_everything_back(
-    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(batches, "BATCH_SIZE", 10)
     lines = [group_page(*[completed(n) for n in range(start, start + 25)]) for start in range(0, 200, 25)]
     lines.append({"tasks": [entry(f"ns.e{n}", tid(n), n) for n in range(50)]})
     lines.append(group_page(completed(500), {"status": status(tid(501), []) | {"state": "bogus"},
                                     "task": definition()}))
     with pytest.raises(ImportFailed) as failed:
-        await import_source(pool, write_lines(tmp_path / "half.jsonl", lines))
+        await import_source(pool, write_lines(tmp_path / "half.jsonl", lines), batch_size=10)
     assert failed.value.where == "line 10, tasks[1].status.state"
     assert await counts(pool) == (0, 0, 0, 0)
 
     # Without the bad line, all of it goes in.
-    summary = await import_source(pool, write_lines(tmp_path / "good.jsonl", lines[:-1]))
+    summary = await import_source(pool, write_lines(tmp_path / "good.jsonl", lines[:-1]),
+                                  batch_size=10)
     assert (summary.tasks, summary.statuses, summary.index_entries) == (200, 200, 50)
     assert (await counts(pool))[0] == 200

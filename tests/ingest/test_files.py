@@ -14,7 +14,7 @@ import pytest
 
 from ingest.dumps import (GROUP, TASK_A, TASK_B, TASK_C, completed, definition, entry,
                           group_page, run, status, utc, write, write_lines)
-from tcgraph.ingest import batches, progress
+from tcgraph.ingest import progress
 from tcgraph.ingest.files import ImportFailed, ImportSummary, import_source
 from tcgraph.model import State, TaskFilter
 from tcgraph.store.pool import Database
@@ -244,14 +244,13 @@ async def test_progress_bar_on_a_terminal(
     pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     monkeypatch.setattr(progress, "PROGRESS_MIN_BYTES", 100)
-    monkeypatch.setattr(batches, "BATCH_SIZE", 10)
     page = group_page(*[completed(n) for n in range(30)])
     path = write_lines(tmp_path / name, [page, page]) if name.endswith(".jsonl") \
         else write(tmp_path / name, page)
 
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    await import_source(pool, path, progress=True)
+    await import_source(pool, path, progress=True, batch_size=10)
     drawn = terminal.getvalue()
     assert drawn.startswith(f"\r{path} [") and drawn.endswith("\n")
     assert "100%" in drawn.rsplit("\r", 1)[1]
@@ -259,5 +258,5 @@ async def test_progress_bar_on_a_terminal(
     # Not a terminal: nothing is drawn.
     quiet = io.StringIO()
     monkeypatch.setattr(sys, "stderr", quiet)
-    await import_source(pool, path, progress=True)
+    await import_source(pool, path, progress=True, batch_size=10)
     assert quiet.getvalue() == ""

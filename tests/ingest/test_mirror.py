@@ -1,12 +1,16 @@
-"""The follower's write path against an upstream that lies or never gives a definition.
+"""The follower's write path against an upstream that lies, gives bad definitions or
+never gives one.
 
 The upstream is a real HTTP server answering `queue.tasks` as each test says, and
-counting the calls; the store is a real PostgreSQL. What is checked is what was
-stored, and how many calls a given number of fetch rounds cost.
+counting the calls (or the recording's replay upstream, with a real RabbitMQ);
+the store is a real PostgreSQL. What is checked is what was stored, and how many
+calls a given number of fetch rounds cost.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import AsyncIterator, Callable
 
@@ -19,9 +23,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ingest.dumps import GROUP, LONG_LABEL, definition, run, status, tid
+from ingest.test_pulse import replay
 from servers import serving
+from services.rabbitmq import RabbitMQ
+from services.replay import Recording
+from services.replay import upstream_app as replay_upstream
 from tcgraph.ingest import shapes
-from tcgraph.ingest.mirror import RETRY_MAX_S, RETRY_MIN_S, Delivery, Mirror
+from tcgraph.ingest.mirror import Delivery, Mirror
 from tcgraph.ingest.events import EXCHANGE_PREFIX
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.store import writes
@@ -29,6 +37,8 @@ from tcgraph.store import writes
 Answer = Callable[[list[str]], list[dict]]
 VICTIM, ASKED, OTHER = tid(1), tid(2), tid(3)
 ROUNDS = 50
+# Long enough that no round of a test comes after the next attempt is due.
+RETRY_MIN_S, RETRY_MAX_S = 600.0, 6000.0
 
 
 class Calls:
@@ -54,7 +64,8 @@ async def mirror_of(pool: asyncpg.Pool) -> AsyncIterator[Callable[[str], Mirror]
     def make(url: str) -> Mirror:
         opened.append(Upstream(url, max_retries=0))
         return Mirror(pool, opened[-1], queue_name="q", backfill=False,
-                      started=datetime.now(timezone.utc))
+                      started=datetime.now(timezone.utc), retry_min_s=RETRY_MIN_S,
+                      retry_max_s=RETRY_MAX_S)
 
     yield make
     for upstream in opened:
@@ -97,7 +108,7 @@ async def test_an_answer_under_an_id_not_asked_for_is_not_stored_and_retries_bac
         assert calls.asked == [[ASKED]]
         held = await waiting(pool, ASKED)
         assert held["attempts"] == 1 and held["problem"] == "the upstream did not give it"
-        assert 0 < held["due_in"] <= RETRY_MIN_S
+        assert RETRY_MIN_S / 2 < held["due_in"] <= RETRY_MIN_S
         # Each further attempt waits twice as long, up to RETRY_MAX_S.
         for attempt in (2, 3):
             await pool.execute("UPDATE mirror_waiting SET next_attempt = now()")
@@ -107,10 +118,10 @@ async def test_an_answer_under_an_id_not_asked_for_is_not_stored_and_retries_bac
             held = await waiting(pool, ASKED)
             assert held["attempts"] == attempt
             assert RETRY_MIN_S * 2 ** (attempt - 2) < held["due_in"] <= RETRY_MIN_S * 2 ** (
-                attempt - 1)
+                attempt - 1)  # twice as long as the last pause
         await pool.execute("UPDATE mirror_waiting SET next_attempt = now(), attempts = 1000")
         await mirror.fetch_waiting()
-        assert RETRY_MIN_S < (await waiting(pool, ASKED))["due_in"] <= RETRY_MAX_S
+        assert RETRY_MAX_S / 2 < (await waiting(pool, ASKED))["due_in"] <= RETRY_MAX_S
         # The batch path, for a message of the task: the lie is not stored either.
         message = {"version": 1, "runId": 0, "status": status(ASKED, [run(0, "running")])}
         await mirror.write([Delivery(EXCHANGE_PREFIX + "task-running",
@@ -156,3 +167,27 @@ async def test_a_definition_the_store_refuses_leaves_the_others_stored(
     held = await waiting(pool, ASKED)
     assert held["attempts"] == 1
     assert "the store refused it: ProgramLimitExceededError (SQLSTATE 54000)" in held["problem"]
+
+
+async def test_a_definition_with_non_string_routes_or_metadata_is_not_stored_by_the_follower(
+        database_url: str, broker: RabbitMQ, recording: Recording) -> None:
+    task_id = next(t for t in recording.definitions
+                   if any(f"primary.{t}." in m.routing_key for m in recording.messages))
+    bad = copy.deepcopy(recording.definitions[task_id])
+    bad["routes"] = [*bad.get("routes", []), 5, None]
+    bad["metadata"]["owner"] = None
+    served = replace(recording, definitions={**recording.definitions, task_id: bad})
+    with serving(replay_upstream(served)) as url:
+        found = await replay(database_url, broker, url, recording, recording.messages)
+    # Only that task's answers differ: it is not served, rather than served broken.
+    assert found and all(task_id in line for line in found), found
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM tasks WHERE task_id = $1",
+                                   task_id) == 0
+        problem = await conn.fetchval("SELECT problem FROM mirror_waiting WHERE task_id = $1",
+                                      task_id)
+    finally:
+        await conn.close()
+    assert problem is not None and f"routes[{len(bad['routes']) - 2}]: expected a string, " \
+        "got the number 5" in problem, problem

@@ -27,7 +27,7 @@ MIRROR = """{ mirror { verified drift lastVerified differences unrepairedGaps ta
 def verify(database_url: str, upstream: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tcgraph", "verify", "--database-url", database_url,
-         "--root-url", upstream, *args], capture_output=True, text=True, timeout=120)
+         "--upstream-root-url", upstream, *args], capture_output=True, text=True, timeout=120)
 
 
 async def mirror_answer(pool: asyncpg.Pool, database_url: str) -> dict:
@@ -80,4 +80,4 @@ def test_verify_without_a_root_url_is_refused_with_a_clear_error(database_url: s
                            database_url], capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 2
-    assert "--root-url is required" in done.stderr
+    assert "the deployment's root URL is required (--upstream-root-url" in done.stderr

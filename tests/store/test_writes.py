@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
+import pytest
 
 from tcgraph.model import IndexEntryRow, NamespaceRow
 from tcgraph.precedence import entry_replaces
@@ -105,3 +107,46 @@ async def test_an_outage_is_told_apart_from_rows_the_store_refuses(
     assert all(writes.outage(e) for e in away), away
     assert writes.refusal(refused[2]).startswith(
         "ProgramLimitExceededError (SQLSTATE 54000): index row")
+
+
+async def test_a_transaction_aborted_for_a_conflict_is_run_again_a_bounded_number_of_times(
+        pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
+    attempts: list[int] = []
+
+    async def conflicting(conn: asyncpg.Connection) -> int:
+        attempts.append(len(attempts) + 1)
+        await conn.execute("INSERT INTO mirror_rejected (exchange, routing_key, problem, body) "
+                           "VALUES ('', '', '', '')")
+        if len(attempts) < 3:  # PostgreSQL's own serialization failure, as a conflict gives
+            await conn.execute("DO $$ BEGIN RAISE EXCEPTION 'conflict' "
+                               "USING ERRCODE = 'serialization_failure'; END $$")
+        return len(attempts)
+
+    caplog.set_level(logging.INFO, logger=writes.__name__)
+    assert await writes.in_transaction(pool, conflicting) == 3
+    # The aborted attempts left nothing behind.
+    assert await pool.fetchval("SELECT count(*) FROM mirror_rejected") == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"write transaction aborted (SerializationError), attempt {n} of "
+        f"{writes.TRANSACTION_ATTEMPTS}" for n in (1, 2)]
+
+    attempts.clear()
+
+    async def always_conflicting(conn: asyncpg.Connection) -> None:
+        attempts.append(len(attempts) + 1)
+        await conn.execute("DO $$ BEGIN RAISE EXCEPTION 'conflict' "
+                           "USING ERRCODE = 'deadlock_detected'; END $$")
+
+    with pytest.raises(asyncpg.DeadlockDetectedError):
+        await writes.in_transaction(pool, always_conflicting)
+    assert len(attempts) == writes.TRANSACTION_ATTEMPTS
+
+    attempts.clear()
+
+    async def refused(conn: asyncpg.Connection) -> None:
+        attempts.append(1)
+        await conn.execute("SELECT 1 / 0")
+
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await writes.in_transaction(pool, refused)
+    assert attempts == [1]  # not a conflict: not run again

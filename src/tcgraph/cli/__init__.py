@@ -51,12 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             upstream = upstream_root_url(args)
             if not (args.task_group or args.index):
                 raise ValueError("at least one --task-group or --index is required")
+        if args.verb == "verify":
+            upstream = upstream_root_url(args)
+            if args.sample < 1:
+                raise ValueError("--sample must be at least 1")
     except ValueError as e:
         say.error("tcgraph %s: %s", args.verb, e)
-        return 2
-    if args.verb == "verify" and (not args.root_url or args.sample < 1):
-        print("tcgraph verify: --root-url is required, and --sample must be at least 1",
-              file=sys.stderr)
         return 2
     if args.verb == "serve":
         if follow_options is not None and settings.workers != 1:
@@ -97,11 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tcgraph.ingest.backfill import run as run_backfill
 
             assert upstream is not None  # checked above, before the database started
-            asyncio.run(run_backfill(url, settings, upstream, args.task_group, args.index))
-            return 0
+            return asyncio.run(run_backfill(url, settings, upstream, args.task_group,
+                                            args.index))
         if args.verb == "verify":
             from tcgraph.ingest.verify import run as run_verify
 
-            return asyncio.run(run_verify(url, settings, args.root_url, sample=args.sample,
+            assert upstream is not None  # checked above, before the database started
+            return asyncio.run(run_verify(url, settings, upstream, sample=args.sample,
                                           task_group=args.task_group))
     raise AssertionError(f"unhandled verb {args.verb}")

@@ -4,29 +4,67 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+from types import FrameType
 from typing import Iterator
 
 import asyncpg
 
 from tcgraph.config import Settings
+from tcgraph.ingest import checkpoints
 from tcgraph.logs import console
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate, plan
 from tcgraph.store.pool import CONNECTION_ERRORS
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    # As a shell reports a process a signal ended: 128 + its number.
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (a cluster half started or
+    half stopped could not be stopped), then take effect."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+
 @contextlib.contextmanager
 def database(settings: Settings) -> Iterator[str]:
-    """The configured database URL, or an embedded PostgreSQL for as long as needed."""
-    if settings.database_url:
-        yield settings.database_url
-        return
-    embedded = EmbeddedPostgres(settings.data_dir)
-    url = embedded.start()
+    """The configured database URL, or an embedded PostgreSQL for as long as needed.
+
+    Within the block SIGINT and SIGTERM end the verb through its normal exit
+    path (SystemExit, 128 + the signal's number: transactions roll back, pools
+    close), so the embedded PostgreSQL is stopped (or released to the other
+    processes using it) on the way out instead of being left running. A verb
+    may install its own handlers inside the block (serve, follow).
+    """
+    previous = {signum: signal.signal(signum, _exit_on_signal) for signum in _SIGNALS}
     try:
-        yield url
+        if settings.database_url:
+            checkpoints.reached("database-ready")
+            yield settings.database_url
+            return
+        embedded = EmbeddedPostgres(settings.data_dir)
+        try:
+            with _signals_held():
+                url = embedded.start()
+            checkpoints.reached("database-ready")
+            yield url
+        finally:
+            with _signals_held():
+                embedded.stop()
     finally:
-        embedded.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class ReadOnlyDatabase(Exception):

@@ -227,8 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "with the deployment's REST API, print each difference, and exit with 1 "
                     "if there is any.")
     _database_options(check)
-    check.add_argument("--root-url", default=os.environ.get("TCGRAPH_ROOT_URL"),
-                       help="the deployment's root URL (env TCGRAPH_ROOT_URL)")
+    _upstream_option(check, deprecated_root_url=False)
     check.add_argument("--sample", type=int, default=100, metavar="N",
                        help="tasks and index entries picked at random (default 100)")
     check.add_argument("--task-group", metavar="ID",

@@ -19,8 +19,9 @@ from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
 from tcgraph.precedence import entry_replaces, status_replaces
 from tcgraph.store import writes
 
-# Rows per write statement: large enough that round trips do not dominate,
-# small enough that one statement stays well inside the statement timeout.
+# Rows per write statement by default: large enough that round trips do not
+# dominate, small enough that one statement stays well inside the statement
+# timeout. Every writer takes its own (`batch_size`), tests small ones.
 BATCH_SIZE = 1000
 
 
@@ -57,9 +58,11 @@ class BatchWriter:
     in order.
     """
 
-    def __init__(self, conn: asyncpg.Connection, batch_size: int | None = None) -> None:
+    def __init__(self, conn: asyncpg.Connection, batch_size: int = BATCH_SIZE) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.conn = conn
-        self.batch_size = batch_size or BATCH_SIZE
+        self.batch_size = batch_size
         self.tasks: dict[str, TaskRow] = {}
         self.statuses: dict[str, Held] = {}
         self.entries: dict[tuple[str, str], IndexEntryRow] = {}

@@ -8,7 +8,8 @@ The process stops itself there with SIGSTOP; the test sees it stopped
 go on with SIGCONT. Unset, which it always is outside tests, `reached` does
 nothing.
 
-Points: `transaction-open` (a write transaction began, nothing written),
+Points: `database-ready` (a verb's database is up, the embedded one started,
+before the verb's work), `transaction-open` (a write transaction began, nothing written),
 `batch-written` (a batch's statements finished, uncommitted), `before-commit`
 (everything written, not committed), `committed`.
 """

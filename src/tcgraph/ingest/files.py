@@ -79,7 +79,8 @@ class ImportRefused(ImportFailed):
 
 
 async def import_source(
-    pool: asyncpg.Pool, source: str, *, progress: bool = False
+    pool: asyncpg.Pool, source: str, *, progress: bool = False,
+    batch_size: int = batches.BATCH_SIZE,
 ) -> ImportSummary:
     """Import one file (`-` for stdin) in one transaction.
 
@@ -93,7 +94,8 @@ async def import_source(
     propagates as it is.
 
     JSON Lines are read a line at a time; a single JSON document is parsed
-    whole, so dump large task groups as JSON Lines.
+    whole, so dump large task groups as JSON Lines. Rows are written
+    `batch_size` to a statement.
     """
     name = "<stdin>" if source == "-" else source
     lines = source != "-" and source.lower().endswith(_JSON_LINES_SUFFIXES)
@@ -117,14 +119,15 @@ async def import_source(
             with open(source, "rb") as file:
                 bar = Progress.open(name, _file_size(file)) if progress else None
                 try:
-                    return await _import(conn, _json_lines(file, name, bar, hint=True), name)
+                    return await _import(conn, _json_lines(file, name, bar, hint=True), name,
+                                         batch_size)
                 finally:
                     if bar:
                         bar.close()
         bar = Progress.open(name, len(data)) if progress else None
         try:
             parsed, whole = _json_or_json_lines(data, name, bar)
-            return await _import(conn, parsed, name, bar if whole else None)
+            return await _import(conn, parsed, name, batch_size, bar if whole else None)
         finally:
             if bar:
                 bar.close()
@@ -165,7 +168,8 @@ def _database_problem(error: BaseException) -> str:
 
 
 async def import_documents(
-    conn: asyncpg.Connection, documents: Iterable[tuple[str, object]], source: str
+    conn: asyncpg.Connection, documents: Iterable[tuple[str, object]], source: str,
+    batch_size: int = batches.BATCH_SIZE,
 ) -> ImportSummary:
     """Import parsed documents, given as (location, JSON value) pairs.
 
@@ -175,7 +179,7 @@ async def import_documents(
     file (its name is the taskId of a bare definition, as with `queue.task`
     dumped to `<taskId>.json`).
     """
-    return await _import(conn, documents, source)
+    return await _import(conn, documents, source, batch_size)
 
 
 # --- reading -------------------------------------------------------------
@@ -287,6 +291,7 @@ async def _import(
     conn: asyncpg.Connection,
     parsed: Iterable[tuple[str, object]],
     source: str,
+    batch_size: int,
     bar: Progress | None = None,
 ) -> ImportSummary:
     """Write every row of `parsed`; `bar`, if any, counts rows of one parsed document."""
@@ -296,7 +301,7 @@ async def _import(
         parsed = list(parsed)
         bar.count(sum(documents.row_estimate(document) for _, document in parsed), "rows")
     reader = documents.Reader(source)
-    writer = batches.BatchWriter(conn)
+    writer = batches.BatchWriter(conn, batch_size)
     try:
         for location, document in parsed:
             try:

@@ -34,9 +34,8 @@ from tcgraph.ingest.mirror import BatchResult, Delivery, Mirror
 from tcgraph.ingest.pulse import Backoff, PulseOptions, consume
 from tcgraph.ingest.reconcile import GROUP_HORIZON, ReconcileOptions, Reconciler
 from tcgraph.ingest.upstream import Upstream
-from tcgraph.store import mirror_writes, writes
+from tcgraph.store import mirror_writes
 from tcgraph.store.pool import open_pool
-from tcgraph.store.queries import mirror as queries
 
 log = logging.getLogger(__name__)
 
@@ -235,43 +234,20 @@ async def _expire(pool: asyncpg.Pool, options: FollowOptions) -> None:
 
 async def _backfill_groups(pool: asyncpg.Pool, upstream: Upstream, groups: asyncio.Queue[str],
                            options: FollowOptions) -> None:
-    """Walk each newly seen group once (also those queued before a restart)."""
+    """Walk each newly seen group (also those queued before a restart); one that fails
+    is tried again later (ingest.backfill.queued_groups) without holding up the others."""
     backoff = Backoff()
     while True:
         try:
-            for group in await queries.queued_groups(pool):
-                groups.put_nowait(group)
-            break
-        except Exception as e:  # the database is away
-            log.warning("follow: queued backfills not read (%s: %s)", type(e).__name__, e)
-            await backoff.pause()
-    seen: set[str] = set()
-    while True:
-        group = await groups.get()
-        if group in seen:
-            continue
-        while True:
-            try:
-                done = await backfill.task_group(pool, upstream, group,
+            pause = await backfill.queued_groups(pool, upstream,
                                                  max_tasks=options.backfill_max_tasks)
-                await mark_backfilled(pool, group, done.tasks)
-                backoff.reset()
-                log.info("follow: backfilled %s: %d tasks", done.what, done.tasks)
-                break
-            except Exception as e:  # the upstream or the database is away
-                log.warning("follow: backfill of task group %s failed (%s: %s); retrying",
-                            group, type(e).__name__, e)
-                await backoff.pause()
-        seen.add(group)
-
-
-async def mark_backfilled(pool: asyncpg.Pool, group: str, tasks: int) -> None:
-    """Record that `group` has been walked, so a restarted follower does not walk it again."""
-
-    async def work(conn: asyncpg.Connection) -> None:
-        await writes.group_backfilled(conn, group, tasks)
-
-    await writes.in_transaction(pool, work)
+            backoff.reset()
+        except Exception as e:  # the database is away
+            log.warning("follow: queued backfills not handled (%s: %s)", type(e).__name__, e)
+            await backoff.pause()
+            continue
+        with contextlib.suppress(TimeoutError):  # a group queued, or the next one due
+            await asyncio.wait_for(groups.get(), pause)
 
 
 async def run(database_url: str, settings: Settings, options: FollowOptions) -> None:

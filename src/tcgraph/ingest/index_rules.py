@@ -45,6 +45,11 @@ class Indexing:
     skipped: tuple[Skipped, ...]
 
 
+def is_index_path(path: str) -> bool:
+    """Whether the index service accepts `path` (its pattern, at most 255 characters)."""
+    return len(path) <= _MAX_PATH and INDEX_PATH.fullmatch(path) is not None
+
+
 def index_paths(routes: Iterable[object]) -> list[str]:
     """The index paths among a task's routes (`index.a.b` -> `a.b`), in order, once each."""
     found = [r[len(ROUTE_PREFIX):] for r in routes
@@ -95,7 +100,7 @@ def task_entries(task_id: str, definition: Mapping[str, object],
     entries: list[IndexEntryRow] = []
     skipped: list[Skipped] = []
     for path in paths:
-        if len(path) > _MAX_PATH or not INDEX_PATH.fullmatch(path):
+        if not is_index_path(path):
             skipped.append(Skipped(ROUTE_PREFIX + path, f"{path!r} is not an index path"))
             continue
         namespace, name = shapes.index_path(path)

@@ -30,7 +30,7 @@ from typing import Collection, Mapping, Sequence
 import asyncpg
 
 from tcgraph.ingest import events, index_rules
-from tcgraph.ingest.batches import BatchWriter
+from tcgraph.ingest.batches import BATCH_SIZE, BatchWriter
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.model import StatusRow, TaskRow
 from tcgraph.precedence import status_replaces
@@ -151,7 +151,8 @@ def _collect(deliveries: Sequence[Delivery]) -> _Collected:
     return found
 
 
-async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str]) -> int:
+async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str],
+                      batch_size: int = BATCH_SIZE) -> int:
     """Index the completed tasks among `task_ids` from what is stored; returns the entries.
 
     Reading the stored status (not the message) makes the result the same
@@ -159,7 +160,7 @@ async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str]) -> in
     """
     if not task_ids:
         return 0
-    writer = BatchWriter(conn)
+    writer = BatchWriter(conn, batch_size)
     for found in await queries.index_inputs(conn, list(task_ids)):
         indexing = index_rules.task_entries(found.task_id, found.definition,
                                             parse_time(found.resolved))
@@ -174,15 +175,16 @@ async def index_tasks(conn: asyncpg.Connection, task_ids: Collection[str]) -> in
 
 async def write_tasks(conn: asyncpg.Connection, definitions: Sequence[TaskRow],
                       statuses: Sequence[GroupStatus] = (),
-                      completed: Collection[str] = ()) -> int:
+                      completed: Collection[str] = (), *,
+                      batch_size: int = BATCH_SIZE) -> int:
     """Store definitions and statuses, keep those statuses
     whose task is still not stored in mirror_waiting, apply statuses that waited for
     the definitions, and index what completed among the definitions' tasks and
     `completed`: the part backfill and the follower share.
 
-    Returns how many statuses wait.
+    Returns how many statuses wait. Rows are written `batch_size` to a statement.
     """
-    writer = BatchWriter(conn)
+    writer = BatchWriter(conn, batch_size)
     for row in definitions:
         writer.add(row)
     for s in statuses:
@@ -195,7 +197,7 @@ async def write_tasks(conn: asyncpg.Connection, definitions: Sequence[TaskRow],
     ids = [row.task_id for row in definitions]
     if ids:
         await writes.promote_waiting(conn, ids)
-    await index_tasks(conn, {*ids, *completed})
+    await index_tasks(conn, {*ids, *completed}, batch_size)
     return len(waiting)
 
 
@@ -203,8 +205,12 @@ class Mirror:
     """Writes batches of messages into one database, fetching definitions as needed."""
 
     def __init__(self, pool: asyncpg.Pool, upstream: Upstream | None, *, queue_name: str,
-                 started: datetime, backfill: bool) -> None:
+                 started: datetime, backfill: bool, batch_size: int = BATCH_SIZE,
+                 retry_min_s: float = RETRY_MIN_S, retry_max_s: float = RETRY_MAX_S) -> None:
         self.pool = pool
+        self.batch_size = batch_size  # rows per write statement
+        self.retry_min_s = retry_min_s  # see RETRY_MIN_S
+        self.retry_max_s = retry_max_s
         self.upstream = upstream
         self.queue_name = queue_name
         self.started = started
@@ -217,9 +223,10 @@ class Mirror:
             return Fetched({}, {})
         if self.upstream is None:
             return Fetched({}, dict.fromkeys(expected, "no upstream to ask"))
+        invalid: dict[str, str] = {}
         try:
             async with asyncio.timeout(FETCH_TIMEOUT_S):
-                given = await self.upstream.definitions(expected.keys())
+                given = await self.upstream.definitions(expected.keys(), invalid)
         except Exception as e:  # the upstream is away, slow or misbehaving: the statuses wait
             problem = f"not fetched ({type(e).__name__}: {e})"
             log.warning("definitions of %d tasks %s; their statuses wait", len(expected), problem)
@@ -229,7 +236,7 @@ class Mirror:
         for task_id, says in expected.items():
             row = given.get(task_id)
             if row is None:
-                missing[task_id] = "the upstream did not give it"
+                missing[task_id] = invalid.get(task_id, "the upstream did not give it")
             elif (disagreement := says.disagreement(row)) is not None:
                 log.warning("definition of %s not stored: %s", task_id, disagreement)
                 missing[task_id] = disagreement
@@ -278,18 +285,20 @@ class Mirror:
         found = _collect(deliveries)
         missing = set(found.statuses) - await queries.stored_task_ids(self.pool,
                                                                       list(found.statuses))
-        fetched = (await self.fetch({t: Expected(found.groups[t], found.expires[t])
-                                     for t in missing})).rows
+        fetched = await self.fetch({t: Expected(found.groups[t], found.expires[t])
+                                    for t in missing})
 
         async def work(conn: asyncpg.Connection) -> BatchResult:
             new_groups: list[str] = []
             if self.backfill and missing:
                 new_groups = await writes.claim_groups(conn, [found.groups[t] for t in missing])
             waiting = await write_tasks(
-                conn, list(fetched.values()),
+                conn, list(fetched.rows.values()),
                 [GroupStatus(found.groups[t], status, found.expires[t])
                  for t, status in found.statuses.items()],
-                found.completed)
+                found.completed, batch_size=self.batch_size)
+            # This was an attempt at the definitions of the statuses that now wait.
+            await self._defer(conn, fetched.missing)
             if found.rejected:
                 await writes.insert_rejected(conn, found.rejected)
             last = deliveries[-1]
@@ -311,20 +320,25 @@ class Mirror:
         fetched = await self.fetch({w.task_id: Expected(w.task_group_id, w.expires)
                                     for w in due})
         refused = await self._store_definitions(list(fetched.rows.values()))
-        deferred = [writes.Deferred(t, p) for t, p in {**fetched.missing, **refused}.items()]
+        deferred = {**fetched.missing, **refused}
         if deferred:
             async def defer(conn: asyncpg.Connection) -> None:
-                await writes.defer_waiting(conn, deferred, min_s=RETRY_MIN_S,
-                                           max_s=RETRY_MAX_S)
+                await self._defer(conn, deferred)
 
             await writes.in_transaction(self.pool, defer)
         return len(fetched.rows) - len(refused)
+
+    async def _defer(self, conn: asyncpg.Connection, problems: Mapping[str, str]) -> None:
+        """Ask again later for the definitions of waiting statuses, saying why."""
+        if problems:
+            await writes.defer_waiting(conn, [writes.Deferred(t, p) for t, p in problems.items()],
+                                       min_s=self.retry_min_s, max_s=self.retry_max_s)
 
     async def _store_definitions(self, rows: Sequence[TaskRow]) -> dict[str, str]:
         """Store `rows` with the statuses that waited for them; those the store refuses
         (each then tried alone) are left out: returns why, by task id."""
         async def work(conn: asyncpg.Connection, rows: Sequence[TaskRow] = rows) -> None:
-            await write_tasks(conn, rows)
+            await write_tasks(conn, rows, batch_size=self.batch_size)
 
         if not rows:
             return {}

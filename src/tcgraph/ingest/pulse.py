@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 from urllib.parse import unquote, urlsplit
@@ -32,6 +31,8 @@ import aio_pika
 import aiormq.exceptions
 import taskcluster
 from aio_pika.abc import AbstractIncomingMessage
+from tenacity import (AsyncRetrying, RetryCallState, wait_exponential,
+                      wait_random_exponential)
 
 from tcgraph import metrics
 from tcgraph.ingest.events import EXCHANGES, TASK_EXCHANGES
@@ -131,18 +132,27 @@ class _ChannelClosed(Exception):
     """The channel went away while a batch was in hand: the broker redelivers it."""
 
 
+# The n-th pause in a row: between half and all of BACKOFF_MIN_S * 2^(n-1), at
+# most BACKOFF_MAX_S (half fixed, half random, so that retries spread out).
+_PAUSE = (wait_exponential(multiplier=BACKOFF_MIN_S / 2, max=BACKOFF_MAX_S / 2)
+          + wait_random_exponential(multiplier=BACKOFF_MIN_S / 2, max=BACKOFF_MAX_S / 2))
+
+
 class Backoff:
-    """Pauses that grow (with jitter) while a thing keeps failing, and reset once it works."""
+    """Pauses that grow (with jitter) while a thing keeps failing, and reset once it works
+    (tenacity's wait strategy, for loops that must go on for ever)."""
 
     def __init__(self) -> None:
-        self.delay = BACKOFF_MIN_S
+        self.reset()
 
     async def pause(self) -> None:
-        await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))
-        self.delay = min(self.delay * 2, BACKOFF_MAX_S)
+        """Wait before the next attempt: longer the more attempts have failed in a row."""
+        await asyncio.sleep(_PAUSE(self._state))
+        self._state.prepare_for_next_attempt()
 
     def reset(self) -> None:
-        self.delay = BACKOFF_MIN_S
+        """The thing worked: the next failure pauses briefly again."""
+        self._state = RetryCallState(AsyncRetrying(wait=_PAUSE), None, (), {})
 
 
 async def consume(options: PulseOptions, handle: Handler, watch: Watcher = _ignore) -> None:

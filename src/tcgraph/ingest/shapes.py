@@ -31,6 +31,8 @@ _TASKCLUSTER_TIME = re.compile(PATTERN)
 # The store's integer columns (retries, retriesLeft) are 32-bit.
 MAX_COUNT = 2**31 - 1
 
+# The fields of a definition's `metadata`, all strings (the API serves them as String!).
+METADATA_FIELDS = ("name", "description", "owner", "source")
 PRIORITIES = ("highest", "very-high", "high", "medium", "low", "very-low", "lowest", "normal")
 
 Path = tuple[str | int, ...]
@@ -147,6 +149,15 @@ def text(obj: Mapping[str, object], key: str, default: object = _REQUIRED) -> st
     return field(obj, key, str, "a string", default)  # type: ignore[return-value]
 
 
+def strings(obj: Mapping[str, object], key: str, default: object = _REQUIRED) -> list[str]:
+    """A list of strings."""
+    found = items(obj, key, "a list of strings", default)
+    for i, value in enumerate(found):
+        if not isinstance(value, str):
+            raise Invalid(f"expected a string, got {describe(value)}", (key, i))
+    return found  # type: ignore[return-value]
+
+
 def slugid(obj: Mapping[str, object], key: str) -> str:
     """A taskId (or taskGroupId) field."""
     value = text(obj, key)
@@ -217,18 +228,25 @@ def task_row(task_id: str, definition: object) -> TaskRow:
         if not isinstance(dependency, str) or not SLUGID.fullmatch(dependency):
             raise Invalid(f"{describe(dependency)} is not a taskId", ("dependencies", i))
         dependencies.append(dependency)
+    # What the API serves as strings is checked to be strings, as the queue's
+    # schema says: a number or null in `routes` would break `[String!]!`.
+    strings(definition, "routes", [])
     tags = members(definition, "tags", {})
     metadata = members(definition, "metadata", {})
-    label: str | None
     try:
-        label = text(tags, "label", None)
+        for key in tags:
+            text(tags, key)
     except Invalid as e:
         raise e.inside("tags")
+    try:
+        for key in METADATA_FIELDS:
+            if key in metadata:
+                text(metadata, key)  # null too: the API serves them as String!
+    except Invalid as e:
+        raise e.inside("metadata")
+    label = text(tags, "label", None)  # both checked above
     if label is None:
-        try:
-            label = text(metadata, "name", None)
-        except Invalid as e:
-            raise e.inside("metadata")
+        label = text(metadata, "name", None)
     # Stored as the queue returns it, with the timestamps in its format
     # (expires too, which the queue fills in when a task is created without one).
     stored = {**definition, "created": created_text, "deadline": deadline_text,

@@ -22,7 +22,7 @@ import aiohttp
 import taskcluster.aio
 from taskcluster.exceptions import TaskclusterRestFailure
 
-from tcgraph.ingest import shapes
+from tcgraph.ingest import index_rules, shapes
 from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,10 @@ class _Pages:
 class Upstream:
     """One deployment's queue and index; `close()` when done."""
 
-    def __init__(self, root_url: str, *, max_retries: int = 5) -> None:
+    def __init__(self, root_url: str, *, max_retries: int = 5,
+                 max_pages: int = MAX_PAGES) -> None:
         self.root_url = root_url.rstrip("/")
+        self.max_pages = max_pages
         self._session = aiohttp.ClientSession()
         options = {"rootUrl": self.root_url, "maxRetries": max_retries}
         self.queue = taskcluster.aio.Queue(options, session=self._session)
@@ -92,15 +94,17 @@ class Upstream:
     async def close(self) -> None:
         await self._session.close()
 
-    async def definitions(self, task_ids: Collection[str]) -> dict[str, TaskRow]:
-        """The definitions of the tasks among `task_ids` that the upstream holds."""
+    async def definitions(self, task_ids: Collection[str],
+                          invalid: dict[str, str] | None = None) -> dict[str, TaskRow]:
+        """The definitions of the tasks among `task_ids` that the upstream holds; those
+        that are not valid are left out, and said why in `invalid` (by task id)."""
         ids = sorted(set(task_ids))
         found: dict[str, TaskRow] = {}
         for start in range(0, len(ids), BATCH_IDS):
             chunk = ids[start:start + BATCH_IDS]
             if self.has_batch_route is not False:
                 try:
-                    found.update(await self._batch(chunk))
+                    found.update(await self._batch(chunk, invalid))
                     self.has_batch_route = True
                     continue
                 except TaskclusterRestFailure as e:
@@ -108,12 +112,13 @@ class Upstream:
                         raise
                     log.info("the upstream has no queue.tasks route: asking queue.task per task")
                     self.has_batch_route = False
-            for row in await asyncio.gather(*(self._single_task(t) for t in chunk)):
+            for row in await asyncio.gather(*(self._single_task(t, invalid) for t in chunk)):
                 if row is not None:
                     found[row.task_id] = row
         return found
 
-    async def _batch(self, task_ids: list[str]) -> dict[str, TaskRow]:
+    async def _batch(self, task_ids: list[str],
+                     invalid: dict[str, str] | None) -> dict[str, TaskRow]:
         found: dict[str, TaskRow] = {}
         asked = set(task_ids)
         # Each page answers at least one id, but for a few the upstream filtered out.
@@ -130,13 +135,14 @@ class Upstream:
                     log.warning("%s: %s was not asked for (skipped)", where,
                                 shapes.describe(task_id))
                     continue
-                row = _task_row(task_id, item.get("task"), where)
+                row = _task_row(task_id, item.get("task"), where, invalid)
                 if row is not None:
                     found[row.task_id] = row
             query = pages.next_query(answer, len(listed))
         return found
 
-    async def _single_task(self, task_id: str) -> TaskRow | None:
+    async def _single_task(self, task_id: str,
+                           invalid: dict[str, str] | None) -> TaskRow | None:
         async with self._single:
             try:
                 definition = await self.queue.task(task_id)
@@ -144,12 +150,12 @@ class Upstream:
                 if e.status_code == 404:
                     return None
                 raise
-        return _task_row(task_id, definition, f"queue.task {task_id}")
+        return _task_row(task_id, definition, f"queue.task {task_id}", invalid)
 
     async def task_group(self, task_group_id: str
                          ) -> AsyncIterator[list[tuple[TaskRow, StatusRow]]]:
         """The pages of `listTaskGroup`, each as (definition, status) rows."""
-        pages = _Pages(f"listTaskGroup {task_group_id}")
+        pages = _Pages(f"listTaskGroup {task_group_id}", self.max_pages)
         query: dict[str, object] | None = {"limit": PAGE_LIMIT}
         while query is not None:
             try:
@@ -185,15 +191,15 @@ class Upstream:
     async def index_entries(self, namespace: str) -> AsyncIterator[list[IndexEntryRow]]:
         """Every entry at or below `namespace`, a page at a time (listTasks, listNamespaces).
 
-        Each namespace is walked once, and only those listed below the one listing
-        them: a namespace listed under itself (or elsewhere) ends the walk.
+        Each namespace is walked once, and only index paths listed below the one
+        listing them (so the walk ends: each level is longer, and a path has at most
+        255 characters): a namespace listed under itself, or elsewhere, ends the walk.
         """
         pending = [namespace]
-        walked: set[str] = set()
+        seen = {namespace}
         while pending:
             current = pending.pop()
-            walked.add(current)
-            async for page in self._pages(self.index.listTasks, current, "tasks"):
+            async for page in self._pages(self.index.listTasks, "listTasks", current, "tasks"):
                 rows = []
                 for i, entry in enumerate(page):
                     try:
@@ -202,21 +208,23 @@ class Upstream:
                         log.warning("listTasks %s tasks[%d]: %s: %s", current, i,
                                     shapes.where("", e.path), e.problem)
                 yield rows
-            async for page in self._pages(self.index.listNamespaces, current, "namespaces"):
+            async for page in self._pages(self.index.listNamespaces, "listNamespaces", current,
+                                          "namespaces"):
                 for child in page:
                     path = child.get("namespace") if isinstance(child, dict) else None
                     if not isinstance(path, str):
                         continue
-                    if not path.startswith(f"{current}." if current else "") or path in walked \
-                            or path == current:
+                    below = path.startswith(f"{current}.") if current else True
+                    if not below or path in seen or not index_rules.is_index_path(path):
                         raise UpstreamMisbehaved(
-                            f"listNamespaces {current!r}: {path!r} is not a namespace below "
-                            "it, or was walked already; the walk was given up")
+                            f"listNamespaces {current!r}: {path[:300]!r} is not an index path "
+                            "below it, or was listed already; the walk was given up")
+                    seen.add(path)
                     pending.append(path)
 
-    async def _pages(self, method: object, namespace: str, key: str
+    async def _pages(self, method: object, name: str, namespace: str, key: str
                      ) -> AsyncIterator[list[object]]:
-        pages = _Pages(f"{getattr(method, '__name__', key)} {namespace!r}")
+        pages = _Pages(f"{name} {namespace!r}", self.max_pages)
         query: dict[str, object] | None = {"limit": PAGE_LIMIT}
         while query is not None:
             answer = await method(params={"namespace": namespace}, query=query)  # type: ignore[operator]
@@ -231,11 +239,15 @@ def _listed(answer: object, key: str) -> list[object]:
     return listed if isinstance(listed, list) else []
 
 
-def _task_row(task_id: object, definition: object, where: str) -> TaskRow | None:
+def _task_row(task_id: object, definition: object, where: str,
+              invalid: dict[str, str] | None = None) -> TaskRow | None:
     try:
         if not isinstance(task_id, str) or not shapes.SLUGID.fullmatch(task_id):
             raise shapes.Invalid(f"{shapes.describe(task_id)} is not a taskId", ("taskId",))
         return shapes.task_row(task_id, definition)
     except shapes.Invalid as e:
-        log.warning("%s: %s: %s (skipped)", where, shapes.where("", e.path), e.problem)
+        problem = f"{where}: {shapes.where('', e.path)}: {e.problem}"
+        log.warning("%s (skipped)", problem)
+        if invalid is not None and isinstance(task_id, str):
+            invalid[task_id] = f"invalid definition ({problem})"
         return None

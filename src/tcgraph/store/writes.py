@@ -20,13 +20,14 @@ statements can still deadlock, which `in_transaction` retries.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Awaitable, Callable, Sequence, TypeVar
 
 import asyncpg
+from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type,
+                      stop_after_attempt, wait_incrementing)
 
 from tcgraph.model import IndexEntryRow, NamespaceRow, StatusRow, TaskRow
 from tcgraph.precedence import entry_replaces_sql, status_replaces_sql
@@ -82,6 +83,12 @@ def refusal(error: BaseException) -> str:
     return f"{type(error).__name__}{code}: {error}"
 
 
+def _aborted(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    _log.info("write transaction aborted (%s), attempt %d of %d", type(error).__name__,
+              state.attempt_number, TRANSACTION_ATTEMPTS)
+
+
 async def in_transaction(
     pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]
 ) -> T:
@@ -91,17 +98,17 @@ async def in_transaction(
     `work` must be safe to run again from the start (it is: every write here is
     an idempotent upsert, and the aborted attempt left nothing behind).
     """
-    for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                return await work(conn)
-        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as e:
-            if attempt == TRANSACTION_ATTEMPTS:
-                raise
-            _log.info("write transaction aborted (%s), attempt %d of %d",
-                      type(e).__name__, attempt, TRANSACTION_ATTEMPTS)
-            await asyncio.sleep(_RETRY_PAUSE_S * attempt)
-    raise AssertionError("unreachable")  # the loop returns or raises
+    async def attempt() -> T:
+        async with pool.acquire() as conn, conn.transaction():
+            return await work(conn)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type((asyncpg.DeadlockDetectedError,
+                                       asyncpg.SerializationError)),
+        stop=stop_after_attempt(TRANSACTION_ATTEMPTS),
+        wait=wait_incrementing(start=_RETRY_PAUSE_S, increment=_RETRY_PAUSE_S),
+        before_sleep=_aborted, reraise=True)
+    return await retrying(attempt)
 
 
 _UPSERT_TASKS = """
@@ -426,9 +433,40 @@ async def claim_groups(conn: asyncpg.Connection, group_ids: Sequence[str]) -> li
 
 
 _GROUP_BACKFILLED = """
-UPDATE mirror_groups SET backfilled = now(), tasks = $2 WHERE task_group_id = $1"""
+UPDATE mirror_groups SET backfilled = now(), tasks = $2, failed = NULL, problem = NULL
+WHERE task_group_id = $1"""
 
 
 async def group_backfilled(conn: asyncpg.Connection, group_id: str, tasks: int) -> None:
     """Record that a queued group's backfill is done, with how many tasks it held."""
     await conn.execute(_GROUP_BACKFILLED, group_id, tasks)
+
+
+# mirror_groups_pkey. Attempt n (from 1) of `attempts` is followed by a pause of
+# first_s * 2^(n-1); once they are spent the group is failed, and tried again
+# every failed_every_s.
+_GROUP_ATTEMPT_FAILED = """
+UPDATE mirror_groups
+SET attempts = attempts + 1, problem = $2,
+    failed = CASE WHEN attempts + 1 >= $3 THEN COALESCE(failed, now()) END,
+    next_attempt = now() + make_interval(secs => CASE WHEN attempts + 1 >= $3 THEN $5
+                                                      ELSE $4 * power(2, attempts) END)
+WHERE task_group_id = $1
+RETURNING failed IS NOT NULL AS failed"""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRetry:
+    """When a queued group whose backfill failed is tried again."""
+
+    attempts: int  # before it is recorded as failed
+    first_s: float  # the pause after the first failure; it doubles after each
+    failed_every_s: float  # the pause between attempts once it is failed
+
+
+async def group_attempt_failed(conn: asyncpg.Connection, group_id: str, problem: str,
+                               retry: GroupRetry) -> bool:
+    """Record a failed backfill of a queued group and when to try again; returns
+    whether its attempts are spent (it is recorded as failed)."""
+    return bool(await conn.fetchval(_GROUP_ATTEMPT_FAILED, group_id, problem, retry.attempts,
+                                    retry.first_s, retry.failed_every_s))

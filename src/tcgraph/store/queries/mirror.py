@@ -63,13 +63,28 @@ async def waiting_due(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> li
             for r in await conn.fetch(_WAITING, limit)]
 
 
-# mirror_groups_pkey (few rows: only groups queued and not yet walked).
-_QUEUED_GROUPS = "SELECT task_group_id FROM mirror_groups WHERE backfilled IS NULL"
+# mirror_groups_due (a partial index: only groups queued and not yet walked).
+_GROUPS_DUE = """
+SELECT task_group_id FROM mirror_groups
+WHERE backfilled IS NULL AND next_attempt <= now()
+ORDER BY next_attempt, task_group_id LIMIT $1"""
 
 
-async def queued_groups(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
-    """Task groups queued for backfill and not walked yet (after a restart, say)."""
-    return [r["task_group_id"] for r in await conn.fetch(_QUEUED_GROUPS)]
+async def groups_due(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[str]:
+    """Up to `limit` task groups queued for backfill, not walked yet and due for an attempt."""
+    return [r["task_group_id"] for r in await conn.fetch(_GROUPS_DUE, limit)]
+
+
+# mirror_groups_due
+_NEXT_GROUP_DUE = """
+SELECT EXTRACT(EPOCH FROM min(next_attempt) - now()) FROM mirror_groups
+WHERE backfilled IS NULL"""
+
+
+async def next_group_due_in(conn: asyncpg.Connection | asyncpg.Pool) -> float | None:
+    """Seconds until the next queued group is due (0 or less: now), None if none is queued."""
+    due = await conn.fetchval(_NEXT_GROUP_DUE)
+    return None if due is None else float(due)
 
 
 @dataclass(frozen=True, slots=True)
