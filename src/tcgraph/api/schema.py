@@ -10,13 +10,14 @@ import strawberry
 from orjson import Fragment
 from graphql import GraphQLError
 from strawberry.extensions import (
-    DisableIntrospection, MaskErrors, MaxTokensLimiter, SchemaExtension,
+    DisableIntrospection, MaskErrors, SchemaExtension,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.scalar import ScalarDefinition
 from strawberry.types import Info
 
 from tcgraph import metrics
+from tcgraph.api.documents import DocumentCache, Documents
 from tcgraph.api.sqljson import Executor, plan
 from tcgraph.api.types.index import IndexedTask, Namespace
 from tcgraph.api.types.labels import LabelHistory, TaskGroup
@@ -25,7 +26,7 @@ from tcgraph.api.types.tasks import Task, TaskFilter, TaskStatus, storable, task
 from tcgraph.config import Settings
 from tcgraph.api.middleware import request_id
 from tcgraph.errors import ClientError, ServiceUnavailable, check_key_count
-from tcgraph.limits import DocumentShape, Limits
+from tcgraph.limits import Limits
 from tcgraph.loaders import JsonListKey
 from tcgraph.model import split_index_path
 from tcgraph.store.queries import mirror as mirror_queries
@@ -194,10 +195,14 @@ SCALARS: dict[object, ScalarDefinition] = {
 
 
 class Schema(strawberry.Schema):
-    """Strawberry's schema, whose executor takes JSON built in PostgreSQL (api/sqljson.py)."""
+    """Strawberry's schema, whose executor takes JSON built in PostgreSQL (api/sqljson.py).
 
-    def __init__(self, **kwargs: Any) -> None:
+    `documents` holds the documents it has parsed and checked (api/documents.py).
+    """
+
+    def __init__(self, documents: DocumentCache, **kwargs: Any) -> None:
         super().__init__(execution_context_class=Executor, **kwargs)
+        self.documents = documents
 
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # Errors about the request (bad documents, limits, cursors, outages)
@@ -232,9 +237,9 @@ class _MaskUnexpected(MaskErrors):
 def build_schema(settings: Settings | None = None) -> Schema:
     """The schema, with the limits and reporting `settings` ask for."""
     settings = settings or Settings()
+    documents = DocumentCache(settings.document_cache_entries, settings.document_cache_bytes)
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
-        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: DocumentShape(settings),
+        lambda: Documents(settings, documents),
         lambda: Limits(settings),
         metrics.OperationType,
     ]
@@ -244,7 +249,8 @@ def build_schema(settings: Settings | None = None) -> Schema:
         extensions.append(_MaskUnexpected)
     if settings.explain:
         extensions.append(SqlReport)
-    return Schema(query=Query, extensions=extensions, config=StrawberryConfig(scalar_map=SCALARS))
+    return Schema(documents, query=Query, extensions=extensions,
+                  config=StrawberryConfig(scalar_map=SCALARS))
 
 
 def sdl() -> str:
