@@ -18,7 +18,7 @@ from strawberry.types import Info
 
 from tcgraph import metrics
 from tcgraph.api.documents import DocumentCache, Documents
-from tcgraph.api.sqljson import Executor, plan
+from tcgraph.api.sqljson import executor, plan
 from tcgraph.api.types.index import IndexedTask, Namespace
 from tcgraph.api.types.labels import LabelHistory, TaskGroup
 from tcgraph.api.types.mirror import Mirror
@@ -201,7 +201,9 @@ class Schema(strawberry.Schema):
     """
 
     def __init__(self, documents: DocumentCache, **kwargs: Any) -> None:
-        super().__init__(execution_context_class=Executor, **kwargs)
+        super().__init__(**kwargs)
+        # Strawberry's own executor class (its public attribute), extended.
+        self.execution_context_class = executor(self.execution_context_class)
         self.documents = documents
 
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
