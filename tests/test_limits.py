@@ -207,3 +207,27 @@ async def test_a_null_include_that_never_runs_is_not_refused(
                            "fragment F on Task { label @include(if: $v) }",
                            {"v": None, "id": task.task_id})
     assert not result.errors and result.data == {"task": {"taskId": task.task_id}}
+
+
+# --- introspection off: no schema names in "Did you mean" hints ------------------------
+
+
+SUGGESTING = [
+    ('{ task(taskId: "x") { taskid } }', None),
+    ('{ taskGroup(taskGroupId: "g") { tasks(state: FAILD) { nodes { taskId } } } }', None),
+    ("query ($s: TaskState) { taskGroup(taskGroupId: \"g\") { tasks(state: $s) { "
+     "nodes { taskId } } } }", {"s": "FAILD"}),
+    ('{ labels(labels: ["x"], filter: {projectid: "p"}) { label } }', None),
+]
+
+
+@pytest.mark.parametrize("document, variables", SUGGESTING)
+async def test_without_introspection_errors_suggest_no_names(
+        pool: asyncpg.Pool, settings: Settings, document: str, variables: dict | None) -> None:
+    shown = await execute(pool, settings, document, variables)
+    assert "Did you mean" in shown.errors[0]["message"]
+    hidden = await execute(pool, settings.with_(introspection=False), document, variables)
+    assert hidden.errors and hidden.statements == 0
+    for error in hidden.errors:
+        assert "Did you mean" not in error["message"]
+        assert error["extensions"]["code"] in ("GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT")

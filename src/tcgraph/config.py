@@ -70,7 +70,17 @@ class Settings:
     send_timeout_ms: int = 60_000  # a client that stops reading an answer is dropped after it
     max_connections: int = 1_000
     max_aliases: int = 100  # aliases in one document
-    max_tokens: int = 20_000  # lexical tokens in one document (send keys as variables)
+    # Lexical tokens in one document (send keys as variables): a decision task's
+    # 10,000 keys written inline as literals take 10,069 (tests/api/test_documents.py).
+    max_tokens: int = 20_000
+    # Operations in one document: a client sends the one it runs; each costs
+    # validation whether it runs or not.
+    max_operations: int = 20
+    # Parsed and validated documents kept per server process, by the SHA-256 of
+    # their text (also the persisted queries' store): entries, and bytes (text
+    # and parse; see api/documents.py).
+    document_cache_entries: int = 1_000
+    document_cache_bytes: int = 64 * 2**20
     # Times one field (one response name) may appear in one selection set,
     # counting the fragments spread into it: GraphQL's validation compares
     # such fields pairwise.

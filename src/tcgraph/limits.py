@@ -9,11 +9,11 @@ a status's runs count 1 per parent. A document over
 `max_cost` is refused before any SQL. Every response reports its cost as
 `extensions.cost`, in the shape Shopify uses. The arithmetic is in measure.py.
 
-Depth, aliases and field repetition are measured before graphql-core's own
-validation runs (some of its rules take time quadratic in a field repeated in
-one selection set; Strawberry's own depth and alias limiters expand every
-fragment spread, exponential in a document whose fragments spread others
-twice); the token limit is Strawberry's, applied while parsing. Every limit's
+Depth, aliases and field repetition (`shape_errors`) are measured before
+graphql-core's own validation runs (api/documents.py: some of its rules take
+time quadratic in a field repeated in one selection set; Strawberry's own depth
+and alias limiters expand every fragment spread, exponential in a document
+whose fragments spread others twice); the token limit is applied while parsing. Every limit's
 error carries the same machine-readable `extensions` (`code: LIMIT_EXCEEDED`,
 the limit's name and value), and every other error about the document itself
 a code too: `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, or
@@ -24,7 +24,6 @@ schema needs a value, is refused before execution, with the cost).
 
 from __future__ import annotations
 
-import re
 import weakref
 from typing import Any, Iterator
 
@@ -38,18 +37,16 @@ from strawberry.types.graphql import OperationType
 from tcgraph.config import Settings
 from tcgraph.errors import BadInput, LimitExceeded
 from tcgraph.measure import (
-    Demands, alias_count, definition_depths, document_demands, repeated_fields,
+    Demands, alias_count, definition_depths, document_demands, lexed_tokens, operation_count,
+    repeated_fields,
 )
 
-# (pattern of the rule's message, the limit's name, the setting holding its value)
-_RULE_MESSAGES = (
-    (re.compile(r"Document contains more than (\d+) tokens"), "max_tokens"),
-)
-# graphql-core stops validating after this many errors (its default, which
-# Strawberry keeps) and says only "Validation aborted.".
+# graphql-core stops validating after this many errors (its default) and adds
+# one error saying so.
 MAX_VALIDATION_ERRORS = 100
-_TOO_MANY_ERRORS = "Too many validation errors"
-_ABORTED = "Validation aborted."
+# What graphql-core says when its rules overflow the stack on a deeply nested
+# document (it has no other way to tell): tests/test_dependencies.py checks it.
+VALIDATION_ABORTED = "Validation aborted."
 
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 # Each served schema's types as graphql-core sees them, for the cost walk.
@@ -79,6 +76,15 @@ def _limit_error(message: str, limit: str, maximum: int, value: int | None = Non
     return GraphQLError(message, extensions=_limit_extensions(limit, maximum, value, **more))
 
 
+def too_many_validation_errors(errors: list[GraphQLError]) -> list[GraphQLError]:
+    """`errors` of graphql-core's validation, its last replaced by a limit error if it stopped."""
+    if len(errors) <= MAX_VALIDATION_ERRORS:
+        return errors
+    return [*errors[:MAX_VALIDATION_ERRORS], _limit_error(
+        f"the document has more than {MAX_VALIDATION_ERRORS} errors; validation stopped there "
+        f"(max_validation_errors)", "max_validation_errors", MAX_VALIDATION_ERRORS)]
+
+
 def shape_errors(document: DocumentNode, settings: Settings) -> list[GraphQLError]:
     """Depth and repetition errors of `document`, measured in time linear in its size."""
     errors = []
@@ -95,6 +101,12 @@ def shape_errors(document: DocumentNode, settings: Settings) -> list[GraphQLErro
         errors.append(_limit_error(
             f"the document has more than {settings.max_aliases} aliases, counting each fragment "
             f"once per spread (max_aliases)", "max_aliases", settings.max_aliases))
+    operations = operation_count(document)
+    if operations > settings.max_operations:
+        errors.append(_limit_error(
+            f"the document has {operations} operations, over the limit of "
+            f"{settings.max_operations} (max_operations): send the one to run",
+            "max_operations", settings.max_operations, operations))
     repeated = repeated_fields(document, settings.max_field_repeats)
     if repeated is not None:
         errors.append(_limit_error(
@@ -113,47 +125,26 @@ def code_error(error: GraphQLError, settings: Settings, validated: bool) -> None
     """
     if error.extensions and "code" in error.extensions:
         return
-    for pattern, limit in _RULE_MESSAGES:
-        match = pattern.search(error.message)
-        if match:
-            error.extensions = _limit_extensions(limit, getattr(settings, limit))
-            return
-    if _TOO_MANY_ERRORS in error.message:
-        error.message = (f"the document has more than {MAX_VALIDATION_ERRORS} errors; "
-                         f"validation stopped there (max_validation_errors)")
-        error.extensions = _limit_extensions("max_validation_errors", MAX_VALIDATION_ERRORS)
-    elif error.message == _ABORTED:
+    if error.message == VALIDATION_ABORTED:
         # graphql-core gives up on documents too deeply nested for its rules.
         error.message = (f"the document nests too deeply to validate; its depth is over the "
                          f"limit of {settings.max_depth} (max_depth)")
         error.extensions = _limit_extensions("max_depth", settings.max_depth)
     elif isinstance(error, GraphQLSyntaxError):
-        error.extensions = {"code": PARSE_FAILED}
+        # The parser stops at `max_tokens` with a syntax error: count them to tell.
+        if error.source is not None and lexed_tokens(
+                error.source.body, settings.max_tokens + 1) > settings.max_tokens:
+            error.message = (f"the document has more than {settings.max_tokens} tokens "
+                             f"(max_tokens): send keys as variables, not literals")
+            error.extensions = _limit_extensions("max_tokens", settings.max_tokens)
+        else:
+            error.extensions = {"code": PARSE_FAILED}
     elif not validated:
         error.extensions = {"code": VALIDATION_FAILED}
     elif not error.path:
         # Raised by the executor before any field ran: the variables (or the
         # operation chosen) do not fit the document.
         error.extensions = {"code": BadInput.code}
-
-
-class DocumentShape(SchemaExtension):
-    """Refuses documents too deep, or repeating one field too often, before validation runs.
-
-    Setting the errors before validation makes Strawberry skip graphql-core's
-    rules, which are not all linear in such documents.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def on_validate(self) -> Iterator[None]:
-        ec = self.execution_context
-        if ec.graphql_document is not None and ec.pre_execution_errors is None:
-            errors = shape_errors(ec.graphql_document, self.settings)
-            if errors:
-                ec.pre_execution_errors = errors
-        yield
 
 
 class Limits(SchemaExtension):
@@ -181,9 +172,11 @@ class Limits(SchemaExtension):
         if ec.graphql_document is not None and not ec.result:
             demands = document_demands(_graphql_schema(ec.schema), ec.graphql_document,
                                        ec.operation_name, ec.variables,
-                                       self.settings.default_page_size)
+                                       self.settings.default_page_size,
+                                       hide_suggestions=not self.settings.introspection)
             if demands is not None:
-                self.cost = demands.cost
+                if not demands.coercion_errors:
+                    self.cost = demands.cost
                 refused = self.refusals(demands)
                 if refused and ec.operation_type is OperationType.SUBSCRIPTION:
                     # Strawberry subscribes whatever `result` holds; an error

@@ -27,7 +27,7 @@ from graphql import (
 from graphql.execution import get_argument_values, get_directive_values, get_variable_values
 from graphql.execution.values import VariableValues
 from graphql.language import (
-    DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode,
+    DocumentNode, Lexer, Source, TokenKind, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode,
     OperationDefinitionNode, SelectionSetNode,
 )
 
@@ -84,6 +84,26 @@ def spread_order(fragments: Mapping[str, FragmentDefinitionNode],
                 state[child] = False
                 stack.append((child, _spreads(fragments[child].selection_set)))
     return order
+
+
+def lexed_tokens(text: str, cap: int) -> int:
+    """The tokens of `text` as the parser counts them (comments aside), at most `cap`.
+
+    Lexing stops at the first character that is no token.
+    """
+    lexer = Lexer(Source(text))
+    count = 0
+    try:
+        while count < cap and lexer.advance().kind != TokenKind.EOF:
+            count += 1
+    except GraphQLError:
+        pass
+    return count
+
+
+def operation_count(document: DocumentNode) -> int:
+    """The operations `document` defines."""
+    return sum(isinstance(d, OperationDefinitionNode) for d in document.definitions)
 
 
 # --- depth --------------------------------------------------------------------
@@ -233,12 +253,12 @@ def choose_operation(document: DocumentNode,
     return next((o for o in operations if o.name and o.name.value == operation_name), None)
 
 
-def coerce_variables(schema: GraphQLSchema, operation: OperationDefinitionNode,
-                     given: object) -> VariableValues | None:
-    """The operation's variables as the executor will see them, or None where it will refuse them."""
-    values = get_variable_values(schema, operation.variable_definitions or (),
-                                 given if isinstance(given, dict) else {})
-    return None if isinstance(values, list) else values
+def coerce_variables(schema: GraphQLSchema, operation: OperationDefinitionNode, given: object,
+                     hide_suggestions: bool = False) -> VariableValues | list[GraphQLError]:
+    """The operation's variables as the executor will see them, or why it will refuse them."""
+    return get_variable_values(schema, operation.variable_definitions or (),
+                               given if isinstance(given, dict) else {},
+                               hide_suggestions=hide_suggestions)
 
 
 def _field_definition(parent: GraphQLNamedType | None, name: str,
@@ -262,9 +282,10 @@ class _CostWalk:
     """One operation's cost, each fragment costed once (see the module's docstring)."""
 
     def __init__(self, schema: GraphQLSchema, variables: VariableValues,
-                 default_page_size: int) -> None:
+                 default_page_size: int, hide_suggestions: bool) -> None:
         self.schema = schema
         self.variables = variables
+        self.hide_suggestions = hide_suggestions
         self.default_page_size = default_page_size
         self.largest_first = 0
         self.fragments: dict[str, int] = {}
@@ -279,8 +300,10 @@ class _CostWalk:
     def included(self, node: Any) -> bool:
         """@skip and @include as the executor decides them."""
         try:
-            skip = get_directive_values(GraphQLSkipDirective, node, self.variables)
-            include = get_directive_values(GraphQLIncludeDirective, node, self.variables)
+            skip = get_directive_values(GraphQLSkipDirective, node, self.variables,
+                                        hide_suggestions=self.hide_suggestions)
+            include = get_directive_values(GraphQLIncludeDirective, node, self.variables,
+                                           hide_suggestions=self.hide_suggestions)
         except GraphQLError as error:
             self.failed(error)
             return True  # count the selection; the request is refused anyway
@@ -288,7 +311,8 @@ class _CostWalk:
 
     def arguments(self, field: GraphQLField, node: FieldNode) -> dict[str, Any]:
         try:
-            return get_argument_values(field, node, self.variables)
+            return get_argument_values(field, node, self.variables,
+                                       hide_suggestions=self.hide_suggestions)
         except GraphQLError as error:
             self.failed(error)
             return {}
@@ -338,14 +362,14 @@ class _CostWalk:
 
 def operation_demands(schema: GraphQLSchema, document: DocumentNode,
                       operation: OperationDefinitionNode, variables: VariableValues,
-                      default_page_size: int) -> Demands:
+                      default_page_size: int, hide_suggestions: bool = False) -> Demands:
     """The cost of `operation` and its largest `first`, from coerced `variables`.
 
     Each object a field may return counts 1, multiplied by how many its parents
     may return; each spread counts its fragment's cost again (an upper bound:
     the executor merges repeated spreads, this count does not).
     """
-    walk = _CostWalk(schema, variables, default_page_size)
+    walk = _CostWalk(schema, variables, default_page_size, hide_suggestions)
     fragments = fragments_of(document)
     for name in spread_order(fragments, _spreads(operation.selection_set)):
         fragment = fragments[name]
@@ -360,17 +384,21 @@ def operation_demands(schema: GraphQLSchema, document: DocumentNode,
 
 
 def document_demands(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
-                     given_variables: object, default_page_size: int) -> Demands | None:
+                     given_variables: object, default_page_size: int,
+                     hide_suggestions: bool = False) -> Demands | None:
     """`operation_demands` of the operation the executor will choose, with the variables it will use.
 
-    None when the executor will refuse the request before running anything
-    (no such operation, variables it cannot coerce): its error says why.
+    None when the executor will refuse the request before running anything for
+    want of an operation (its error says why); variables it cannot coerce are
+    the `coercion_errors` of a Demands of cost 0. `hide_suggestions` leaves
+    "Did you mean" hints (names from the schema) out of the errors.
     """
     operation = choose_operation(document, operation_name)
     if operation is None:
         return None
-    variables = coerce_variables(schema, operation, given_variables)
-    if variables is None:
-        return None
-    return operation_demands(schema, document, operation, variables, default_page_size)
+    variables = coerce_variables(schema, operation, given_variables, hide_suggestions)
+    if isinstance(variables, list):
+        return Demands(0, 0, tuple(variables))
+    return operation_demands(schema, document, operation, variables, default_page_size,
+                             hide_suggestions)
 

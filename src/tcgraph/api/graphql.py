@@ -12,20 +12,22 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import strawberry
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from tcgraph import metrics
-from tcgraph.api import graphiql
+from tcgraph.api import graphiql, persisted
 from tcgraph.api.context import Context
+from tcgraph.api.persisted import PersistedQueryError
+from tcgraph.api.schema import Schema
 from tcgraph.api.subscriptions.transport import Connections, TransportHandler
 from tcgraph.config import Settings
 from tcgraph.errors import HTTP_CODES, UNAVAILABLE_CODES, LimitExceeded, error_body
@@ -54,7 +56,7 @@ class GraphQLApp(GraphQL):
     # Subscriptions: graphql-transport-ws only, with tcgraph's caps (api/subscriptions/).
     graphql_transport_ws_handler_class = TransportHandler
 
-    def __init__(self, schema: strawberry.Schema, settings: Settings) -> None:
+    def __init__(self, schema: Schema, settings: Settings) -> None:
         super().__init__(
             schema,
             graphql_ide="graphiql" if settings.graphiql else None,
@@ -65,6 +67,7 @@ class GraphQLApp(GraphQL):
         )
         self.settings = settings
         self.websockets = Connections(settings)
+        self.documents = schema.documents
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -81,6 +84,13 @@ class GraphQLApp(GraphQL):
             # GraphQL error body with a code, in the media type asked for.
             response = error_response(request, e.status_code, e.reason,
                                       HTTP_CODES.get(e.status_code, "BAD_REQUEST"))
+        except PersistedQueryError as e:
+            # Not found is an answer the client acts on (it sends the query):
+            # 200 as for other GraphQL errors, unless it asked for the
+            # GraphQL-over-HTTP media type, where a document that never ran is a 400.
+            found_nothing = e.code == persisted.NOT_FOUND
+            status = 400 if _accepts_graphql_response_json(request) or not found_nothing else 200
+            response = error_response(request, status, e.message, e.code)
         await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Any:
@@ -89,6 +99,12 @@ class GraphQLApp(GraphQL):
         request.state.sub_response = response
         return Context.create(request.app.state.pool, self.settings,
                               request=request, response=response)
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET naming its document by hash (a persisted query) has no `query`
+        # either, but asks for an answer, not the IDE.
+        return (super().should_render_graphql_ide(request)
+                and request.query_params.get("extensions") is None)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Strawberry's own page loads GraphiQL from a CDN; ours loads every
@@ -104,6 +120,14 @@ class GraphQLApp(GraphQL):
                 processed.pop("data", None)
                 sub_response.status_code = 400
         return processed
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        parsed = await super().parse_http_body(request)
+        if isinstance(parsed, list):
+            return parsed  # a batch, which Strawberry refuses while batching is off
+        return persisted.resolve(parsed, self.documents)
 
     def decode_json(self, data: str | bytes) -> object:
         # orjson refuses what json.loads lets through or chokes on (bytes

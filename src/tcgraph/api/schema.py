@@ -10,14 +10,15 @@ import strawberry
 from orjson import Fragment
 from graphql import GraphQLError
 from strawberry.extensions import (
-    DisableIntrospection, MaskErrors, MaxTokensLimiter, SchemaExtension,
+    DisableIntrospection, MaskErrors, SchemaExtension,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.scalar import ScalarDefinition
 from strawberry.types import Info
 
 from tcgraph import observe
-from tcgraph.api.sqljson import Executor, plan
+from tcgraph.api.documents import DocumentCache, Documents
+from tcgraph.api.sqljson import executor, plan
 from tcgraph.api.subscriptions.types import Subscription
 from tcgraph.api.types.index import IndexedTask, Namespace
 from tcgraph.api.types.labels import LabelHistory, TaskGroup
@@ -25,8 +26,8 @@ from tcgraph.api.types.mirror import Mirror
 from tcgraph.api.types.tasks import Task, TaskFilter, TaskStatus, storable, task_filter
 from tcgraph.config import Settings
 from tcgraph.errors import ClientError, ServiceUnavailable, check_key_count
+from tcgraph.limits import Limits
 from tcgraph.logs import request_id
-from tcgraph.limits import DocumentShape, Limits
 from tcgraph.loaders import JsonListKey
 from tcgraph.model import split_index_path
 from tcgraph.store.queries import mirror as mirror_queries
@@ -195,10 +196,16 @@ SCALARS: dict[object, ScalarDefinition] = {
 
 
 class Schema(strawberry.Schema):
-    """Strawberry's schema, whose executor takes JSON built in PostgreSQL (api/sqljson.py)."""
+    """Strawberry's schema, whose executor takes JSON built in PostgreSQL (api/sqljson.py).
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(execution_context_class=Executor, **kwargs)
+    `documents` holds the documents it has parsed and checked (api/documents.py).
+    """
+
+    def __init__(self, documents: DocumentCache, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Strawberry's own executor class (its public attribute), extended.
+        self.execution_context_class = executor(self.execution_context_class)
+        self.documents = documents
 
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # Errors about the request (bad documents, limits, cursors, outages)
@@ -233,9 +240,9 @@ class _MaskUnexpected(MaskErrors):
 def build_schema(settings: Settings | None = None) -> Schema:
     """The schema, with the limits and reporting `settings` ask for."""
     settings = settings or Settings()
+    documents = DocumentCache(settings.document_cache_entries, settings.document_cache_bytes)
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
-        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: DocumentShape(settings),
+        lambda: Documents(settings, documents),
         lambda: Limits(settings),
         observe.OperationType,
     ]
@@ -245,7 +252,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         extensions.append(_MaskUnexpected)
     if settings.explain:
         extensions.append(SqlReport)
-    return Schema(query=Query, subscription=Subscription, extensions=extensions,
+    return Schema(documents, query=Query, subscription=Subscription, extensions=extensions,
                   config=StrawberryConfig(scalar_map=SCALARS))
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import orjson
 from graphql import GraphQLOutputType
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from graphql.execution import Executor as GraphQLExecutor
 from strawberry.types.base import (
     StrawberryContainer, StrawberryObjectDefinition, get_object_definition,
 )
@@ -233,12 +233,15 @@ def plan_field(info: Info[Context, Any], field_name: str, type_name: str, row: s
     return _memo(info, f"field {field_name}", type_name, row, compile)
 
 
-class Executor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor, which takes JSON built in PostgreSQL as a completed value.
+class _SplicesFragments(GraphQLExecutor[Any]):
+    """Takes JSON built in PostgreSQL as a completed value.
 
     A resolver that answers a compiled selection returns an `orjson.Fragment`:
     the value of the whole field, checked by construction, to be spliced into
-    the response as it is.
+    the response as it is. graphql-core has no public hook for a value that is
+    already complete, so this overrides its `complete_value` (graphql-core 3.3's
+    signature; pyproject.toml pins the series and tests/test_dependencies.py
+    fails, naming this class, if the method changes).
     """
 
     def complete_value(self, return_type: GraphQLOutputType, field_details_list: Any,
@@ -247,3 +250,8 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
             return result
         return super().complete_value(return_type, field_details_list, info, path, result,
                                       position_context)
+
+
+def executor(base: type[GraphQLExecutor[Any]]) -> type[GraphQLExecutor[Any]]:
+    """`base` (Strawberry's executor class, as a schema holds it) that also splices fragments."""
+    return type("Executor", (_SplicesFragments, base), {})
