@@ -26,6 +26,7 @@ from tcgraph.api.rest.routes import ROUTES as REST_ROUTES
 from tcgraph.api.schema import build_schema
 from tcgraph.config import Settings
 from tcgraph.errors import HTTP_CODES, error_body
+from tcgraph.probes import serve_probes
 from tcgraph.store.pool import open_pool, pool_figures
 
 if TYPE_CHECKING:  # the follower's modules load only when it runs
@@ -88,6 +89,10 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
         metrics.worker_started()
         reporter = (asyncio.create_task(_report_pool(app.state.pool))
                     if metrics.multiprocess_mode() else None)
+        pool = app.state.pool
+        probes = (asyncio.create_task(serve_probes(
+            settings.host, settings.ops_port, settings.stall_timeout_ms / 1000,
+            lambda: pool_figures(pool))) if settings.ops_port else None)
         follower = None
         if follow is not None:
             from tcgraph.ingest.follow import run
@@ -97,7 +102,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
         try:
             yield
         finally:
-            for task in (follower, reporter):
+            for task in (follower, reporter, probes):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

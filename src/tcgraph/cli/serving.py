@@ -29,7 +29,7 @@ def exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def cannot_listen(host: str, port: int) -> str | None:
+def cannot_listen(host: str, port: int, flag: str = "--port") -> str | None:
     """Why `host:port` cannot be listened on (as uvicorn will), and what to do; None if it can."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as probe:
@@ -41,12 +41,12 @@ def cannot_listen(host: str, port: int) -> str | None:
         except OSError as e:
             reason = e.strerror or str(e)
             if e.errno == errno.EADDRINUSE:
-                return f"{reason} (is another server running? choose another --port)"
+                return f"{reason} (is another server running? choose another {flag})"
             if e.errno == errno.EADDRNOTAVAIL:
                 return (f"{reason}: {host} is not an address of this machine (give one of its "
                         f"addresses as --host, or 0.0.0.0 for all of them)")
             if e.errno == errno.EACCES:
-                return f"{reason} (ports below 1024 need privileges: choose another --port)"
+                return f"{reason} (ports below 1024 need privileges: choose another {flag})"
             return reason
     return None
 
@@ -72,10 +72,11 @@ def _metrics_dir(workers: int) -> Iterator[None]:
 
 
 def serve(settings: Settings, follow: FollowOptions | None) -> int:
-    why = cannot_listen(settings.host, settings.port)
-    if why:
-        console.error("tcgraph: cannot listen on %s:%d: %s", settings.host, settings.port, why)
-        return 1
+    for port, flag in ((settings.port, "--port"), (settings.ops_port, "--ops-port")):
+        why = cannot_listen(settings.host, port, flag) if port else None
+        if why:
+            console.error("tcgraph: cannot listen on %s:%d: %s", settings.host, port, why)
+            return 1
     with _metrics_dir(settings.workers):
         return _run_server(settings, follow)
 
