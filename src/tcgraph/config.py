@@ -23,6 +23,12 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 
+# prometheus-client's own variable: the directory where server processes keep
+# their figures for /metrics to sum. It must be set before prometheus-client is
+# imported, so it is named here, where nothing imports it.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 def default_data_dir() -> Path:
     """The per-user directory for the embedded PostgreSQL cluster."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator
 
 import asyncpg
@@ -15,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from tcgraph import logs, metrics, observe
+from tcgraph import logs, metrics, observe, probes
 from tcgraph.api import graphiql, references
 from tcgraph.api.graphql import GraphQLApp
 from tcgraph.api.middleware import (
@@ -24,9 +26,8 @@ from tcgraph.api.middleware import (
 from tcgraph.api.rest.errors import API_PREFIX, routing_error
 from tcgraph.api.rest.routes import ROUTES as REST_ROUTES
 from tcgraph.api.schema import build_schema
-from tcgraph.config import Settings
+from tcgraph.config import MULTIPROC_ENV, Settings
 from tcgraph.errors import HTTP_CODES, error_body
-from tcgraph.probes import serve_probes
 from tcgraph.store.pool import open_pool, pool_figures
 
 if TYPE_CHECKING:  # the follower's modules load only when it runs
@@ -89,10 +90,9 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
         metrics.worker_started()
         reporter = (asyncio.create_task(_report_pool(app.state.pool))
                     if metrics.multiprocess_mode() else None)
-        pool = app.state.pool
-        probes = (asyncio.create_task(serve_probes(
-            settings.host, settings.ops_port, settings.stall_timeout_ms / 1000,
-            lambda: pool_figures(pool))) if settings.ops_port else None)
+        # The probe process (serve --ops-port) reads this loop's heartbeat.
+        heartbeat = (asyncio.create_task(probes.beat(Path(os.environ[MULTIPROC_ENV])))
+                     if settings.ops_port else None)
         follower = None
         if follow is not None:
             from tcgraph.ingest.follow import run
@@ -102,7 +102,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
         try:
             yield
         finally:
-            for task in (follower, reporter, probes):
+            for task in (follower, reporter, heartbeat):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
