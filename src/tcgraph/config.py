@@ -163,7 +163,8 @@ class Settings:
         if self.default_page_size > self.max_page_size:
             raise SettingError("TCGRAPH_DEFAULT_PAGE_SIZE must not exceed TCGRAPH_MAX_PAGE_SIZE")
         if self.ops_port == self.port:
-            raise SettingError(f"TCGRAPH_OPS_PORT must differ from TCGRAPH_PORT ({self.port})")
+            raise SettingError(f"TCGRAPH_OPS_PORT (--ops-port) must differ from TCGRAPH_PORT "
+                               f"(--port), both {self.port}")
         if self.pool_min_size > self.pool_max_size:
             raise SettingError("TCGRAPH_POOL_MIN_SIZE must not exceed TCGRAPH_POOL_MAX_SIZE")
         for pattern in self.allowed_host_list:
