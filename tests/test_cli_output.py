@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import socket
 import subprocess
 import sys
@@ -149,3 +150,35 @@ def test_an_address_of_another_machine_gets_the_host_hint(database_url: str) -> 
     assert unknown.returncode == 1
     assert "'nowhere.invalid' is not an address, nor a name this machine resolves" in \
         unknown.stderr
+
+
+def test_an_import_on_a_terminal_in_json_format_draws_no_progress_bar(
+        database_url: str, tmp_path: Path) -> None:
+    # Over a mebibyte, on a terminal: a progress bar in text format, none in JSON.
+    dump = tmp_path / "entries.jsonl"
+    dump.write_text("".join(json.dumps({
+        "namespace": f"gecko.v2.progress.{n:06d}.build", "taskId": "NiOphb3AQf65nOJVfFZs7g",
+        "rank": n, "data": {"padding": "x" * 40}, "expires": "2030-01-01T00:00:00.000Z"}) + "\n"
+        for n in range(9000)))
+    assert dump.stat().st_size > 1 << 20
+    primary, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tcgraph", "import", "--log-format", "json",
+             "--database-url", database_url, str(dump)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal)
+        os.close(terminal)
+        written = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal's other end closed: the process is done
+                break
+            if not chunk:
+                break
+            written += chunk
+        assert process.wait(120) == 0
+    finally:
+        os.close(primary)
+    records = json_lines(written.decode().replace("\r\n", "\n"))
+    assert records[-1]["message"].endswith("committed: 0 tasks, 0 statuses, 9000 index entries")

@@ -79,7 +79,8 @@ def test_every_setting_is_read_by_the_same_rules_from_a_variable_or_a_flag() -> 
         default = getattr(Settings(), field.name)
         if isinstance(default, bool) or not isinstance(default, int):
             continue
-        low = 0 if field.name in ("verbose", "statement_cache_size", "pool_min_size") else 1
+        low = 0 if field.name in ("verbose", "statement_cache_size", "pool_min_size",
+                                  "ops_port") else 1
         for source, read in ((env_name(field.name), lambda raw: Settings.from_env(
                 {env_name(field.name): raw})), (flag_name(field.name), lambda raw: (
                 Settings.from_env({}, flags={field.name: raw})))):

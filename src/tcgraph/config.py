@@ -25,6 +25,12 @@ from urllib.parse import urlsplit
 from tcgraph.keys import DEFAULT_MAX_KEYS, DEFAULT_MAX_PAGE_SIZE
 
 
+# prometheus-client's own variable: the directory where server processes keep
+# their figures for /metrics to sum. It must be set before prometheus-client is
+# imported, so it is named here, where nothing imports it.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 def default_data_dir() -> Path:
     """The per-user directory for the embedded PostgreSQL cluster."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -42,6 +48,11 @@ class Settings:
     data_dir: Path = default_data_dir()
     host: str = "127.0.0.1"
     port: int = 8000
+    # Where a thread of each server process answers /health/live and /metrics
+    # however busy the event loop is (probes.py); 0: not at all.
+    ops_port: int = 0
+    # /health/live on the ops port fails once the event loop has not run this long.
+    stall_timeout_ms: int = 10_000
     workers: int = 1  # server processes; each has its own pool
     demo: bool = False
     explain: bool = False
@@ -176,6 +187,9 @@ class Settings:
             _check(field.name, getattr(self, field.name), env_name(field.name))
         if self.default_page_size > self.max_page_size:
             raise SettingError("TCGRAPH_DEFAULT_PAGE_SIZE must not exceed TCGRAPH_MAX_PAGE_SIZE")
+        if self.ops_port == self.port:
+            raise SettingError(f"TCGRAPH_OPS_PORT (--ops-port) must differ from TCGRAPH_PORT "
+                               f"(--port), both {self.port}")
         if self.pool_min_size > self.pool_max_size:
             raise SettingError("TCGRAPH_POOL_MIN_SIZE must not exceed TCGRAPH_POOL_MAX_SIZE")
         for pattern in self.allowed_host_list:
@@ -203,6 +217,7 @@ def flag_name(name: str) -> str:
 # setting must be at least 1.
 _INT_BOUNDS: dict[str, tuple[int, int | None]] = {
     "port": (1, 65_535),
+    "ops_port": (0, 65_535),  # 0: no ops port
     "verbose": (0, None),
     "statement_cache_size": (0, None),  # 0: no prepared-statement cache
     "pool_min_size": (0, None),

@@ -174,7 +174,8 @@ class BoundedProtocol(HttpToolsProtocol):
             log.warning("refused a connection: %d are open (max_connections)", maximum)
             self._refuse("503 Service Unavailable",
                          f"the server has {maximum} open connections, its limit "
-                         f"(max_connections): try again later", "max_connections", maximum)
+                         f"(max_connections): try again later", "max_connections", maximum,
+                         linger=False)  # one more socket held would defeat the limit
             return
         self._arm_header_deadline()
 
@@ -262,11 +263,12 @@ class BoundedProtocol(HttpToolsProtocol):
                      f"(header_timeout_ms)", "header_timeout_ms", timeout_ms)
 
     def _refuse(self, status: str, message: str, limit: str, maximum: int,
-                value: int | None = None) -> None:
+                value: int | None = None, linger: bool = True) -> None:
         """Answer `status` with a coded body and close the connection.
 
-        A request still arriving is read and dropped meanwhile, for LINGER_S
-        at most: closing with its bytes unread would reset the connection.
+        With `linger`, a request still arriving is read and dropped meanwhile,
+        for LINGER_S at most: closing with its bytes unread would reset the
+        connection. Without, it is closed as soon as the answer is sent.
         """
         if self.transport.is_closing() or self.refused:
             return
@@ -277,6 +279,9 @@ class BoundedProtocol(HttpToolsProtocol):
             details["value"] = value
         metrics.note_errors([{"code": LimitExceeded.code, **details}])
         self.transport.write(_raw_response(status, message, LimitExceeded.code, **details))
+        if not linger:
+            self.transport.close()
+            return
         # Half-close: the answer and end of file go out, reading goes on.
         if self.transport.can_write_eof():
             self.transport.write_eof()

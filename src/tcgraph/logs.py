@@ -104,6 +104,11 @@ def configure(verbosity: int = 0, log_format: str = "text") -> None:
     sys.excepthook = _log_uncaught if json else sys.__excepthook__
 
 
+def json_format() -> bool:
+    """Whether lines are written as JSON objects (as `configure` was last told)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in console.handlers)
+
+
 def requested_format(argv: list[str], environ: dict[str, str]) -> str:
     """The log format asked for, read before the arguments are checked (so that their
     refusal is written in it too): `--log-format`, else TCGRAPH_LOG_FORMAT, else text."""

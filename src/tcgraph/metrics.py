@@ -6,8 +6,8 @@ without loading the web stack. `observe.py` is the HTTP side: the middleware
 that counts every request and the `GET /metrics` endpoint.
 
 With several server processes (`serve --workers N`) tcgraph points
-`PROMETHEUS_MULTIPROC_DIR` (`MULTIPROC_ENV`) at a directory of its own before
-the workers start, and every figure is the sum over the workers, whichever of
+prometheus-client's variable (`config.MULTIPROC_ENV`) at a directory of its own
+before the workers start, and every figure is the sum over the workers, whichever of
 them answers the scrape (prometheus-client's multiprocess mode). The variable
 must be set before this module is imported.
 
@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 from prometheus_client import (REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess)
 
+from tcgraph.config import MULTIPROC_ENV
+
 if TYPE_CHECKING:
     from tcgraph.store.pool import PoolFigures, SqlStats
 
-# prometheus-client's own variable: where worker processes keep their figures.
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter("tcgraph_requests", "HTTP requests answered",
                    ["route", "operation", "status"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator
 
 import asyncpg
@@ -15,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from tcgraph import logs, metrics, observe
+from tcgraph import logs, metrics, observe, probes
 from tcgraph.api import graphiql, references
 from tcgraph.api.graphql import GraphQLApp
 from tcgraph.api.middleware import (
@@ -25,7 +27,7 @@ from tcgraph.api.rest.errors import API_PREFIX, routing_error
 from tcgraph.api.rest.routes import ROUTES as REST_ROUTES
 from tcgraph.api.subscriptions.hub import Hub
 from tcgraph.api.schema import build_schema
-from tcgraph.config import Settings
+from tcgraph.config import MULTIPROC_ENV, Settings
 from tcgraph.errors import HTTP_CODES, error_body
 from tcgraph.store.pool import open_pool, pool_figures
 
@@ -93,6 +95,9 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
         metrics.worker_started()
         reporter = (asyncio.create_task(_report_pool(app.state.pool))
                     if metrics.multiprocess_mode() else None)
+        # The probe process (serve --ops-port) reads this loop's heartbeat.
+        heartbeat = (asyncio.create_task(probes.beat(Path(os.environ[MULTIPROC_ENV])))
+                     if settings.ops_port else None)
         follower = None
         if follow is not None:
             from tcgraph.ingest.follow import run
@@ -102,7 +107,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
         try:
             yield
         finally:
-            for task in (follower, reporter):
+            for task in (follower, reporter, heartbeat):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

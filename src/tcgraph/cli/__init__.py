@@ -16,7 +16,7 @@ from typing import Sequence
 from tcgraph import logs
 from tcgraph.cli.database import database, migrated, migration_plan
 from tcgraph.cli.options import build_parser, follow_settings, setting_flags, upstream_root_url
-from tcgraph.cli.serving import exit_on_signal, serve
+from tcgraph.cli.serving import exit_on_signal, metrics_dir, serve
 from tcgraph.cli.verbs import expire_now, import_files, write_demo_data
 from tcgraph.config import Settings
 
@@ -42,10 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         say.error("tcgraph: %s", e)
         return 2
     logs.configure(settings.verbose, settings.log_format)
+    if args.verb == "serve":
+        # Before anything imports prometheus-client (the follower's modules do).
+        with metrics_dir(settings) as directory:
+            try:
+                follow_options = follow_settings(args) if args.follow else None
+            except ValueError as e:
+                say.error("tcgraph serve: %s", e)
+                return 2
+            if follow_options is not None and settings.workers != 1:
+                say.error("tcgraph serve: --follow runs in one server process (--workers 1)")
+                return 2
+            return serve(settings, follow_options, directory)
     follow_options = None
     upstream = None
     try:
-        if args.verb == "follow" or (args.verb == "serve" and args.follow):
+        if args.verb == "follow":
             follow_options = follow_settings(args)
         if args.verb == "backfill":
             upstream = upstream_root_url(args)
@@ -58,11 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         say.error("tcgraph %s: %s", args.verb, e)
         return 2
-    if args.verb == "serve":
-        if follow_options is not None and settings.workers != 1:
-            say.error("tcgraph serve: --follow runs in one server process (--workers 1)")
-            return 2
-        return serve(settings, follow_options)
     if getattr(args, "keep_per_label", None) is not None and args.keep_per_label < 0:
         say.error("tcgraph %s: --keep-per-label must be at least 0", args.verb)
         return 2

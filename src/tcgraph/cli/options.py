@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
              "direct URL (default --database-url; never a transaction-pooling pgbouncer)")
     _setting(serve, "host", "address to listen on")
     _setting(serve, "port", "port to listen on")
+    _setting(serve, "ops_port", "also answer /health/live and /metrics on this port, from a "
+             "thread, however busy the server is (0: not)")
     _setting(serve, "header_timeout_ms",
              "close a connection whose request headers take longer")
     _setting(serve, "body_timeout_ms", "refuse a request whose body takes longer after its headers")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from tcgraph import logs
+
 # A progress bar is only worth drawing for files that take a while.
 PROGRESS_MIN_BYTES = 1 << 20
 
@@ -23,8 +25,9 @@ class Progress:
 
     @classmethod
     def open(cls, label: str, size: int) -> Progress | None:
-        """A bar counting `size` bytes, or None: not on a terminal, or a small file."""
-        if size < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+        """A bar counting `size` bytes, or None: not on a terminal, in JSON log format
+        (where every line is an object), or a small file."""
+        if size < PROGRESS_MIN_BYTES or not sys.stderr.isatty() or logs.json_format():
             return None
         return cls(label, size)
 
