@@ -26,7 +26,7 @@ from strawberry.types import ExecutionResult
 from tcgraph import metrics
 from tcgraph.api import graphiql
 from tcgraph.api.context import Context
-from tcgraph.api.subscriptions.transport import Connections, TransportHandler
+from tcgraph.api.subscriptions.transport import Connections, TextFrames, TransportHandler
 from tcgraph.config import Settings
 from tcgraph.errors import HTTP_CODES, UNAVAILABLE_CODES, LimitExceeded, error_body
 
@@ -53,6 +53,7 @@ class GraphQLApp(GraphQL):
 
     # Subscriptions: graphql-transport-ws only, with tcgraph's caps (api/subscriptions/).
     graphql_transport_ws_handler_class = TransportHandler
+    websocket_adapter_class = TextFrames
 
     def __init__(self, schema: strawberry.Schema, settings: Settings) -> None:
         super().__init__(
