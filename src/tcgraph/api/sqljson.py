@@ -204,6 +204,14 @@ def plan_field(info: Info[Context, Any], field_name: str, type_name: str, row: s
     return _memo(info, f"field {field_name}", type_name, row, compile)
 
 
+def response_keys(info: Info[Context, Any]) -> list[tuple[str, str, int]]:
+    """The current field's selection as GraphQL collects it: (response key, field name,
+    number of sub-selections) in order, fragments spread, `@skip`/`@include` applied."""
+    fields: dict[str, tuple[str, list[Selection]]] = {}
+    _Compiler(info).collect(_selection(info), fields)
+    return [(key, name, len(sub)) for key, (name, sub) in fields.items()]
+
+
 class Executor(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor, which takes JSON built in PostgreSQL as a completed value.
 
