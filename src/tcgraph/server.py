@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from tcgraph import logs, metrics, observe, probes
 from tcgraph.api import graphiql, references
+from tcgraph.api import live as live_page
 from tcgraph.api.graphql import GraphQLApp
 from tcgraph.api.middleware import (
     REQUEST_ID_HEADER, AllowedHosts, BodyDeadline, BodyLimit, RequestId,
@@ -125,6 +126,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
         Route("/metrics", observe.endpoint, methods=["GET"]),
         *REST_ROUTES,
         *references.routes,
+        *live_page.routes,
         *([Mount(graphiql.STATIC_PATH, graphiql.static_files(), name="graphiql-static")]
           if settings.graphiql else []),
     ]

@@ -24,7 +24,8 @@ from tcgraph.errors import error_body
 STATIC_DIR = Path(__file__).parent / "static" / "graphiql"
 STATIC_PATH = "/graphiql/static"
 # In load order: GraphiQL's UMD build expects React and ReactDOM as globals.
-SCRIPTS = ("react.production.min.js", "react-dom.production.min.js", "graphiql.min.js")
+SCRIPTS = ("react.production.min.js", "react-dom.production.min.js", "graphiql.min.js",
+           "graphql-ws.min.js")
 STYLESHEETS = ("graphiql.min.css",)
 ASSETS = SCRIPTS + STYLESHEETS
 
@@ -57,7 +58,13 @@ function remember(name, value) {
   const search = params.toString();
   history.replaceState(null, "", window.location.pathname + (search ? "?" + search : ""));
 }
-const fetcher = GraphiQL.createFetcher({ url: window.location.pathname });
+// Subscriptions go over graphql-transport-ws on the same path (docs/subscriptions.md).
+const socketUrl = new URL(window.location.pathname, window.location.href);
+socketUrl.protocol = socketUrl.protocol === "https:" ? "wss:" : "ws:";
+const fetcher = GraphiQL.createFetcher({
+  url: window.location.pathname,
+  wsClient: graphqlWs.createClient({ url: socketUrl.href, lazy: true }),
+});
 ReactDOM.createRoot(document.getElementById("graphiql")).render(
   React.createElement(GraphiQL, {
     fetcher: fetcher,

@@ -28,7 +28,7 @@ from tcgraph.api import graphiql, persisted
 from tcgraph.api.context import Context
 from tcgraph.api.persisted import PersistedQueryError
 from tcgraph.api.schema import Schema
-from tcgraph.api.subscriptions.transport import Connections, TransportHandler
+from tcgraph.api.subscriptions.transport import Connections, TextFrames, TransportHandler
 from tcgraph.config import Settings
 from tcgraph.errors import HTTP_CODES, UNAVAILABLE_CODES, LimitExceeded, error_body
 
@@ -55,6 +55,7 @@ class GraphQLApp(GraphQL):
 
     # Subscriptions: graphql-transport-ws only, with tcgraph's caps (api/subscriptions/).
     graphql_transport_ws_handler_class = TransportHandler
+    websocket_adapter_class = TextFrames
 
     def __init__(self, schema: Schema, settings: Settings) -> None:
         super().__init__(

@@ -233,6 +233,14 @@ def plan_field(info: Info[Context, Any], field_name: str, type_name: str, row: s
     return _memo(info, f"field {field_name}", type_name, row, compile)
 
 
+def response_keys(info: Info[Context, Any]) -> list[tuple[str, str, int]]:
+    """The current field's selection as GraphQL collects it: (response key, field name,
+    number of sub-selections) in order, fragments spread, `@skip`/`@include` applied."""
+    fields: dict[str, _Collected] = {}
+    _Compiler(info).collect(_selection(info), fields)
+    return [(key, f.name, len(f.selections)) for key, f in fields.items()]
+
+
 class _SplicesFragments(GraphQLExecutor[Any]):
     """Takes JSON built in PostgreSQL as a completed value.
 

@@ -166,3 +166,35 @@ async def test_bad_future_and_expired_cursors_are_coded_errors(
                 await client.subscribe(op_id, GROUP_CHANGES, g="g", after=cursor)
                 extensions = await error_of(client, op_id)
                 assert extensions == {"code": "CURSOR_EXPIRED", "argument": "after"}
+
+
+DIFFERENTIAL = """
+subscription($g: ID!) {
+  first: taskGroupChanges(taskGroupId: $g) {
+    __typename c: cursor ...on TaskChange { taskId id: taskId }
+    task { taskId label status { state runs { runId state } } }
+    taskId
+  }
+}"""
+
+
+async def test_rendered_changes_equal_the_resolvers_answers(
+        database_url: str, settings: Settings, pool: asyncpg.Pool) -> None:
+    tasks = [FakeTask(task_group_id="g", state="pending") for _ in range(3)]
+    await store(pool, tasks)
+    answers = []
+    # sql_json off: every field resolved per subscriber; on: rendered once per change.
+    for sql_json in (False, True):
+        with serving(create_app(settings.with_(sql_json=sql_json), database_url)) as url:
+            async with connected(url) as client:
+                await client.subscribe("d", DIFFERENTIAL, g="g")
+                opening = await changes(client, "d", 3)
+                await pool.execute("DELETE FROM tasks WHERE task_id = $1", tasks[0].task_id)
+                gone = await changes(client, "d", 1)
+                await store(pool, [tasks[0]])
+                back = await changes(client, "d", 1)
+        answers.append([{k: v for k, v in c.items() if k != "c"}
+                        for c in [*opening, *gone, *back]])
+        assert list(opening[0]) == ["__typename", "c", "taskId", "id", "task"]
+    assert answers[0] == answers[1]
+    assert answers[1][3]["task"] is None

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine, Iterable
 
 import asyncpg
@@ -58,14 +58,17 @@ class Delivery:
     `task` is the subscriber's compiled selection of the task (JSON text), a
     task row for the resolvers when the selection cannot be compiled, or None
     if the task is no longer stored. `loaders` are fresh ones for whatever the
-    resolvers still need.
+    resolvers still need. One Delivery is shared by every subscriber with the
+    same selection of `task`; `rendered` keeps its whole TaskChange, rendered
+    once per selection (api/subscriptions/types.py), for all of them.
     """
 
     position: Position | None  # None for the opening snapshot
     cursor: str
     task_id: str
-    task: orjson.Fragment | Task | None
+    task: str | Task | None
     loaders: Loaders
+    rendered: dict[object, orjson.Fragment] = field(default_factory=dict)
 
 
 Closer = Callable[[int, str], Coroutine[Any, Any, None]]
@@ -311,22 +314,23 @@ class Hub:
 
 
 async def load_tasks(loaders: Loaders, wanted: dict[str | None, set[str]]
-                     ) -> dict[str | None, dict[str, orjson.Fragment | Task | None]]:
+                     ) -> dict[str | None, dict[str, str | Task | None]]:
     """The tasks `wanted` per compiled selection (None: rows for the resolvers), loaded in
     one tick so that the loaders batch them: one statement per batch of keys, whatever
     the number of selections."""
     keys: list[tuple[str | None, str]] = [(shape, task_id) for shape, ids in wanted.items()
                                           for task_id in sorted(ids)]
 
-    async def one(shape: str | None, task_id: str) -> orjson.Fragment | Task | None:
+    async def one(shape: str | None, task_id: str) -> str | Task | None:
         if shape is None:
             found: Task | None = await loaders.task.load(task_id)
             return found
-        text = await loaders.tasks_json.load(JsonListKey(shape, (task_id,), single=True))
-        return None if text is None else orjson.Fragment(text)
+        text: str | None = await loaders.tasks_json.load(
+            JsonListKey(shape, (task_id,), single=True))
+        return text
 
     answers = await asyncio.gather(*(one(shape, task_id) for shape, task_id in keys))
-    loaded: dict[str | None, dict[str, orjson.Fragment | Task | None]] = defaultdict(dict)
+    loaded: dict[str | None, dict[str, str | Task | None]] = defaultdict(dict)
     for (shape, task_id), answer in zip(keys, answers):
         loaded[shape][task_id] = answer
     return loaded

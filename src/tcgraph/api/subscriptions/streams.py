@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, AsyncGenerator, AsyncIterator, Sequence
 
 import asyncpg
-import orjson
 
 from tcgraph.api.subscriptions import cursors
 from tcgraph.api.subscriptions.cursors import Snapshot, decode, encode
@@ -146,14 +145,14 @@ async def read_snapshot(hub: Hub, key: Key, shape: str | None
 
 
 async def _group_tasks(loaders: Loaders, group: str, shape: str | None
-                       ) -> list[tuple[str, orjson.Fragment | Task]]:
-    found: list[tuple[str, orjson.Fragment | Task]] = []
+                       ) -> list[tuple[str, str | Task]]:
+    found: list[tuple[str, str | Task]] = []
     after: str | None = None
     while True:
         if shape is not None:
             page = await loaders.task_group_json_page.load(JsonPageKey(shape, group, after, PAGE))
             nodes: tuple[JsonNode, ...] = page.rows
-            found.extend((n.key, orjson.Fragment(n.json)) for n in nodes)
+            found.extend((n.key, n.json) for n in nodes)
         else:
             page = await loaders.task_group_page.load((group, None, after, PAGE))
             rows: tuple[Task, ...] = page.rows
@@ -164,12 +163,11 @@ async def _group_tasks(loaders: Loaders, group: str, shape: str | None
 
 
 async def _listed_tasks(loaders: Loaders, task_ids: Sequence[str], shape: str | None
-                        ) -> list[tuple[str, orjson.Fragment | Task]]:
+                        ) -> list[tuple[str, str | Task]]:
     if shape is not None:
         texts = await asyncio.gather(*(
             loaders.tasks_json.load(JsonListKey(shape, (task_id,), single=True))
             for task_id in task_ids))
-        return [(task_id, orjson.Fragment(text)) for task_id, text in zip(task_ids, texts)
-                if text is not None]
+        return [(task_id, text) for task_id, text in zip(task_ids, texts) if text is not None]
     rows = await loaders.task.load_many(list(task_ids))
     return [(task_id, row) for task_id, row in zip(task_ids, rows) if row is not None]

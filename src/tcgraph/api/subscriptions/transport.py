@@ -13,10 +13,13 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Mapping
 
+import orjson
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -44,6 +47,17 @@ class _PerOperation:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._schema, name)
+
+
+class TextFrames(ASGIWebSocketAdapter):
+    """Strawberry's WebSocket adapter, sending text frames as graphql-transport-ws requires
+    (the view encodes JSON to bytes for HTTP, which the adapter would send as binary)."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
 
 
 class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):

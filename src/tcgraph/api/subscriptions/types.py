@@ -12,7 +12,7 @@ from strawberry.types import Info
 
 from tcgraph import metrics
 from tcgraph.api.context import Context
-from tcgraph.api.sqljson import plan_field
+from tcgraph.api.sqljson import plan_field, response_keys
 from tcgraph.api.subscriptions.hub import Delivery, Hub
 from tcgraph.api.subscriptions.streams import Key, open_stream
 from tcgraph.api.types.tasks import Task, storable
@@ -31,9 +31,45 @@ class TaskChange:
                                   "(expired).", graphql_type=Optional[Task])
     def task(self) -> Task | Fragment | None:
         found = self._delivery.task
-        if found is None or isinstance(found, orjson.Fragment):
-            return found
+        if found is None:
+            return None
+        if isinstance(found, str):
+            return Fragment(found)
         return Task(_task=found)
+
+
+# A selection of TaskChange made only of these fields (with `task` compiled) is
+# rendered as JSON text once per change and selection, for every subscriber that
+# shares both, and spliced into each subscriber's response as it is: no field is
+# resolved per subscriber.
+_RENDERED = ("cursor", "taskId", "task", "__typename")
+Template = tuple[tuple[str, str], ...]  # (response key as JSON, field name)
+
+
+def _template(info: Info[Context, Any], shape: str | None) -> Template | None:
+    keys = response_keys(info)
+    if any(name not in _RENDERED or (name == "task" and shape is None)
+           for _, name, _ in keys):
+        return None
+    return tuple((orjson.dumps(key).decode(), name) for key, name, _ in keys)
+
+
+def _render(template: Template, delivery: Delivery) -> Fragment:
+    rendered = delivery.rendered.get(template)
+    if rendered is None:
+        parts = []
+        for key, name in template:
+            if name == "cursor":
+                value = orjson.dumps(delivery.cursor).decode()
+            elif name == "taskId":
+                value = orjson.dumps(delivery.task_id).decode()
+            elif name == "task":
+                value = delivery.task if isinstance(delivery.task, str) else "null"
+            else:
+                value = '"TaskChange"'
+            parts.append(f"{key}:{value}")
+        rendered = delivery.rendered[template] = Fragment("{" + ",".join(parts) + "}")
+    return rendered
 
 
 def _hub(info: Info[Context, Any]) -> Hub:
@@ -42,7 +78,7 @@ def _hub(info: Info[Context, Any]) -> Hub:
 
 
 async def _changes(info: Info[Context, Any], key: Key,
-                   after: str | None) -> AsyncIterator[TaskChange]:
+                   after: str | None) -> AsyncIterator[TaskChange | Fragment]:
     context: Context = info.context
     websocket = context.request
 
@@ -53,18 +89,22 @@ async def _changes(info: Info[Context, Any], key: Key,
     # The `task` selection compiled once: the hub loads it for every subscriber
     # that shares it with one statement per burst.
     shape = plan_field(info, "task", "Task", "t")
+    template = _template(info, shape)
     deliveries = await open_stream(_hub(info), key, shape, after, close)
-    return _task_changes(context, deliveries)
+    return _task_changes(context, deliveries, template)
 
 
-async def _task_changes(context: Context,
-                        deliveries: AsyncGenerator[Delivery, None]) -> AsyncIterator[TaskChange]:
+async def _task_changes(context: Context, deliveries: AsyncGenerator[Delivery, None],
+                        template: Template | None) -> AsyncIterator[TaskChange | Fragment]:
     try:
         async for delivery in deliveries:
+            metrics.subscription_events()
+            if template is not None:
+                yield _render(template, delivery)
+                continue
             # The resolvers of a selection that is not compiled read through
             # loaders as fresh as the change.
             context.loaders = delivery.loaders
-            metrics.subscription_events()
             yield TaskChange(cursor=delivery.cursor, task_id=strawberry.ID(delivery.task_id),
                              _delivery=delivery)
     finally:
@@ -75,15 +115,19 @@ async def _task_changes(context: Context,
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
-        description="Every task of the group as it is now, then each change as it commits.")
-    async def task_group_changes(self, info: Info[Context, Any], task_group_id: strawberry.ID,
-                                 after: Optional[str] = None) -> AsyncIterator[TaskChange]:
+        description="Every task of the group as it is now, then each change as it commits.",
+        graphql_type=TaskChange)
+    async def task_group_changes(
+        self, info: Info[Context, Any], task_group_id: strawberry.ID, after: Optional[str] = None
+    ) -> AsyncIterator[TaskChange | Fragment]:
         storable("taskGroupId", task_group_id)
         return await _changes(info, Key(group=str(task_group_id)), after)
 
-    @strawberry.subscription(description="The same for a list of tasks (up to the key limit).")
-    async def task_changes(self, info: Info[Context, Any], task_ids: list[strawberry.ID],
-                           after: Optional[str] = None) -> AsyncIterator[TaskChange]:
+    @strawberry.subscription(description="The same for a list of tasks (up to the key limit).",
+                             graphql_type=TaskChange)
+    async def task_changes(
+        self, info: Info[Context, Any], task_ids: list[strawberry.ID], after: Optional[str] = None
+    ) -> AsyncIterator[TaskChange | Fragment]:
         maximum = info.context.settings.max_keys
         if len(task_ids) > maximum:
             raise LimitExceeded("max_keys", len(task_ids), maximum, "`taskIds` has too many keys")
