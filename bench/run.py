@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 W4_KEYS = 900
 WORKLOADS = ("W1", "W2", "W3", "W4")
 FOLLOW = "FOLLOW"  # the follow series (bench/follow.py): pulse messages in, not queries
+DRIFT = "DRIFT"  # the drift series (bench/drift.py): gaps repaired, two followers against one
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,8 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="untimed runs first (default 2; --quick 1); the "
                                               "last one counts statements and checks answers")
     p.add_argument("--keys", help="key counts for W1 and W2 (default 1000,10000; --quick 100,1000)")
-    p.add_argument("--only", default=",".join((*WORKLOADS, FOLLOW)),
-                   help="workloads, e.g. W1,W2, and FOLLOW for the follow series")
+    p.add_argument("--only", default=",".join((*WORKLOADS, FOLLOW, DRIFT)),
+                   help="workloads, e.g. W1,W2, FOLLOW for the follow series and DRIFT for "
+                        "the drift series")
     p.add_argument("--no-peer", action="store_true", help="skip PostGraphile")
     p.add_argument("--no-explain", action="store_true", help="skip the EXPLAIN plans")
     p.add_argument("--concurrency-seconds", type=float,
@@ -66,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.keys = [int(k) for k in (args.keys or ("100,1000" if args.quick else "1000,10000"))
                  .split(",")]
     args.only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
-    unknown = set(args.only) - set(WORKLOADS) - {FOLLOW}
+    unknown = set(args.only) - set(WORKLOADS) - {FOLLOW, DRIFT}
     if unknown:
         p.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     results = ROOT / "bench" / "results"
@@ -191,7 +193,7 @@ async def run(args: argparse.Namespace) -> int:
                                 workloads.w4_per_item(labels, paths), server_pid))
             return out
 
-        plan = [(w, size) for w in args.only if w != FOLLOW
+        plan = [(w, size) for w in args.only if w not in (FOLLOW, DRIFT)
                 for size in (args.keys if w in ("W1", "W2")
                              else [info.w3_group_tasks] if w == "W3" else [W4_KEYS])]
         for workload, size in plan:
@@ -348,11 +350,16 @@ def _versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     failed = 0
-    if set(args.only) - {FOLLOW}:
+    if set(args.only) - {FOLLOW, DRIFT}:
         failed = asyncio.run(run(args))
     if FOLLOW in args.only:
         from bench import follow
 
         failed = max(failed, follow.series(args.data_dir, args.json.with_name(
             "quick-follow.json" if args.quick else "follow.json"), quick=args.quick))
+    if DRIFT in args.only:
+        from bench import drift
+
+        failed = max(failed, drift.series(args.data_dir, args.json.with_name(
+            "quick-drift.json" if args.quick else "drift.json"), quick=args.quick))
     return failed
