@@ -18,12 +18,14 @@ from prometheus_client import REGISTRY
 
 from ingest.conftest import (follow_options, following, prepare_queue, reached, wait_for,
                              batches_written)
+from ingest.drift import gap_recorded
 from ingest.oracle import mismatches
 from servers import serving
 from services.rabbitmq import RabbitMQ, running_rabbitmq
 from services.replay import (Message, Recording, declare_exchanges, publish, sentinel,
                              upstream_app)
 from tcgraph.ingest.events import EXCHANGE_PREFIX, EXCHANGES
+from tcgraph.ingest import gaps
 from tcgraph.ingest.follow import INVALID_MESSAGE
 
 ALL_EXCHANGES = [EXCHANGE_PREFIX + name for name in EXCHANGES]
@@ -152,6 +154,9 @@ async def test_a_broker_restart_loses_and_duplicates_nothing(
         await publish(fresh_broker.url, [*recording.messages[half:], marker])
         await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
         assert await mismatches(pool, recording, database_url) == []
+        # The outage is recorded as a gap (persistent messages in a durable queue
+        # survived it, but what Taskcluster failed to publish meanwhile would not).
+        assert await gap_recorded(pool, gaps.BROKER_UNREACHABLE)
 
 
 async def _batches(pool: asyncpg.Pool, count: int) -> bool:

@@ -62,7 +62,7 @@ CALL_TIMEOUT_S = 30.0
 # Attempts at one call within a pass; each attempt takes a token.
 CALL_ATTEMPTS = 4
 # How long the reconciliation lease lasts; it is extended between calls.
-LEASE_S = 60.0
+LEASE_S = 30.0
 # The pause after a pass in which calls failed.
 FAILED_PASS_PAUSE_S = 1.0
 # After a gap, the groups that had messages this long before it are walked.
