@@ -27,6 +27,7 @@ WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
 W5_RUNS = 3  # W5 (a) alone is thousands of requests a run
 FOLLOW = "FOLLOW"  # the follow series (bench/follow.py): pulse messages in, not queries
 SUBSCRIPTIONS = "SUBSCRIPTIONS"  # the subscription series (bench/subscriptions.py)
+DRIFT = "DRIFT"  # the drift series (bench/drift.py): gaps repaired, two followers against one
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,9 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="untimed runs first (default 2; --quick 1); the "
                                               "last one counts statements and checks answers")
     p.add_argument("--keys", help="key counts for W1 and W2 (default 1000,10000; --quick 100,1000)")
-    p.add_argument("--only", default=",".join((*WORKLOADS, FOLLOW, SUBSCRIPTIONS)),
-                   help="workloads, e.g. W1,W2, FOLLOW for the follow series and "
-                        "SUBSCRIPTIONS for the subscription series")
+    p.add_argument("--only", default=",".join((*WORKLOADS, FOLLOW, SUBSCRIPTIONS, DRIFT)),
+                   help="workloads, e.g. W1,W2, FOLLOW for the follow series, "
+                        "SUBSCRIPTIONS for the subscription series and DRIFT for the drift series")
     p.add_argument("--no-peer", action="store_true", help="skip PostGraphile (v4 and v5)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes for tcgraph (`tcgraph serve --workers`) and for each peer in "
@@ -76,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.keys = [int(k) for k in (args.keys or ("100,1000" if args.quick else "1000,10000"))
                  .split(",")]
     args.only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
-    unknown = set(args.only) - set(WORKLOADS) - {FOLLOW, SUBSCRIPTIONS}
+    unknown = set(args.only) - set(WORKLOADS) - {FOLLOW, SUBSCRIPTIONS, DRIFT}
     if unknown:
         p.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     results = ROOT / "bench" / "results"
@@ -202,7 +203,7 @@ async def run(args: argparse.Namespace) -> int:
                                 workloads.w4_per_item(labels, paths), server_pids))
             return out
 
-        plan = [(w, size) for w in args.only if w not in (FOLLOW, SUBSCRIPTIONS, "W5")
+        plan = [(w, size) for w in args.only if w not in (FOLLOW, SUBSCRIPTIONS, DRIFT, "W5")
                 for size in (args.keys if w in ("W1", "W2")
                              else [info.w3_group_tasks] if w == "W3" else [W4_KEYS])]
         for workload, size in plan:
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return scale.series(args)
     failed = 0
-    if set(args.only) - {FOLLOW, SUBSCRIPTIONS}:
+    if set(args.only) - {FOLLOW, SUBSCRIPTIONS, DRIFT}:
         failed = asyncio.run(run(args))
     if FOLLOW in args.only:
         from bench import follow
@@ -419,4 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         failed = max(failed, subscriptions.series(args.data_dir, args.json.with_name(
             "quick-subscriptions.json" if args.quick else "subscriptions.json"),
             quick=args.quick))
+    if DRIFT in args.only:
+        from bench import drift
+
+        failed = max(failed, drift.series(args.data_dir, args.json.with_name(
+            "quick-drift.json" if args.quick else "drift.json"), quick=args.quick))
     return failed

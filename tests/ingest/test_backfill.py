@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from ingest.conftest import follow_options, following, prepare_queue, wait_for
+from waiting import eventually_async
+from ingest.conftest import follow_options, following, prepare_queue
 from ingest.test_pulse import ALL_EXCHANGES
 from services.rabbitmq import RabbitMQ
 from services.replay import Message, Recording, declare_exchanges, publish, upstream_app
@@ -171,7 +172,7 @@ async def test_the_follower_backfills_later_groups_while_the_first_keeps_failing
         # The unreadable group is seen first.
         await publish(broker.url, [pending("BadTaskBadTaskBadTask0", BAD_GROUP), *later])
         async with following(database_url, options) as pool:
-            await wait_for(lambda: _all_backfilled(pool, groups), "the later groups")
+            await eventually_async(lambda: _all_backfilled(pool, groups), what="the later groups")
             held = await pool.fetchrow("SELECT attempts, backfilled, problem FROM mirror_groups "
                                        "WHERE task_group_id = $1", BAD_GROUP)
     assert held["attempts"] >= 1 and held["backfilled"] is None

@@ -20,11 +20,13 @@ import pytest
 
 from ingest.conftest import (batches_written, follow_options, following, prepare_queue,
                              reached)
+from ingest.drift import gap_recorded
 from ingest.oracle import mismatches
 from ingest.test_pulse import ALL_EXCHANGES
 from services.rabbitmq import RabbitMQ
 from services.replay import Recording, declare_exchanges, publish, sentinel
 from tcgraph.config import Settings
+from tcgraph.ingest import gaps
 from tcgraph.store.migrate import migrate
 from tcgraph.store.pool import open_pool
 from test_adversity import OwnPostgres
@@ -120,3 +122,6 @@ async def test_postgresql_stopped_and_started_under_the_follower_loses_nothing(
         await asyncio.to_thread(own_pg.start)
         await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         assert await mismatches(pool, recording, own_pg.url) == []
+        # The outage is a gap, recorded once a batch commits again.
+        await eventually_async(lambda: gap_recorded(pool, gaps.DATABASE_UNAVAILABLE), 
+                      what="the outage recorded as a gap")

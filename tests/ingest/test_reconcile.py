@@ -15,14 +15,19 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ingest.conftest import following, prepare_queue, reached, wait_for
+from waiting import eventually_async
+from ingest.conftest import following, prepare_queue, reached
 from ingest.drift import (RATE, database_now, drifting_options, dropped, reconciled_since,
                           repaired)
 from ingest.oracle import mismatches
 from ingest.test_pulse import ALL_EXCHANGES
-from servers import serving
+from servers import asgi_client, serving
 from services.rabbitmq import RabbitMQ
 from services.replay import Recording, declare_exchanges, publish, sentinel, upstream_app
+from tcgraph.api import recent_reads
+from tcgraph.config import Settings
+from tcgraph.ingest.reconcile import ReconcileOptions, Reconciler
+from tcgraph.server import create_app
 
 
 async def follow_and_reconcile(database_url: str, broker: RabbitMQ, upstream: str,
@@ -35,9 +40,9 @@ async def follow_and_reconcile(database_url: str, broker: RabbitMQ, upstream: st
     marker = sentinel(1)
     await publish(broker.url, [*messages, marker])
     async with following(database_url, options) as pool:
-        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
+        await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         after = await database_now(pool)
-        await wait_for(lambda: reconciled_since(pool, after), "a pass after the sentinel")
+        await eventually_async(lambda: reconciled_since(pool, after), what="a pass after the sentinel")
         return await mismatches(pool, rec, database_url), await repaired(pool)
 
 
@@ -120,3 +125,43 @@ async def test_an_upstream_failing_and_slow_during_reconciliation_gets_no_more_c
     # Every call took a token, a failing one too: never more than the bucket allows.
     span = stamps[-1] - stamps[0]
     assert len(stamps) <= rate * span + max(1.0, rate) + 1, (len(stamps), span)
+
+
+async def test_index_paths_read_lately_are_asked_for_first_and_repaired(
+        database_url: str, broker: RabbitMQ, recording: Recording) -> None:
+    # One indexed task whose task-completed message was lost: its entry is missing.
+    path, entry = next((p, e) for p, e in sorted(recording.found.items())
+                       if ".latest." not in p)
+    lost = [m for m in recording.messages
+            if not (m.exchange.endswith("task-completed") and entry["taskId"] in m.routing_key)]
+    calls: list[str] = []
+    with serving(upstream_app(recording, calls=calls)) as upstream:
+        await declare_exchanges(broker.url, ALL_EXCHANGES)
+        options = drifting_options(broker.url, upstream, rate=0)  # nothing repairs it yet
+        await prepare_queue(options)
+        marker = sentinel(1)
+        await publish(broker.url, [*lost, marker])
+        async with following(database_url, options) as pool:
+            await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
+            app = create_app(Settings(database_url=database_url, allowed_hosts="tcgraph.test"),
+                             database_url)
+            async with asgi_client(app, pool) as client:
+                missing = await client.get(f"/api/index/v1/task/{path}")
+            assert missing.status_code == 404
+
+            async def noted() -> bool:
+                return bool(await pool.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM mirror_recent_reads WHERE kind = $1 "
+                    "AND key = $2)", recent_reads.INDEX_PATH, path))
+
+            await eventually_async(noted, what="the read noted")
+            calls.clear()
+            reconciler = Reconciler(pool, upstream, name="test", options=ReconcileOptions())
+            try:
+                await reconciler.one_pass()
+            finally:
+                await reconciler.close()
+            async with asgi_client(app, pool) as client:
+                found = await client.get(f"/api/index/v1/task/{path}")
+    assert calls[0] == "findTasksAtIndex"  # before any other call of the pass
+    assert found.status_code == 200 and found.json() == entry

@@ -10,7 +10,8 @@ from dataclasses import replace
 
 import asyncpg
 
-from ingest.conftest import following, prepare_queue, reached, wait_for
+from waiting import eventually_async
+from ingest.conftest import following, prepare_queue, reached
 from ingest.drift import database_now, drifting_options, dropped, reconciled_since
 from ingest.test_pulse import ALL_EXCHANGES
 from servers import asgi_client
@@ -53,7 +54,7 @@ async def test_verify_finds_the_drift_of_lost_messages_and_none_once_reconciled(
     await publish(broker.url, [*dropped(recording.messages, 0.10, seed=18), marker])
     group = next(iter(recording.groups))
     async with following(database_url, lossy) as pool:
-        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
+        await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         whole = verify(database_url, upstream, "--sample", "1000")
         one_group = verify(database_url, upstream, "--task-group", group)
         drifted = await mirror_answer(pool, database_url)
@@ -65,7 +66,7 @@ async def test_verify_finds_the_drift_of_lost_messages_and_none_once_reconciled(
 
     async with following(database_url, repairing) as pool:
         after = await database_now(pool)
-        await wait_for(lambda: reconciled_since(pool, after), "a reconciliation pass")
+        await eventually_async(lambda: reconciled_since(pool, after), what="a reconciliation pass")
         clean = verify(database_url, upstream, "--sample", "1000")
         fine = await mirror_answer(pool, database_url)
     assert clean.returncode == 0, clean.stdout + clean.stderr

@@ -1,7 +1,10 @@
 """Reconciliation: what the mirror may have missed, re-read from the upstream's REST API.
 
-A pass re-reads, in this order: the tasks something pointed at (messages that
-skipped runs, differences a verification found), every unresolved task
+A pass re-reads, in this order: what decision tasks asked tcgraph about lately
+(api/recent_reads.py: the entries at the index paths they read, with
+`findTasksAtIndex`, and the unresolved tasks of the labels they read), the
+tasks something pointed at (messages that skipped runs, differences a
+verification found), every unresolved task
 (unscheduled, pending, running; `queue.statuses`, 1,000 ids a call), and the
 task groups that had messages since the previous pass began (any follower's,
 mirror_active_groups) with `listTaskGroup`, which also brings the tasks whose
@@ -42,6 +45,7 @@ import asyncpg
 from taskcluster.exceptions import TaskclusterConnectionError, TaskclusterRestFailure
 
 from tcgraph import metrics
+from tcgraph.api import recent_reads
 from tcgraph.ingest import shapes
 from tcgraph.ingest.mirror import GroupStatus, write_tasks
 from tcgraph.ingest.upstream import BATCH_IDS, PAGE_LIMIT, Upstream
@@ -62,9 +66,11 @@ CALL_TIMEOUT_S = 30.0
 # Attempts at one call within a pass; each attempt takes a token.
 CALL_ATTEMPTS = 4
 # How long the reconciliation lease lasts; it is extended between calls.
-LEASE_S = 60.0
+LEASE_S = 30.0
 # The pause after a pass in which calls failed.
 FAILED_PASS_PAUSE_S = 1.0
+# Recently read labels and index paths taken into one pass, at most.
+RECENT_READS = 10_000
 # After a gap, the groups that had messages this long before it are walked.
 GROUP_HORIZON = timedelta(days=1)
 
@@ -167,6 +173,12 @@ class Reconciler:
         groups = list(dict.fromkeys([*await queries.active_groups(self.pool, since),
                                      *gap_groups]))
         done = _Pass(started=started)
+        # What decision tasks asked about lately comes first: the entries at the index
+        # paths they read, and the unresolved tasks of the labels they read.
+        await self._index_paths(done, await queries.recent_reads(
+            self.pool, recent_reads.INDEX_PATH, since, RECENT_READS))
+        self.priority.update(await queries.unresolved_with_labels(self.pool, await (
+            queries.recent_reads(self.pool, recent_reads.LABEL, since, RECENT_READS))))
         priority, self.priority = sorted(self.priority), set()
         for start in range(0, len(priority), BATCH_IDS):
             await self._statuses(done, priority[start:start + BATCH_IDS])
@@ -266,6 +278,43 @@ class Reconciler:
         newer += [GroupStatus(group=d.task_group_id, status=answered[d.task_id],
                               expires=d.expires) for d in definitions]
         await self._write(done, definitions, newer)
+
+    async def _index_paths(self, done: _Pass, paths: Sequence[str]) -> None:
+        """Ask the upstream for the entries at `paths` (findTasksAtIndex); a task an entry
+        points at that the mirror does not point at there is re-read first (its status,
+        and its definition if need be): the write path then indexes it by its routes."""
+        for start in range(0, len(paths), BATCH_IDS):
+            chunk = list(dict.fromkeys(paths[start:start + BATCH_IDS]))
+            theirs: dict[str, str] = {}  # path -> task id
+            query: dict[str, object] = {"limit": PAGE_LIMIT}
+            while True:
+                async def call(query: dict[str, object] = query) -> dict[str, object]:
+                    answer: dict[str, object] = await self.upstream.index.findTasksAtIndex(
+                        payload={"indexes": chunk}, query=query)
+                    return answer
+
+                try:
+                    answer = await self._call(done, call)
+                except CallFailed:
+                    return
+                items = answer.get("tasks")
+                for i, entry in enumerate(items if isinstance(items, list) else []):
+                    try:
+                        row = shapes.entry_row(entry)
+                    except shapes.Invalid as e:
+                        log.warning("findTasksAtIndex tasks[%d]: %s: %s", i,
+                                    shapes.where("", e.path), e.problem)
+                        continue
+                    theirs[f"{row.namespace}.{row.name}"] = row.task_id
+                token = answer.get("continuationToken")
+                if not token:
+                    break
+                query = {"limit": PAGE_LIMIT, "continuationToken": token}
+            # An entry the mirror already has is current unless its task changed,
+            # which the unresolved tasks' statuses find.
+            ours = await queries.stored_entries(self.pool, list(theirs))
+            self.priority.update(task_id for path, task_id in theirs.items()
+                                 if path not in ours or ours[path].task_id != task_id)
 
     async def _group(self, done: _Pass, group: str) -> None:
         """Walk one group with listTaskGroup (one call a page); write what is new or newer."""

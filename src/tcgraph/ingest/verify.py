@@ -139,6 +139,8 @@ async def _statuses(pool: asyncpg.Pool, upstream: Upstream,
         answer = await upstream.queue.statuses(payload={"taskIds": list(task_ids)}, query=query)
         for i, item in enumerate(answer.get("statuses") or []):
             try:
+                if not isinstance(item, dict):
+                    raise shapes.Invalid(f"expected an object, got {shapes.describe(item)}")
                 task_id = shapes.slugid(item, "taskId")
                 theirs[task_id] = shapes.status_row(item.get("status"), task_id)
             except shapes.Invalid as e:

@@ -61,6 +61,23 @@ async def forget_groups(db: asyncpg.Pool | asyncpg.Connection, before: datetime)
     await db.execute(_FORGET_GROUPS, before)
 
 
+# mirror_recent_reads_pkey, and mirror_recent_reads_read_at for what is forgotten.
+_NOTE_READS = """
+WITH forgotten AS (
+    DELETE FROM mirror_recent_reads WHERE read_at < now() - make_interval(secs => $3)
+)
+INSERT INTO mirror_recent_reads AS r (kind, key, read_at)
+SELECT k, v, now() FROM unnest($1::text[], $2::text[]) AS u(k, v)
+ON CONFLICT (kind, key) DO UPDATE SET read_at = now()"""
+
+
+async def note_reads(db: asyncpg.Pool | asyncpg.Connection, kinds: Sequence[str],
+                     keys: Sequence[str], keep_s: float) -> None:
+    """Record that (kind, key) pairs were read now (unique pairs, in key order); forget
+    those not read for `keep_s` seconds."""
+    await db.execute(_NOTE_READS, list(kinds), list(keys), keep_s)
+
+
 # mirror_followers_pkey
 _HEARTBEAT = """
 INSERT INTO mirror_followers AS f (name, queue_name, started, last_seen, consuming, messages,

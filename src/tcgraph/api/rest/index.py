@@ -8,6 +8,7 @@ from typing import Sequence
 from starlette.routing import Route
 
 from tcgraph import model
+from tcgraph.api import recent_reads
 from tcgraph.api.references import root_url
 from tcgraph.api.rest import shapes
 from tcgraph.api.rest.bodies import body_object, key_list
@@ -21,6 +22,7 @@ PREFIX = "/api/index/v1"
 async def find_task(call: Call) -> object:
     """`index.findTask`: the unexpired entry at one path."""
     path = call.param("indexPath")
+    recent_reads.note(call.context.db.pool, recent_reads.INDEX_PATH, [path])
     found = await call.context.loaders.index_entry.load(model.split_index_path(path))
     if found is None:
         raise ApiError("ResourceNotFound", "Indexed task not found")
@@ -41,6 +43,7 @@ async def find_tasks_at_index(call: Call) -> object:
     """`index.findTasksAtIndex`: the unexpired entries among `indexes`."""
     body = body_object(call, "index", "list-tasks-at-index.json", {"indexes"})
     paths = key_list(call, "index", "list-tasks-at-index.json", body, "indexes")
+    recent_reads.note(call.context.db.pool, recent_reads.INDEX_PATH, paths)
     page = await found_page(call, paths, loading(call, call.context.loaders.index_entry,
                                                  model.split_index_path))
     repeated = _repeated(page.rows)

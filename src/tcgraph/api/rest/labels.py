@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from tcgraph import model
+from tcgraph.api import recent_reads
 from tcgraph.api.rest import shapes
 from tcgraph.api.rest.bodies import body_object, key_list
 from tcgraph.api.rest.endpoint import PAGED, Call, Method, routes
@@ -37,6 +38,7 @@ async def label_statuses(call: Call) -> object:
     """For each label, the status of its newest task (among those matching `filter`)."""
     body = body_object(call, "tcgraph", REQUEST, {"labels", "filter"})
     labels = list(dict.fromkeys(key_list(call, "tcgraph", REQUEST, body, "labels")))
+    recent_reads.note(call.context.db.pool, recent_reads.LABEL, labels)
     task_filter = _task_filter(body)
     page = await found_page(call, labels, loading(call, call.context.loaders.latest,
                                                   lambda label: (label, task_filter)))

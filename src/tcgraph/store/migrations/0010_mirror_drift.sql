@@ -30,6 +30,17 @@ CREATE TABLE mirror_active_groups (
 );
 CREATE INDEX mirror_active_groups_last_message ON mirror_active_groups (last_message);
 
+-- Labels and index paths the API was asked about lately (api/recent_reads.py):
+-- reconciliation re-reads what decision tasks ask about first. Bounded: rows
+-- older than an hour are deleted as new ones are written.
+CREATE TABLE mirror_recent_reads (
+    kind             text NOT NULL,            -- label, index-path
+    key              text NOT NULL,
+    read_at          timestamptz NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX mirror_recent_reads_read_at ON mirror_recent_reads (read_at);
+
 -- One row per follower process name: a heartbeat, so that a follower starting
 -- knows how long nobody consumed the queue, and `mirror.followers` shows who runs.
 CREATE TABLE mirror_followers (

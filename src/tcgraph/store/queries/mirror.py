@@ -423,3 +423,27 @@ async def last_pass_started(db: asyncpg.Pool | asyncpg.Connection) -> datetime |
     """When the newest complete reconciliation pass started; None if none has."""
     found: datetime | None = await db.fetchval(_LAST_PASS)
     return found
+
+
+# mirror_recent_reads_read_at; the newest first, at most `limit`.
+_RECENT_READS = """
+SELECT key FROM mirror_recent_reads WHERE kind = $1 AND read_at >= $2
+ORDER BY read_at DESC LIMIT $3"""
+
+
+async def recent_reads(db: asyncpg.Pool | asyncpg.Connection, kind: str, since: datetime,
+                       limit: int) -> list[str]:
+    """The keys of `kind` the API was asked about since `since`, newest first."""
+    return [r["key"] for r in await db.fetch(_RECENT_READS, kind, since, limit)]
+
+
+# tasks_label_created, filtered to the unresolved states.
+_UNRESOLVED_WITH_LABELS = """
+SELECT task_id FROM tasks
+WHERE label = ANY($1::text[]) AND state IN ('unscheduled', 'pending', 'running')"""
+
+
+async def unresolved_with_labels(db: asyncpg.Pool | asyncpg.Connection,
+                                 labels: Sequence[str]) -> list[str]:
+    """The unresolved tasks that carry one of `labels`."""
+    return [r["task_id"] for r in await db.fetch(_UNRESOLVED_WITH_LABELS, list(labels))]
