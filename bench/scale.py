@@ -87,8 +87,8 @@ async def _measure(pg: BenchPostgres, tasks: int, runs: int) -> dict[str, Any]:
     hit, read = int(hits["hit"] or 0), int(hits["read"] or 0)
     return {
         "stored_tasks": stored,
-        "build_s": {k: float(meta[k]) for k in ("load_s", "index_s", "analyze_s", "built_s")
-                    if k in meta},
+        "build_s": {k: float(meta[k]) for k in ("load_s", "index_s", "analyze_s", "built_s",
+                                                "cpu_s") if meta.get(k)},
         "bytes": sizes, "index_bytes": indexes, "database_bytes": int(database_bytes),
         "bytes_per_task": round(total / stored),
         "bytes_per_task_by_table": {t: round(s["total"] / stored) for t, s in sizes.items()},
@@ -158,15 +158,16 @@ def markdown(figures: list[dict[str, Any]]) -> str:
         ratio = f"{last / first:.2f}x" if first and last else ""
         lines.append(f"| {workload} | {keys:,} | {series_name} | " + " | ".join(cells)
                      + f" | {ratio} |")
-    lines += ["", "| tasks | built in s (load + indexes + analyse) | bytes per task (tasks, "
+    lines += ["", "| tasks | built in s (load + indexes + analyse; server CPU s) | bytes per task (tasks, "
               "dependencies, index entries, namespaces) | database | cache hit ratio | "
               "load average before / after |", "| --- | --- | --- | --- | --- | --- |"]
     for f in figures:
         b = f["build_s"]
         per = f["bytes_per_task_by_table"]
+        cpu = f"; {b['cpu_s']:,.0f} CPU s" if "cpu_s" in b else ""
         lines.append(
             f"| {f['stored_tasks']:,} | {b.get('built_s', 0):,.0f} ({b.get('load_s', 0):,.0f} + "
-            f"{b.get('index_s', 0):,.0f} + {b.get('analyze_s', 0):,.0f}) | "
+            f"{b.get('index_s', 0):,.0f} + {b.get('analyze_s', 0):,.0f}{cpu}) | "
             f"{f['bytes_per_task']:,} ({', '.join(f'{per[t]:,}' for t in TABLES)}) | "
             f"{f['database_bytes'] / 1e9:,.2f} GB | {f['cache_hit_ratio']} | "
             f"{f['load_avg_before'][0]:.1f} / {f['load_avg_after'][0]:.1f} |")

@@ -125,7 +125,7 @@ async def test_dry_run_says_what_each_pending_migration_does_and_applies_nothing
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("0014_tasks_expires_task_id: outside a transaction")
     assert "SHARE UPDATE EXCLUSIVE on tasks: reads and writes go on" in out
-    assert "0015_drop_tasks_expires" in out and "0001_init" not in out
+    assert "0015_expiry_upkeep" in out and "0001_init" not in out
     async with connected(database_url) as conn:
         assert await conn.fetchval("SELECT count(*) FROM schema_migrations "
                                    "WHERE version >= '0014'") == 0

@@ -31,6 +31,8 @@ _KINDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          "ACCESS EXCLUSIVE on {name}'s table: BLOCKS READS AND WRITES until commit"),
         (rf"CREATE\s+(?:UNLOGGED\s+)?TABLE\s+{_NAME}",
          "ACCESS EXCLUSIVE on the new table {name} only: blocks nothing that exists"),
+        (rf"ALTER\s+TABLE\s+{_NAME}\s+(?:RE)?SET\s*\(",
+         "SHARE UPDATE EXCLUSIVE on {name} (storage parameters): reads and writes go on"),
         (rf"ALTER\s+TABLE\s+{_NAME}\s+ADD\s+COLUMN\b(?!.*\bDEFAULT\s+\w+\s*\()",
          "ACCESS EXCLUSIVE on {name}, for a catalog change (no rewrite): readers and "
          "writers wait behind it at most the lock timeout"),
