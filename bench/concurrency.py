@@ -187,10 +187,10 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-async def run(targets: list[Target], copies_target: Target, log: Callable[[str], None],
+async def run(groups: list[list[Target]], copies_target: Target, log: Callable[[str], None],
               seconds: float = SECONDS) -> dict[str, Any]:
-    """Every target's clients series at each client count, then the copies series."""
-    found = await clients_only(targets, log, seconds)
+    """Every group's clients series, then the copies series."""
+    found = await clients_only(groups, log, seconds)
     log(f"concurrency: {COPIES} copies of W1 (10,000 labels), sequential then concurrent")
     copies = await copies_series(copies_target)
     log(f"  sequential {copies.sequential_s} s, concurrent {copies.concurrent_s} s "
@@ -198,22 +198,32 @@ async def run(targets: list[Target], copies_target: Target, log: Callable[[str],
     return {"clients": found, "copies": copies.as_dict(), "seconds": seconds}
 
 
-async def clients_only(targets: list[Target], log: Callable[[str], None],
+async def clients_only(groups: list[list[Target]], log: Callable[[str], None],
                        seconds: float = SECONDS) -> list[dict[str, Any]]:
-    """Every target's clients series at each client count."""
+    """Each group (one workload, one target per server) at each client count, the servers
+    taking turns, their order rotated from one count to the next, so that a noisy moment
+    of a shared machine falls on all of them alike."""
     found: list[dict[str, Any]] = []
-    for target in targets:
+    turn = 0
+    for group in groups:
         for clients in CLIENTS:
-            result = await clients_series(target, clients, seconds=seconds)
-            health = result.probes.get("/health/live", {}).get("p99_ms")
-            metrics = result.probes.get("/metrics", {}).get("p99_ms")
-            log(f"  {target.workload} {result.series:<22} {clients:>2} clients "
-                f"{result.per_second:8.1f} req/s  p50 {result.p50_ms} p99 {result.p99_ms} "
-                f"max {result.max_ms} ms"
-                + (f"  /health/live p99 {health} ms, /metrics p99 {metrics} ms"
-                   if result.probes else "") + f"  failed {result.failed}")
-            found.append(asdict(result))
+            turn += 1
+            for target in group[turn % len(group):] + group[:turn % len(group)]:
+                found.append(await _one(target, clients, seconds, log))
     return found
+
+
+async def _one(target: Target, clients: int, seconds: float,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    result = await clients_series(target, clients, seconds=seconds)
+    health = result.probes.get("/health/live", {}).get("p99_ms")
+    metrics = result.probes.get("/metrics", {}).get("p99_ms")
+    log(f"  {target.workload} {result.series:<22} {clients:>2} clients "
+        f"{result.per_second:8.1f} req/s  p50 {result.p50_ms} p99 {result.p99_ms} "
+        f"max {result.max_ms} ms"
+        + (f"  /health/live p99 {health} ms, /metrics p99 {metrics} ms"
+           if result.probes else "") + f"  failed {result.failed}  load {result.load}")
+    return asdict(result)
 
 
 def markdown(results: dict[str, Any]) -> str:
