@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 
 CLIENTS = (1, 8, 30)
 SECONDS = 10.0
@@ -50,6 +51,7 @@ class Target:
     path: str
     bodies: list[bytes]
     probe: bool = False
+    pid: int | None = None  # the server's root process: its family's CPU is counted
 
     @property
     def body(self) -> bytes:
@@ -68,6 +70,7 @@ class ClientsResult:
     p50_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    server_cpu_ms: float | None  # the server's CPU time per request answered (all processes)
     load: float  # 1-minute load average at the end
     probes: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
@@ -146,16 +149,20 @@ async def clients_series(target: Target, clients: int,
                 probed[path].append((time.perf_counter() - started) * 1000)
                 await asyncio.sleep(PROBES[path])
 
+    family = _family(target.pid)
+    cpu_before = _cpu_s(family)
     started = time.perf_counter()
     await asyncio.gather(*(prober(path) for path in probed),
                          *(one_client(n) for n in range(clients)))
     elapsed = time.perf_counter() - started
+    cpu = _cpu_s(family) - cpu_before
     return ClientsResult(
         series=target.series, workload=target.workload, clients=clients,
         seconds=round(elapsed, 1), requests=len(latencies), failed=failed,
         per_second=round(len(latencies) / elapsed, 1),
         p50_ms=_round(_percentile(latencies, 50)), p99_ms=_round(_percentile(latencies, 99)),
         max_ms=_round(max(latencies) if latencies else None),
+        server_cpu_ms=_round(cpu * 1000 / len(latencies)) if family and latencies else None,
         load=round(os.getloadavg()[0], 1),
         probes={path: {"p99_ms": _round(_percentile(values, 99)),
                        "max_ms": _round(max(values) if values else None)}
@@ -183,6 +190,28 @@ async def copies_series(target: Target, copies: int = COPIES) -> CopiesResult:
                         concurrent_s=round(concurrent, 2), failed=failed)
 
 
+def _family(pid: int | None) -> list[psutil.Process]:
+    """The process and its descendants (uvicorn's workers, node:cluster's, npx's node)."""
+    if pid is None:
+        return []
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _cpu_s(family: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in family:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -206,11 +235,21 @@ async def clients_only(groups: list[list[Target]], log: Callable[[str], None],
     found: list[dict[str, Any]] = []
     turn = 0
     for group in groups:
+        for target in group:
+            await _warm(target)
         for clients in CLIENTS:
             turn += 1
             for target in group[turn % len(group):] + group[:turn % len(group)]:
                 found.append(await _one(target, clients, seconds, log))
     return found
+
+
+async def _warm(target: Target, times: int = 3) -> None:
+    """Each body a few times first: the peers' JIT, everyone's statement caches."""
+    async with _client(target.base) as client:
+        for _ in range(times):
+            for body in target.bodies:
+                await _post(client, target.path, body)
 
 
 async def _one(target: Target, clients: int, seconds: float,
@@ -220,7 +259,7 @@ async def _one(target: Target, clients: int, seconds: float,
     metrics = result.probes.get("/metrics", {}).get("p99_ms")
     log(f"  {target.workload} {result.series:<22} {clients:>2} clients "
         f"{result.per_second:8.1f} req/s  p50 {result.p50_ms} p99 {result.p99_ms} "
-        f"max {result.max_ms} ms"
+        f"max {result.max_ms} ms, server CPU {result.server_cpu_ms} ms/request"
         + (f"  /health/live p99 {health} ms, /metrics p99 {metrics} ms"
            if result.probes else "") + f"  failed {result.failed}  load {result.load}")
     return asdict(result)
@@ -228,15 +267,16 @@ async def _one(target: Target, clients: int, seconds: float,
 
 def markdown(results: dict[str, Any]) -> str:
     """The series as a Markdown table, for docs/performance.md."""
-    lines = ["| workload | series | clients | req/s | p50 ms | p99 ms | max ms | "
-             "/health/live p99 (max) ms | /metrics p99 (max) ms | failed | load |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| workload | series | clients | req/s | server CPU ms/req | p50 ms | p99 ms | "
+             "max ms | /health/live p99 (max) ms | /metrics p99 (max) ms | failed | load |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     def probe(r: dict[str, Any], path: str) -> str:
         p = (r.get("probes") or {}).get(path)
         return "-" if not p else f"{p['p99_ms']} ({p['max_ms']})"
 
     for r in results["clients"]:
         lines.append(f"| {r['workload']} | {r['series']} | {r['clients']} | {r['per_second']} | "
+                     f"{r.get('server_cpu_ms', '-')} | "
                      f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {probe(r, '/health/live')} | "
                      f"{probe(r, '/metrics')} | {r['failed']} | {r.get('load', '-')} |")
     c = results["copies"]

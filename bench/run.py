@@ -332,9 +332,12 @@ async def _concurrency(args: argparse.Namespace, keys: Any, url: str, ids: list[
             + f"; {'/'.join(map(str, concurrency.CLIENTS))} clients x "
               f"{args.concurrency_seconds:g} s per workload and server, the servers in turn")
         groups = [[concurrency.Target("tcgraph/http", w, base, "/graphql",
-                                      bodies(workloads.DOCS, w, False), probe=True)]
+                                      bodies(workloads.DOCS, w, False), probe=True,
+                                      pid=process.pid)]
                   + [concurrency.Target(p.series, w, p.base, "/graphql",
-                                        bodies(workloads.PEER_DOCS, w, True)) for p in running]
+                                        bodies(workloads.PEER_DOCS, w, True),
+                                        pid=p.process.pid if p.process else None)
+                     for p in running]
                   for w in workloads_run]
         copies = concurrency.Target(
             "tcgraph/http", "W1", base, "/graphql",
