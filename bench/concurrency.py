@@ -71,6 +71,7 @@ class ClientsResult:
     p99_ms: float | None
     max_ms: float | None
     server_cpu_ms: float | None  # the server's CPU time per request answered (all processes)
+    postgres_cpu_ms: float | None  # PostgreSQL's (every backend's) CPU time per request
     load: float  # 1-minute load average at the end
     probes: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
@@ -113,8 +114,8 @@ async def _post(client: httpx.AsyncClient, path: str, body: bytes) -> bool:
     return r.status_code == 200 and b'"errors"' not in r.content[:200]
 
 
-async def clients_series(target: Target, clients: int,
-                         seconds: float = SECONDS) -> ClientsResult:
+async def clients_series(target: Target, clients: int, seconds: float = SECONDS,
+                         postmaster: int | None = None) -> ClientsResult:
     """`clients` clients sending `target`'s bodies back to back for `seconds`; if
     `target.probe`, its /health/live and /metrics probed meanwhile."""
     latencies: list[float] = []
@@ -151,11 +152,15 @@ async def clients_series(target: Target, clients: int,
 
     family = _family(target.pid)
     cpu_before = _cpu_s(family)
+    backends_before = _cpu_each(_family(postmaster))
     started = time.perf_counter()
     await asyncio.gather(*(prober(path) for path in probed),
                          *(one_client(n) for n in range(clients)))
     elapsed = time.perf_counter() - started
     cpu = _cpu_s(family) - cpu_before
+    # Backends the pools opened meanwhile count from zero; the pools keep theirs open.
+    backends = sum(t - backends_before.get(pid, 0.0)
+                   for pid, t in _cpu_each(_family(postmaster)).items())
     return ClientsResult(
         series=target.series, workload=target.workload, clients=clients,
         seconds=round(elapsed, 1), requests=len(latencies), failed=failed,
@@ -163,6 +168,8 @@ async def clients_series(target: Target, clients: int,
         p50_ms=_round(_percentile(latencies, 50)), p99_ms=_round(_percentile(latencies, 99)),
         max_ms=_round(max(latencies) if latencies else None),
         server_cpu_ms=_round(cpu * 1000 / len(latencies)) if family and latencies else None,
+        postgres_cpu_ms=(_round(backends * 1000 / len(latencies))
+                         if postmaster is not None and latencies else None),
         load=round(os.getloadavg()[0], 1),
         probes={path: {"p99_ms": _round(_percentile(values, 99)),
                        "max_ms": _round(max(values) if values else None)}
@@ -201,15 +208,19 @@ def _family(pid: int | None) -> list[psutil.Process]:
         return []
 
 
-def _cpu_s(family: list[psutil.Process]) -> float:
-    total = 0.0
+def _cpu_each(family: list[psutil.Process]) -> dict[int, float]:
+    out = {}
     for process in family:
         try:
             times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
-    return total
+        out[process.pid] = times.user + times.system
+    return out
+
+
+def _cpu_s(family: list[psutil.Process]) -> float:
+    return sum(_cpu_each(family).values())
 
 
 def _round(value: float | None) -> float | None:
@@ -217,9 +228,10 @@ def _round(value: float | None) -> float | None:
 
 
 async def run(groups: list[list[Target]], copies_target: Target, log: Callable[[str], None],
-              seconds: float = SECONDS) -> dict[str, Any]:
-    """Every group's clients series, then the copies series."""
-    found = await clients_only(groups, log, seconds)
+              seconds: float = SECONDS, postmaster: int | None = None) -> dict[str, Any]:
+    """Every group's clients series, then the copies series. `postmaster`: PostgreSQL's,
+    whose backends' CPU is counted."""
+    found = await clients_only(groups, log, seconds, postmaster)
     log(f"concurrency: {COPIES} copies of W1 (10,000 labels), sequential then concurrent")
     copies = await copies_series(copies_target)
     log(f"  sequential {copies.sequential_s} s, concurrent {copies.concurrent_s} s "
@@ -228,7 +240,8 @@ async def run(groups: list[list[Target]], copies_target: Target, log: Callable[[
 
 
 async def clients_only(groups: list[list[Target]], log: Callable[[str], None],
-                       seconds: float = SECONDS) -> list[dict[str, Any]]:
+                       seconds: float = SECONDS,
+                       postmaster: int | None = None) -> list[dict[str, Any]]:
     """Each group (one workload, one target per server) at each client count, the servers
     taking turns, their order rotated from one count to the next, so that a noisy moment
     of a shared machine falls on all of them alike."""
@@ -240,7 +253,7 @@ async def clients_only(groups: list[list[Target]], log: Callable[[str], None],
         for clients in CLIENTS:
             turn += 1
             for target in group[turn % len(group):] + group[:turn % len(group)]:
-                found.append(await _one(target, clients, seconds, log))
+                found.append(await _one(target, clients, seconds, log, postmaster))
     return found
 
 
@@ -252,14 +265,15 @@ async def _warm(target: Target, times: int = 3) -> None:
                 await _post(client, target.path, body)
 
 
-async def _one(target: Target, clients: int, seconds: float,
-               log: Callable[[str], None]) -> dict[str, Any]:
-    result = await clients_series(target, clients, seconds=seconds)
+async def _one(target: Target, clients: int, seconds: float, log: Callable[[str], None],
+               postmaster: int | None) -> dict[str, Any]:
+    result = await clients_series(target, clients, seconds, postmaster)
     health = result.probes.get("/health/live", {}).get("p99_ms")
     metrics = result.probes.get("/metrics", {}).get("p99_ms")
     log(f"  {target.workload} {result.series:<22} {clients:>2} clients "
         f"{result.per_second:8.1f} req/s  p50 {result.p50_ms} p99 {result.p99_ms} "
-        f"max {result.max_ms} ms, server CPU {result.server_cpu_ms} ms/request"
+        f"max {result.max_ms} ms, CPU ms/request server {result.server_cpu_ms} "
+        f"PostgreSQL {result.postgres_cpu_ms}"
         + (f"  /health/live p99 {health} ms, /metrics p99 {metrics} ms"
            if result.probes else "") + f"  failed {result.failed}  load {result.load}")
     return asdict(result)
@@ -267,8 +281,9 @@ async def _one(target: Target, clients: int, seconds: float,
 
 def markdown(results: dict[str, Any]) -> str:
     """The series as a Markdown table, for docs/performance.md."""
-    lines = ["| workload | series | clients | req/s | server CPU ms/req | p50 ms | p99 ms | "
-             "max ms | /health/live p99 (max) ms | /metrics p99 (max) ms | failed | load |",
+    lines = ["| workload | series | clients | req/s | CPU ms/req server + PostgreSQL | p50 ms | "
+             "p99 ms | max ms | /health/live p99 (max) ms | /metrics p99 (max) ms | failed | "
+             "load |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     def probe(r: dict[str, Any], path: str) -> str:
         p = (r.get("probes") or {}).get(path)
@@ -276,7 +291,7 @@ def markdown(results: dict[str, Any]) -> str:
 
     for r in results["clients"]:
         lines.append(f"| {r['workload']} | {r['series']} | {r['clients']} | {r['per_second']} | "
-                     f"{r.get('server_cpu_ms', '-')} | "
+                     f"{r.get('server_cpu_ms', '-')} + {r.get('postgres_cpu_ms', '-')} | "
                      f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {probe(r, '/health/live')} | "
                      f"{probe(r, '/metrics')} | {r['failed']} | {r.get('load', '-')} |")
     c = results["copies"]

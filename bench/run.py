@@ -223,7 +223,7 @@ async def run(args: argparse.Namespace) -> int:
             ids = [r["task_id"] for r in await pool.fetch(
                 "SELECT task_id FROM tasks WHERE task_group_id = $1 ORDER BY task_id",
                 keys.w3_group)]  # tasks_group
-            concurrent = await _concurrency(args, keys, url, ids, peers)
+            concurrent = await _concurrency(args, keys, url, ids, peers, pg.server_pid())
         if not args.no_explain:
             log("explain: the hot statements with real parameters")
             plans, plan_notes = await explain.plans(url, keys, size=max(args.keys))
@@ -301,7 +301,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _concurrency(args: argparse.Namespace, keys: Any, url: str, ids: list[str],
-                       peers: list[peer.Peer]) -> dict[str, Any]:
+                       peers: list[peer.Peer], postmaster: int | None) -> dict[str, Any]:
     """The concurrency series (bench/concurrency.py): `tcgraph serve --workers N` and each
     peer with N processes, started for it, side by side, taking turns."""
     from bench.load import serve
@@ -343,7 +343,7 @@ async def _concurrency(args: argparse.Namespace, keys: Any, url: str, ids: list[
             "tcgraph/http", "W1", base, "/graphql",
             [concurrency.body(workloads.DOCS["W1"], {"labels": dataset.take(keys.labels,
                                                                              10_000)})])
-        return await concurrency.run(groups, copies, log, args.concurrency_seconds)
+        return await concurrency.run(groups, copies, log, args.concurrency_seconds, postmaster)
     finally:
         for one in running:
             one.stop()
