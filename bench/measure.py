@@ -216,8 +216,10 @@ async def measure(cases: list[Case], runs: int, warmup: int, counter: PgCounter)
             peak = peak_mb(pids)
             if peak is not None:
                 case.result.peak_rss_mb = max(case.result.peak_rss_mb or 0, peak)
+    load = os.getloadavg()[0]
     for case in cases:
         r = case.result
+        r.load = load
         if r.median is not None:
             log(f"  {label:<16} {r.series:<20} median {r.median:9.1f} ms  "
                 f"SQL {r.sql if r.sql is not None else '-':>5}  "

@@ -42,6 +42,7 @@ class Result:
     peak_rss_mb: float | None = None
     check: str = ""  # "ok", or what differed from the floor's answer
     error: str = ""
+    load: float | None = None  # 1-minute load average when its timed runs ended
 
     @property
     def median(self) -> float | None:
@@ -64,7 +65,7 @@ class Result:
             "http_requests": self.requests, "sql_statements": self.statements,
             "pg_stat_statements": self.pg_statements, "sql_ms": _round(self.sql_ms),
             "peak_rss_mb": _round(self.peak_rss_mb, 1),
-            "check": self.check, "error": self.error,
+            "check": self.check, "error": self.error, "load_avg": _round(self.load),
         }
 
 
@@ -97,7 +98,7 @@ def keys_label(workload: str, keys: int) -> str:
 
 def table(results: list[Result]) -> str:
     header = ("workload", "keys", "series", "median ms", "min ms", "SQL", "SQL ms", "HTTP",
-              "peak RSS MB", "x floor", "x v4", "x v5", "check")
+              "peak RSS MB", "load", "x floor", "x v4", "x v5", "check")
     rows = [header]
     order = {s: i for i, s in enumerate(SERIES)}
     for r in sorted(results, key=lambda r: (r.workload, r.keys, order.get(r.series, 99))):
@@ -113,6 +114,7 @@ def table(results: list[Result]) -> str:
             "-" if r.sql_ms is None else _num(r.sql_ms),
             "-" if r.requests is None else f"{r.requests:,}",
             "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
+            "-" if r.load is None else f"{r.load:.1f}",
             "-" if x_floor is None else f"{x_floor:.2f}",
             "-" if x_v4 is None else f"{x_v4:.2f}",
             "-" if x_v5 is None else f"{x_v5:.2f}",
@@ -121,7 +123,7 @@ def table(results: list[Result]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) if i in (0, 1, 2, 12) else cell.rjust(w)
+        lines.append("  ".join(cell.ljust(w) if i in (0, 1, 2, 13) else cell.rjust(w)
                                for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -272,7 +274,7 @@ def _concurrency_targets(concurrent: dict | None) -> list[Target]:
                   "PostGraphile not measured")]
     saturated = [r for r in mine if r["clients"] >= 8 and r.get("probes")]
     if saturated:
-        worst = {path: max((r["probes"][path]["p99_ms"] or 0.0 for r in saturated))
+        worst = {path: max(r["probes"][path]["p99_ms"] or 0.0 for r in saturated)
                  for path in ("/health/live", "/metrics")}
         out.append(Target(names[1], all(v < 100 for v in worst.values()),
                           ", ".join(f"{path} worst p99 {v:.0f} ms" for path, v in worst.items())))
@@ -393,6 +395,15 @@ def results_markdown(meta: dict, printed: str, goals: list[Target]) -> str:
         printed.rstrip(),
         "```",
         "",
+    ]
+    if meta.get("concurrency"):
+        from bench.concurrency import markdown
+
+        c = meta["concurrency"]
+        lines += [f"Concurrency: each series {c.get('seconds')} s, {meta.get('workers')} "
+                  "processes per server (`tcgraph serve --workers`, the peers alike); the probes "
+                  "run only while tcgraph is the one serving.", "", markdown(c), ""]
+    lines += [
         "Targets, as `python -m bench` judged them:",
         "",
     ]

@@ -231,7 +231,7 @@ async def run(args: argparse.Namespace) -> int:
             ids = [r["task_id"] for r in await pool.fetch(
                 "SELECT task_id FROM tasks WHERE task_group_id = $1 ORDER BY task_id",
                 keys.w3_group)]  # tasks_group
-            concurrent = await _concurrency(args, keys, url, ids, peers)
+            concurrent = await _concurrency(args, keys, url, ids, peers, pg.server_pid())
         if not args.no_explain:
             log("explain: the hot statements with real parameters")
             plans, plan_notes = await explain.plans(url, keys, size=max(args.keys))
@@ -309,9 +309,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _concurrency(args: argparse.Namespace, keys: Any, url: str, ids: list[str],
-                       peers: list[peer.Peer]) -> dict[str, Any]:
+                       peers: list[peer.Peer], postmaster: int | None) -> dict[str, Any]:
     """The concurrency series (bench/concurrency.py): `tcgraph serve --workers N` and each
-    peer with N processes, started for it, one after another."""
+    peer with N processes, started for it, side by side, taking turns."""
     from bench.load import serve
 
     labels, paths = dataset.take(keys.labels, 1_000), dataset.take(keys.paths, 1_000)
@@ -329,34 +329,34 @@ async def _concurrency(args: argparse.Namespace, keys: Any, url: str, ids: list[
 
     workloads_run = [w for w in ("W1", "W2", "W3", "W4") if w in args.only]
     process, base = serve(url, args.workers, args.data_dir / "serve.log")
+    running: list[peer.Peer] = []
     try:
-        log(f"concurrency: tcgraph serve --workers {args.workers} on {base}; "
-            f"{'/'.join(map(str, concurrency.CLIENTS))} clients x {args.concurrency_seconds:g} s "
-            "per workload and series")
-        targets = [concurrency.Target("tcgraph/http", w, base, "/graphql",
-                                      bodies(workloads.DOCS, w, False), probe=True)
-                   for w in workloads_run]
+        for one in peers:
+            again = type(one)(url, free_port(), args.workers)
+            again.start()
+            running.append(again)
+        log(f"concurrency: tcgraph serve --workers {args.workers} on {base}, "
+            + ", ".join(f"{p.series} with {args.workers} processes" for p in running)
+            + f"; {'/'.join(map(str, concurrency.CLIENTS))} clients x "
+              f"{args.concurrency_seconds:g} s per workload and server, the servers in turn")
+        groups = [[concurrency.Target("tcgraph/http", w, base, "/graphql",
+                                      bodies(workloads.DOCS, w, False), probe=True,
+                                      pid=process.pid)]
+                  + [concurrency.Target(p.series, w, p.base, "/graphql",
+                                        bodies(workloads.PEER_DOCS, w, True),
+                                        pid=p.process.pid if p.process else None)
+                     for p in running]
+                  for w in workloads_run]
         copies = concurrency.Target(
             "tcgraph/http", "W1", base, "/graphql",
             [concurrency.body(workloads.DOCS["W1"], {"labels": dataset.take(keys.labels,
                                                                              10_000)})])
-        found = await concurrency.run(targets, copies, log, args.concurrency_seconds)
+        return await concurrency.run(groups, copies, log, args.concurrency_seconds, postmaster)
     finally:
+        for one in running:
+            one.stop()
         process.terminate()
         process.wait(30)
-    for one in peers:
-        again = type(one)(url, free_port(), args.workers)
-        again.start()
-        try:
-            log(f"concurrency: {again.series} with {args.workers} processes")
-            targets = [concurrency.Target(again.series, w, again.base, "/graphql",
-                                          bodies(workloads.PEER_DOCS, w, True))
-                       for w in workloads_run]
-            found["clients"] += await concurrency.clients_only(targets, log,
-                                                               args.concurrency_seconds)
-        finally:
-            again.stop()
-    return found
 
 
 def _rel(path: Path) -> str:

@@ -244,8 +244,13 @@ def batched(base: str, labels: _Labels) -> Callable[[Any], Any]:
 def in_memory(lookups: Any) -> Callable[[Any], Any]:
     """W5's floor: every answer already in memory, no request at all; what is left is the
     optimizer's own work."""
-    from tcgraph.taskgraph import (INDEX_SEARCH, LABEL_SEARCH, LookupStrategy, index_keys,
-                                   label_keys)
+    from tcgraph.taskgraph import (
+        INDEX_SEARCH,
+        LABEL_SEARCH,
+        LookupStrategy,
+        index_keys,
+        label_keys,
+    )
 
     source = _Fixed(lookups)
 
@@ -331,6 +336,9 @@ async def measure(base: str, paths: list[str], labels: list[str], runs: int, war
     finally:
         labels_client.close()
         prefetched.close()
+    load = os.getloadavg()[0]
+    for r in results.values():
+        r.load = load
     reference = answers.get("rest-batch/http")
     for series, r in results.items():
         if series == "rest-batch/http":
