@@ -29,6 +29,7 @@ from tenacity import (AsyncRetrying, RetryCallState, Retrying, retry_if_exceptio
                       retry_if_result, stop_after_attempt, wait_exponential,
                       wait_random_exponential)
 
+from tcgraph.keys import DEFAULT_MAX_KEYS
 from tcgraph.timefmt import parse_time
 
 __all__ = [
@@ -39,9 +40,6 @@ __all__ = [
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 5
 DEFAULT_BACKOFF = 0.25
-# The server's default `max_keys`. Its home is tcgraph.keys.DEFAULT_MAX_KEYS
-# once that module is in the package; until then it is stated here.
-DEFAULT_MAX_KEYS = 10_000
 MAX_BACKOFF = 10.0
 # Gateways answer these while the server restarts or is overloaded; the
 # documents are read-only queries, so sending one again is always safe.
