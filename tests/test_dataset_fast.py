@@ -27,7 +27,7 @@ from tcgraph.demo import write_demo
 from tcgraph.ingest import index_rules
 from tcgraph.model import IndexEntryRow
 from tcgraph.store.pool import open_pool
-from tcgraph.store.writes import status_rank
+from tcgraph.precedence import status_rank
 
 TASKS = 3_000
 _MASKS = [

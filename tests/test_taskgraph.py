@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from factories import BASE, FAR, FakeTask, slug
-from servers import free_port, serving
+from ports import refusing_port
+from servers import serving
 from taskgraph.graph import Graph
 from taskgraph.optimize.base import optimize_task_graph, registry
 from taskgraph.optimize.strategies import IndexSearch
@@ -207,11 +208,12 @@ def test_lookups_the_prefetch_missed_are_resolved_on_their_own(
 def test_an_unreachable_tcgraph_fails_the_decision_task(root_url: str) -> None:
     # Nothing listens there: the verification raises, rather than letting the optimizer run
     # every task for want of answers.
-    closed = f"http://127.0.0.1:{free_port()}"
-    integration = tcgraph.taskgraph.Integration(closed, client=TcGraph(closed, retries=0))
-    try:
-        with pytest.raises(TcGraphError, match="127.0.0.1"):
-            integration.verification(None, target_graph(), {}, None, PARAMS)
-        assert integration.lookups.asked == set()
-    finally:
-        integration.close()
+    with refusing_port() as port:
+        closed = f"http://127.0.0.1:{port}"
+        integration = tcgraph.taskgraph.Integration(closed, client=TcGraph(closed, retries=0))
+        try:
+            with pytest.raises(TcGraphError, match="127.0.0.1"):
+                integration.verification(None, target_graph(), {}, None, PARAMS)
+            assert integration.lookups.asked == set()
+        finally:
+            integration.close()

@@ -9,10 +9,12 @@ from collections import Counter
 from urllib.parse import quote, urlsplit
 
 import asyncpg
+import pytest
 
-from api.test_graphiql import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_browser
+from api.test_graphiql import ARTIFACTS, CHROMIUM_ARGS
+from needs import CHROMIUM
 from ingest.conftest import (  # noqa: F401  (fixtures)
-    broker, follow_options, following, prepare_queue, reached, recording, upstream, wait_for,
+    broker, follow_options, following, prepare_queue, reached, recording, upstream,
 )
 from factories import FakeTask, store
 from servers import serving
@@ -21,6 +23,7 @@ from services.replay import Recording, declare_exchanges, publish, sentinel
 from tcgraph.config import Settings
 from tcgraph.ingest.events import EXCHANGE_PREFIX, EXCHANGES
 from tcgraph.server import create_app
+from waiting import eventually_async
 
 STATES = ("unscheduled", "pending", "running", "completed", "failed", "exception")
 
@@ -41,10 +44,10 @@ async def group_counts(pool: asyncpg.Pool, group: str) -> dict[str, int]:
     return dict(Counter(r["state"] for r in rows))
 
 
+@pytest.mark.needs("chromium")
 async def test_the_page_follows_a_replayed_deployment_to_its_final_counts(
         database_url: str, settings: Settings, broker: RabbitMQ, upstream: str,
         recording: Recording) -> None:
-    require_browser()
     from playwright.async_api import async_playwright
 
     groups = Counter(s["status"]["taskGroupId"] for s in recording.statuses.values())
@@ -67,7 +70,7 @@ async def test_the_page_follows_a_replayed_deployment_to_its_final_counts(
                 await page.wait_for_function("window.tcgraphLive !== undefined")
                 async with following(database_url, options) as pool:
                     await publish(broker.url, [*recording.messages, marker])
-                    await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
+                    await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
                     final = await group_counts(pool, group)
                     assert sum(final.values()) == groups[group]
                     await expect_counts(page, final)
@@ -81,9 +84,9 @@ async def test_the_page_follows_a_replayed_deployment_to_its_final_counts(
             and urlsplit(u)[:2] != origin[:2]] == []
 
 
+@pytest.mark.needs("chromium")
 async def test_the_page_keeps_up_with_ten_thousand_tasks(
         database_url: str, settings: Settings, pool: asyncpg.Pool) -> None:
-    require_browser()
     from playwright.async_api import async_playwright
 
     tasks = [FakeTask(task_group_id="big", state="pending") for _ in range(10_000)]
@@ -116,9 +119,9 @@ async def test_the_page_keeps_up_with_ten_thousand_tasks(
           f"{burst:.1f} s, a round trip after it {round_trip * 1000:.0f} ms")
 
 
+@pytest.mark.needs("chromium")
 async def test_graphiql_shows_a_subscriptions_events(
         database_url: str, settings: Settings, pool: asyncpg.Pool) -> None:
-    require_browser()
     from playwright.async_api import async_playwright, expect
 
     watched = FakeTask(task_group_id="g", state="pending")
