@@ -28,7 +28,8 @@ async def test_an_alias_holding_quotes_and_sql_is_only_a_key_of_the_answer(
         pool: asyncpg.Pool, settings: Settings) -> None:
     task = FakeTask(label="hostile-alias")
     await store(pool, [task])
-    info = SimpleNamespace(schema=build_schema(settings), context=SimpleNamespace(settings=settings))
+    info = SimpleNamespace(schema=build_schema(settings),
+                           context=SimpleNamespace(settings=settings))
     selection = [field("taskId", HOSTILE), field("status", "s", field("state", HOSTILE + "2")),
                  field("__typename", HOSTILE + "3")]
     shape = _Compiler(info).compile("Task", selection, identifier("t"))  # type: ignore[arg-type]

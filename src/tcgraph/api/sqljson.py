@@ -201,7 +201,8 @@ def plan(info: Info[Context, Any], type_name: str, row: str) -> SqlFragment | No
     aside: every item of a list has the same selection).
     """
     return _memo(info, "object", type_name, row,
-                 lambda compiler, selection: compiler.compile(type_name, selection, identifier(row)))
+                 lambda compiler, selection: compiler.compile(type_name, selection,
+                                                              identifier(row)))
 
 
 def plan_nodes(info: Info[Context, Any], type_name: str, row: str) -> SqlFragment | None:
