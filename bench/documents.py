@@ -2,7 +2,8 @@
 
 `python -m bench.documents [N]` runs each document N + 1 times through the
 schema of default settings and prints the CPU time (`time.process_time`) of the
-first request and the mean of the N after it (default 50), with the load average. The operation run is
+first request and the mean of the N after it (default 50), with the load
+average. The operation run is
 `{ __typename }`, so no database is needed and the figure is the cost of the
 document itself. Run it with PYTHONPATH pointing at another checkout's `src`
 to measure that version (the figures in docs/performance.md compare two).

@@ -3,9 +3,9 @@
 Task ids, index paths and namespaces are checked against Taskcluster's own
 patterns (its queue's and index's schemas, `slugid-pattern` and the index's
 `[a-zA-Z0-9_!~*'()%-]` names joined by dots); lists of keys are bounded by
-`max_keys` (errors.check_key_count applies it). This module imports nothing but the standard library, so
-`tcgraph.client` (copied into other projects) and the write side import it
-as freely as the API.
+`max_keys` (errors.check_key_count applies it). This module imports nothing
+but the standard library, so `tcgraph.client` (copied into other projects)
+and the write side import it as freely as the API.
 """
 
 from __future__ import annotations

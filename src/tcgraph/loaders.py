@@ -31,6 +31,7 @@ from tcgraph.errors import ServiceUnavailable
 from tcgraph.model import IndexEntry, Namespace, Page, State, Task, TaskFilter, TaskGroup
 from tcgraph.store.queries import index_entries, index_namespaces, task_dependencies, tasks
 from tcgraph.store.pool import Database
+from tcgraph.store.sqlfrag import SqlFragment
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -45,7 +46,7 @@ PageKey = tuple[str, str | None, int]
 class JsonListKey:
     """Keys answered as one JSON array (or, `single`, one JSON value) of `shape` each."""
 
-    shape: str
+    shape: SqlFragment
     keys: tuple[str, ...]
     single: bool = False
     task_filter: TaskFilter | None = None  # labels only
@@ -55,7 +56,7 @@ class JsonListKey:
 class JsonPageKey:
     """One page of a connection, each row answered as JSON of `shape`."""
 
-    shape: str
+    shape: SqlFragment
     parent: str
     after: str | None
     limit: int
@@ -63,7 +64,7 @@ class JsonPageKey:
 
 
 # (shapes, [(keys, shape number)], filter) -> one JSON array per list.
-JsonFetch = Callable[[list[str], list[tuple[tuple[str, ...], int]], TaskFilter | None],
+JsonFetch = Callable[[list[SqlFragment], list[tuple[tuple[str, ...], int]], TaskFilter | None],
                      Awaitable[list[str]]]
 
 
@@ -274,21 +275,21 @@ class Loaders:
         return "[" + ",".join(part[0][1:-1] for part in parts) + "]"
 
     async def _tasks_json(self, keys: list[JsonListKey]) -> list[str | None]:
-        async def fetch(shapes: list[str], lists: list[tuple[tuple[str, ...], int]],
+        async def fetch(shapes: list[SqlFragment], lists: list[tuple[tuple[str, ...], int]],
                         _: TaskFilter | None) -> list[str]:
             return await tasks.tasks_json(self.db, shapes, lists)
 
         return await self._json_lists(keys, fetch)
 
     async def _entries_json(self, keys: list[JsonListKey]) -> list[str | None]:
-        async def fetch(shapes: list[str], lists: list[tuple[tuple[str, ...], int]],
+        async def fetch(shapes: list[SqlFragment], lists: list[tuple[tuple[str, ...], int]],
                         _: TaskFilter | None) -> list[str]:
             return await index_entries.entries_json(self.db, shapes, lists)
 
         return await self._json_lists(keys, fetch)
 
     async def _labels_json(self, keys: list[JsonListKey]) -> list[str | None]:
-        async def fetch(shapes: list[str], lists: list[tuple[tuple[str, ...], int]],
+        async def fetch(shapes: list[SqlFragment], lists: list[tuple[tuple[str, ...], int]],
                         task_filter: TaskFilter | None) -> list[str]:
             return await tasks.labels_json(self.db, shapes, lists, task_filter or TaskFilter())
 

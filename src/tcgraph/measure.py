@@ -27,7 +27,8 @@ from graphql import (
 from graphql.execution import get_argument_values, get_directive_values, get_variable_values
 from graphql.execution.values import VariableValues
 from graphql.language import (
-    DocumentNode, Lexer, Source, TokenKind, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode,
+    DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, Lexer,
+    Source, TokenKind,
     OperationDefinitionNode, SelectionSetNode,
 )
 

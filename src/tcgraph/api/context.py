@@ -11,6 +11,7 @@ from tcgraph import metrics
 from tcgraph.config import Settings
 from tcgraph.loaders import Loaders
 from tcgraph.store.pool import Database, SqlStats
+from tcgraph.store.sqlfrag import SqlFragment
 
 
 @dataclass
@@ -23,7 +24,7 @@ class Context:
     request: Any = None
     response: Any = None
     # Compiled selections of this request (api/sqljson.py), by response path.
-    plans: dict[tuple[str, ...], str | None] = field(default_factory=dict)
+    plans: dict[tuple[str, ...], SqlFragment | None] = field(default_factory=dict)
 
     @classmethod
     def create(cls, pool: asyncpg.Pool, settings: Settings, **extra: Any) -> "Context":

@@ -7,7 +7,9 @@ it) has such a declaration, `plan` compiles the selection into one
 `json_build_object(...)` expression over the loader's row; the loader's
 statement then returns each answer as JSON text, which goes into the response
 as an `orjson.Fragment`, never decoded. Any field without a declaration (a
-connection, anything with arguments) leaves the selection to the resolvers.
+connection, anything with arguments but a paged field's `first`) leaves the
+selection to the resolvers. The expression is built from typed fragments
+(store/sqlfrag.py): a response key or type name is only ever an SQL literal.
 
 What is compiled follows GraphQL's own rules for collecting fields: response
 keys in first-seen order, fields with one response key merged, fragments
@@ -30,6 +32,7 @@ from strawberry.types.base import (
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from tcgraph.errors import ClientError
+from tcgraph.store.sqlfrag import SqlFragment, Template, identifier, join, literal
 from tcgraph.pagination import page_size
 
 if TYPE_CHECKING:
@@ -41,6 +44,9 @@ SQL = "tcgraph.sql"  # the key of a field's `metadata` that holds its `Sql`
 
 # PostgreSQL functions take at most 100 arguments: 50 key/value pairs.
 _MAX_KEYS = 50
+_PAIR = Template("{key}, {value}")
+_OBJECT = Template("json_build_object({pairs})")
+_TEXT = Template("{value}::text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +62,18 @@ class Sql:
     page size), which its template uses as `{first}`.
     """
 
-    template: str
+    template: Template
     same_row: bool = False
     paged: bool = False
 
 
 def sql(template: str, *, same_row: bool = False, paged: bool = False) -> dict[str, Sql]:
-    """`metadata` for `strawberry.field`: the field's value as PostgreSQL computes it."""
-    return {SQL: Sql(template, same_row, paged)}
+    """`metadata` for `strawberry.field`: the field's value as PostgreSQL computes it.
+
+    `template` is SQL written here, in the code: its slots are filled with
+    identifiers (the rows' aliases), integer literals and compiled fragments only.
+    """
+    return {SQL: Sql(Template(template), same_row, paged)}
 
 
 @dataclass
@@ -75,20 +85,15 @@ class _Collected:
     selections: list[Selection]
 
 
-def quote(text: str) -> str:
-    """`text` as an SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 class _Compiler:
     def __init__(self, info: Info[Context, Any]) -> None:
         self.schema = info.schema
         self.settings = info.context.settings
         self.aliases = 0
 
-    def alias(self) -> str:
+    def alias(self) -> SqlFragment:
         self.aliases += 1
-        return f"j{self.aliases}"
+        return identifier(f"j{self.aliases}")
 
     def collect(self, selections: Iterable[Selection], into: dict[str, _Collected]) -> None:
         """GraphQL's CollectFields: response key -> (field name, merged sub-selections)."""
@@ -106,22 +111,25 @@ class _Compiler:
             elif isinstance(selection, (FragmentSpread, InlineFragment)):
                 self.collect(selection.selections, into)
 
-    def compile(self, type_name: str, selections: Iterable[Selection], row: str) -> str | None:
+    def compile(self, type_name: str, selections: Iterable[Selection],
+                row: SqlFragment) -> SqlFragment | None:
         fields: dict[str, _Collected] = {}
         self.collect(selections, fields)
         if len(fields) > _MAX_KEYS:
             return None
-        parts: list[str] = []
+        parts: list[SqlFragment] = []
         for key, collected in fields.items():
             value = self.value(type_name, collected, row)
             if value is None:
                 return None
-            parts.append(f"{quote(key)}, {value}")
-        return f"json_build_object({', '.join(parts)})"
+            # The response key (a GraphQL alias or field name) is a literal, never SQL.
+            parts.append(_PAIR(key=literal(key), value=value))
+        return _OBJECT(pairs=join(parts))
 
-    def value(self, type_name: str, collected: _Collected, row: str) -> str | None:
+    def value(self, type_name: str, collected: _Collected,
+              row: SqlFragment) -> SqlFragment | None:
         if collected.name == "__typename":
-            return f"{quote(type_name)}::text"
+            return _TEXT(value=literal(type_name))
         field = self.schema.get_field_for_type(collected.name, type_name)
         if field is None:
             return None
@@ -137,12 +145,12 @@ class _Compiler:
             return None  # the resolvers refuse it, where a parent object exists
         child_type = _object_type(field.type)
         if child_type is None:
-            return declared.template.format(row=row)
+            return declared.template(row=row)
         child = row if declared.same_row else self.alias()
         json = self.compile(child_type.name, collected.selections, child)
         if json is None:
             return None
-        return declared.template.format(row=row, child=child, json=json, first=first)
+        return declared.template(row=row, child=child, json=json, first=literal(first))
 
 
 def _int_argument(value: object) -> int | None:
@@ -173,7 +181,8 @@ def _selection(info: Info[Context, Any]) -> list[Selection]:
 
 
 def _memo(info: Info[Context, Any], kind: str, type_name: str, row: str,
-          compile: Callable[[_Compiler, list[Selection]], str | None]) -> str | None:
+          compile: Callable[[_Compiler, list[Selection]], SqlFragment | None]
+          ) -> SqlFragment | None:
     context = info.context
     if not context.settings.sql_json:
         return None
@@ -183,7 +192,7 @@ def _memo(info: Info[Context, Any], kind: str, type_name: str, row: str,
     return context.plans[memo_key]
 
 
-def plan(info: Info[Context, Any], type_name: str, row: str) -> str | None:
+def plan(info: Info[Context, Any], type_name: str, row: str) -> SqlFragment | None:
     """The current field's selection on `type_name` as one JSON expression over `row`.
 
     None when some field in it has no SQL declaration, or when the request's
@@ -192,16 +201,17 @@ def plan(info: Info[Context, Any], type_name: str, row: str) -> str | None:
     aside: every item of a list has the same selection).
     """
     return _memo(info, "object", type_name, row,
-                 lambda compiler, selection: compiler.compile(type_name, selection, row))
+                 lambda compiler, selection: compiler.compile(type_name, selection,
+                                                              identifier(row)))
 
 
-def plan_nodes(info: Info[Context, Any], type_name: str, row: str) -> str | None:
+def plan_nodes(info: Info[Context, Any], type_name: str, row: str) -> SqlFragment | None:
     """For a connection field: its `nodes` selection on `type_name`, compiled as `plan` does.
 
     Only when `nodes` is selected under one response key and no `edges { node }`
     is (that would be a second selection of the same rows).
     """
-    def compile(compiler: _Compiler, selection: list[Selection]) -> str | None:
+    def compile(compiler: _Compiler, selection: list[Selection]) -> SqlFragment | None:
         fields: dict[str, _Collected] = {}
         compiler.collect(selection, fields)
         nodes = [f.selections for f in fields.values() if f.name == "nodes"]
@@ -213,7 +223,7 @@ def plan_nodes(info: Info[Context, Any], type_name: str, row: str) -> str | None
                     return None
         if len(nodes) != 1:
             return None
-        return compiler.compile(type_name, nodes[0], row)
+        return compiler.compile(type_name, nodes[0], identifier(row))
 
     return _memo(info, "nodes", type_name, row, compile)
 

@@ -211,11 +211,10 @@ class TaskStatus(TaskRowFields):
         return Task(_task=self._task)
 
 
-def _falsy_to(expression: str, empty: str) -> str:
-    # Python's `value or empty`: JSON null, false, 0, "", [] and {} all become `empty`.
-    return (f"CASE WHEN ({expression}) IS NULL OR ({expression}) IN "
-            f"('null', 'false', '0', '\"\"', '[]', '{{{{}}}}') THEN '{empty}'::jsonb "
-            f"ELSE ({expression}) END")
+# Python's `tags or {}`: JSON null, false, 0, "", [] and {} all answer {}.
+_TAGS_SQL = ("CASE WHEN ({row}.definition -> 'tags') IS NULL OR ({row}.definition -> 'tags') IN "
+             "('null', 'false', '0', '\"\"', '[]', '{{}}') THEN '{{}}'::jsonb "
+             "ELSE ({row}.definition -> 'tags') END")
 
 
 @strawberry.type(description="A task: its definition as `queue.task` returns it, and its relations.")
@@ -257,7 +256,7 @@ class Task(TaskRowFields):
             owner=meta.get("owner", ""), source=meta.get("source", ""),
         )
 
-    @strawberry.field(metadata=sql(_falsy_to("{row}.definition -> 'tags'", "{{}}")))
+    @strawberry.field(metadata=sql(_TAGS_SQL))
     async def tags(self, info: ContextInfo) -> JSON:
         return JSON((await self._definition(info)).get("tags") or {})
 

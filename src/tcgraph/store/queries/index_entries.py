@@ -10,6 +10,7 @@ from tcgraph.model import IndexEntry, Page, split_index_path
 from tcgraph.store.pool import Database
 from tcgraph.store.queries.json_lists import KeyList, fetch_lists
 from tcgraph.store.queries.pages import BEFORE_ALL, en_us_after, en_us_order, split_pages
+from tcgraph.store.sqlfrag import SqlFragment, Template, raw
 
 _ENTRY_COLUMNS = "e.namespace, e.name, e.task_id, e.rank, e.data::text AS data, e.expires"
 
@@ -97,7 +98,7 @@ async def namespace_entry_pages_en_us(
 
 # index_entries_pkey: one probe per path (LIMIT: see _ENTRIES_BY_PATH); each
 # entry row `e` also carries the path as it was asked for, `index_path`.
-_ENTRIES_JSON = """
+_ENTRIES_JSON = Template("""
 SELECT k.list, {values}
 FROM unnest($1::int[], $2::int[], $3::text[], $4::text[], $5::text[])
      WITH ORDINALITY AS k(list, shape, index_path, namespace, name, ord)
@@ -106,10 +107,10 @@ LEFT JOIN LATERAL (
     WHERE e.namespace = k.namespace AND e.name = k.name AND e.expires > now()
     LIMIT 1
 ) e ON true
-GROUP BY k.list"""
+GROUP BY k.list""")
 
 
-async def entries_json(db: Database, shapes: Sequence[str],
+async def entries_json(db: Database, shapes: Sequence[SqlFragment],
                        path_lists: Sequence[tuple[Sequence[str], int]]) -> list[str]:
     """Per (paths, shape number), the JSON array of that shape over each entry `e` (null: none)."""
     lists: list[KeyList] = []
@@ -117,4 +118,4 @@ async def entries_json(db: Database, shapes: Sequence[str],
         split = [split_index_path(path) for path in paths]
         lists.append(KeyList([list(paths), [ns for ns, _ in split], [name for _, name in split]],
                              shape))
-    return await fetch_lists(db, _ENTRIES_JSON, "e.task_id", shapes, lists)
+    return await fetch_lists(db, _ENTRIES_JSON, raw("e.task_id"), shapes, lists)

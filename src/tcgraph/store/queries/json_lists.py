@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tcgraph.store.pool import Database
+from tcgraph.store.sqlfrag import SqlFragment, Template, identifier, join, literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +25,13 @@ class KeyList:
     shape: int
 
 
+# One JSON array per shape, of the answers of the keys asked with it.
+_VALUES = Template("json_agg(CASE WHEN {found} IS NULL THEN NULL ELSE {shape} END ORDER BY k.ord) "
+                   "FILTER (WHERE k.shape = {number})::text AS {column}")
+
+
 async def fetch_lists(
-    db: Database, template: str, found: str, shapes: Sequence[str],
+    db: Database, template: Template, found: SqlFragment, shapes: Sequence[SqlFragment],
     key_lists: Sequence[KeyList], *extra: object,
 ) -> list[str]:
     """For each list of keys, the JSON text of its array of answers.
@@ -33,11 +39,10 @@ async def fetch_lists(
     Each answer is `shapes[list.shape]` over the key's row, or null where the
     `found` column is null (no row); `extra` parameters follow the key columns.
     """
-    values = ", ".join(
-        f"json_agg(CASE WHEN {found} IS NULL THEN NULL ELSE {shape} END ORDER BY k.ord) "
-        f"FILTER (WHERE k.shape = {number})::text AS json{number}"
-        for number, shape in enumerate(shapes))
-    statement = template.format(values=values)
+    values = join(_VALUES(found=found, shape=shape, number=literal(number),
+                          column=identifier(f"json{number}"))
+                  for number, shape in enumerate(shapes))
+    statement = template(values=values).render()
     width = len(key_lists[0].columns) if key_lists else 0
     numbers: list[int] = []
     shape_numbers: list[int] = []

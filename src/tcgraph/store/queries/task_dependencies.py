@@ -8,6 +8,7 @@ from tcgraph.model import Page
 from tcgraph.store.pool import Database
 from tcgraph.store.queries.pages import BEFORE_ALL, en_us_after, en_us_order, split_pages
 from tcgraph.store.queries.tasks import TASK_COLUMNS, json_node, json_node_columns, task_row
+from tcgraph.store.sqlfrag import SqlFragment, Template
 
 # task_dependencies_dependent, then tasks_pkey
 _DEPENDENTS_PAGE_OF = """
@@ -22,6 +23,8 @@ CROSS JOIN LATERAL (
 JOIN tasks t ON t.task_id = d.task_id
 ORDER BY k.ord, t.task_id"""
 _DEPENDENTS_PAGE = _DEPENDENTS_PAGE_OF.format(columns=TASK_COLUMNS, before_all=BEFORE_ALL)
+_DEPENDENTS_JSON_PAGE = Template(_DEPENDENTS_PAGE_OF.format(columns="{columns}",
+                                                            before_all=BEFORE_ALL))
 
 
 async def dependent_pages(
@@ -65,11 +68,11 @@ async def dependent_pages_en_us(
 
 
 async def dependent_json_pages(
-    db: Database, shape: str, keys: Sequence[tuple[str, str | None, int]]
+    db: Database, shape: SqlFragment, keys: Sequence[tuple[str, str | None, int]]
 ) -> list[Page]:
     """As dependent_pages, each row a JsonNode of `shape` over the task `t`."""
     rows = await db.fetch(
-        _DEPENDENTS_PAGE_OF.format(columns=json_node_columns(shape), before_all=BEFORE_ALL),
+        _DEPENDENTS_JSON_PAGE(columns=json_node_columns(shape)).render(),
         [task_id for task_id, _, _ in keys],
         [after for _, after, _ in keys],
         [limit for _, _, limit in keys],

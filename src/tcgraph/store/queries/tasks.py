@@ -11,6 +11,7 @@ from tcgraph.model import JsonNode, Page, Run, State, Task, TaskFilter, TaskGrou
 from tcgraph.store.pool import Database
 from tcgraph.store.queries.json_lists import KeyList, fetch_lists
 from tcgraph.store.queries.pages import BEFORE_ALL, en_us_after, en_us_order, split_pages
+from tcgraph.store.sqlfrag import SqlFragment, Template, raw
 
 # Everything but the definition, which definitions_by_id fetches when needed.
 TASK_COLUMNS = """t.task_id, t.task_group_id, t.scheduler_id, t.task_queue_id, t.project_id,
@@ -107,40 +108,40 @@ CROSS JOIN LATERAL (
 # --- the same lookups answered as JSON built in PostgreSQL (api/sqljson.py) ---
 
 # tasks_pkey: one probe per id; ids not stored answer null.
-_TASKS_JSON = """
+_TASKS_JSON = Template("""
 SELECT k.list, {values}
 FROM unnest($1::int[], $2::int[], $3::text[]) WITH ORDINALITY AS k(list, shape, task_id, ord)
 LEFT JOIN LATERAL (SELECT * FROM tasks t WHERE t.task_id = k.task_id LIMIT 1) t ON true
-GROUP BY k.list"""
+GROUP BY k.list""")
 
 
-async def tasks_json(db: Database, shapes: Sequence[str],
+async def tasks_json(db: Database, shapes: Sequence[SqlFragment],
                      id_lists: Sequence[tuple[Sequence[str], int]]) -> list[str]:
     """Per (ids, shape number), the JSON array of that shape over each task `t` (null: none)."""
-    return await fetch_lists(db, _TASKS_JSON, "t.task_id", shapes,
+    return await fetch_lists(db, _TASKS_JSON, raw("t.task_id"), shapes,
                              [KeyList([ids], shape) for ids, shape in id_lists])
 
 
 # The labels statement's rows carry the filter, so that `latest` and the
 # last_* subqueries below read it from their parent row.
-_LABELS_JSON = """
+_LABELS_JSON = Template("""
 SELECT k.list, {values}
 FROM (
     SELECT k.list, k.shape, k.label, k.ord, $4::text AS project_id, $5::text AS scheduler_id,
            $6::text AS task_queue_id, $7::jsonb AS tags
     FROM unnest($1::int[], $2::int[], $3::text[]) WITH ORDINALITY AS k(list, shape, label, ord)
 ) k
-GROUP BY k.list"""
+GROUP BY k.list""")
 
 
-async def labels_json(db: Database, shapes: Sequence[str],
+async def labels_json(db: Database, shapes: Sequence[SqlFragment],
                       label_lists: Sequence[tuple[Sequence[str], int]],
                       task_filter: TaskFilter) -> list[str]:
     """Per (labels, shape number), the JSON array of that shape over each label row `k`.
 
     `k` has `label` and the filter's columns, which `LATEST_JSON` reads.
     """
-    return await fetch_lists(db, _LABELS_JSON, "k.label", shapes,
+    return await fetch_lists(db, _LABELS_JSON, raw("k.label"), shapes,
                              [KeyList([labels], shape) for labels, shape in label_lists],
                              *_filter_args(task_filter))
 
@@ -166,14 +167,19 @@ TASK_JSON = "(SELECT {json} FROM tasks {child} WHERE {child}.task_id = {row}.tas
 
 # tasks_pkey per id: the stored tasks among the first {first} of the definition's
 # dependencies, in its order (repeats included), as Task.dependencies answers them.
+# (`dependency_ids` and `dependency` name nothing outside the subquery, whatever
+# `{row}` is: the compiled aliases are quoted "j1", "j2", ...)
 DEPENDENCIES_JSON = """(
-    SELECT COALESCE(json_agg({json} ORDER BY {child}_ids.n), '[]'::json)
-    FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof({row}.definition -> 'dependencies')
-                                        = 'array' THEN {row}.definition -> 'dependencies'
-                                        ELSE '[]'::jsonb END)
-         WITH ORDINALITY AS {child}_ids(task_id, n)
-    JOIN tasks {child} ON {child}.task_id = {child}_ids.task_id
-    WHERE {child}_ids.n <= {first})"""
+    SELECT COALESCE(json_agg({json} ORDER BY {child}.dependency_n), '[]'::json)
+    FROM (
+        SELECT dependency.*, dependency_ids.n AS dependency_n
+        FROM jsonb_array_elements_text(
+                 CASE WHEN jsonb_typeof({row}.definition -> 'dependencies') = 'array'
+                      THEN {row}.definition -> 'dependencies' ELSE '[]'::jsonb END)
+             WITH ORDINALITY AS dependency_ids(task_id, n)
+        JOIN tasks dependency ON dependency.task_id = dependency_ids.task_id
+        WHERE dependency_ids.n <= {first}
+    ) {child})"""
 
 # A task's runs, in order, each a row `{child}` with the run in `run`.
 RUNS_JSON = """(
@@ -326,20 +332,30 @@ def json_node(r: asyncpg.Record) -> JsonNode:
     return JsonNode(key=r["key"], json=r["json"])
 
 
-def json_node_columns(shape: str) -> str:
+_JSON_NODE_COLUMNS = Template("t.task_id AS key, ({shape})::text AS json")
+
+
+def json_node_columns(shape: SqlFragment) -> SqlFragment:
     """The columns of a page row answered as JSON: the task id (its cursor) and `shape`."""
-    return f"t.task_id AS key, ({shape})::text AS json"
+    return _JSON_NODE_COLUMNS(shape=shape)
+
+
+# By whether the page is of one state: the statement, its columns left to fill.
+_GROUP_JSON_PAGE = {
+    with_state: Template(_GROUP_PAGE.format(
+        columns="{columns}", before_all=BEFORE_ALL,
+        state="AND t.state = k.state" if with_state else "",
+        index="tasks_group_state" if with_state else "tasks_group"))
+    for with_state in (True, False)
+}
 
 
 async def task_group_json_pages(
-    db: Database, shape: str, keys: Sequence[tuple[str, State | None, str | None, int]]
+    db: Database, shape: SqlFragment, keys: Sequence[tuple[str, State | None, str | None, int]]
 ) -> list[Page]:
     """As task_group_pages, each row a JsonNode of `shape` over the task `t`."""
     with_state = keys[0][1] is not None
-    statement = _GROUP_PAGE.format(
-        columns=json_node_columns(shape), before_all=BEFORE_ALL,
-        state="AND t.state = k.state" if with_state else "",
-        index="tasks_group_state" if with_state else "tasks_group")
+    statement = _GROUP_JSON_PAGE[with_state](columns=json_node_columns(shape)).render()
     rows = await db.fetch(
         statement,
         [group for group, _, _, _ in keys],
