@@ -3,8 +3,8 @@
 GraphQL work is CPU-bound Python on the event loop: a probe that reaches the
 main port while a document is parsed, validated or completed waits until the
 loop is free again, hundreds of milliseconds under load. A thread in the same
-process does better but still waits for the GIL (and for a garbage collection
-of the loop's objects, which holds it throughout). So `serve --ops-port P`
+process does better but still waits for the GIL at each step of an answer (and
+C code and garbage collections on the loop's thread do not hand it over). So `serve --ops-port P`
 (TCGRAPH_OPS_PORT) starts this module as a small process beside the server,
 listening on `--host`:P, which shares nothing with the event loops but files:
 
