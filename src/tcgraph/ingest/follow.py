@@ -49,7 +49,7 @@ WAITING_EVERY_S = 2.0
 PROGRESS_EVERY_S = 10.0
 # How often a follower records that it is alive (mirror_followers).
 HEARTBEAT_S = 5.0
-# The default pause between verifications of a sample, and its size.
+# The default pause between two verifications of a sample.
 VERIFY_EVERY_S = 900.0
 # The first verification comes this soon after the start: until one has found
 # no difference, `mirror.verified` is false.
@@ -73,6 +73,14 @@ class FollowOptions:
 
 
 BatchHook = Callable[[Sequence[Delivery], BatchResult], Awaitable[None]]
+
+
+@dataclass
+class _Totals:
+    """What this follower has written since it started (its heartbeat says it)."""
+
+    messages: int = 0
+    batches: int = 0
 
 
 class _Progress:
@@ -109,7 +117,7 @@ async def follow(pool: asyncpg.Pool, options: FollowOptions, *,
                             options=options.reconcile)
     groups: asyncio.Queue[str] = asyncio.Queue()
     progress = _Progress()
-    totals = _Progress()
+    totals = _Totals()
 
     async def handle(deliveries: Sequence[Delivery]) -> None:
         # Before the write: a group is walked by the next reconciliation pass that

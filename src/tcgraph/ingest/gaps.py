@@ -32,6 +32,7 @@ from tcgraph.ingest import pulse
 from tcgraph.ingest.mirror import Delivery
 from tcgraph.store import mirror_writes
 from tcgraph.store.queries import mirror as queries
+from tcgraph.store.queries import mirror_health
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +192,11 @@ class Gaps:
             metrics.mirror_gap(gap.reason)
             self.wake.set()
 
-    async def _last_seen(self) -> queries.LastSeen:
+    async def _last_seen(self) -> mirror_health.LastSeen:
         backoff = pulse.Backoff()
         while True:
             try:
-                return await queries.last_seen(self.pool, self.queue_name)
+                return await mirror_health.last_seen(self.pool, self.queue_name)
             except Exception as e:  # the database is away: the consumer waits for it
                 log.warning("gap check waits for the database (%s: %s)", type(e).__name__, e)
                 await backoff.pause()

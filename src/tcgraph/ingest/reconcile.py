@@ -52,6 +52,7 @@ from tcgraph.ingest.upstream import BATCH_IDS, PAGE_LIMIT, Upstream
 from tcgraph.model import StatusRow, TaskRow
 from tcgraph.store import mirror_writes, writes
 from tcgraph.store.queries import mirror as queries
+from tcgraph.store.queries import mirror_health
 
 log = logging.getLogger(__name__)
 
@@ -162,23 +163,23 @@ class Reconciler:
         if started is None:
             return None
         self.wake.clear()
-        gap_since = await queries.unrepaired_since(self.pool)
-        since = await queries.last_pass_started(self.pool) or started - GROUP_HORIZON
+        gap_since = await mirror_health.unrepaired_since(self.pool)
+        since = await mirror_health.last_pass_started(self.pool) or started - GROUP_HORIZON
         gap_groups: list[str] = []
         if gap_since is not None:
             since = min(since, gap_since - GROUP_HORIZON)
             # Read before the statuses resolve them: a group that had an unresolved
             # task may hold tasks whose every message was lost.
             gap_groups = await queries.unresolved_groups(self.pool)
-        groups = list(dict.fromkeys([*await queries.active_groups(self.pool, since),
+        groups = list(dict.fromkeys([*await mirror_health.active_groups(self.pool, since),
                                      *gap_groups]))
         done = _Pass(started=started)
         # What decision tasks asked about lately comes first: the entries at the index
         # paths they read, and the unresolved tasks of the labels they read.
-        await self._index_paths(done, await queries.recent_reads(
+        await self._index_paths(done, await mirror_health.recent_reads(
             self.pool, recent_reads.INDEX_PATH, since, RECENT_READS))
         self.priority.update(await queries.unresolved_with_labels(self.pool, await (
-            queries.recent_reads(self.pool, recent_reads.LABEL, since, RECENT_READS))))
+            mirror_health.recent_reads(self.pool, recent_reads.LABEL, since, RECENT_READS))))
         priority, self.priority = sorted(self.priority), set()
         for start in range(0, len(priority), BATCH_IDS):
             await self._statuses(done, priority[start:start + BATCH_IDS])

@@ -10,6 +10,7 @@ from starlette.routing import Route
 from tcgraph.api.rest.endpoint import Call, Method, routes
 from tcgraph.api.rest.errors import ApiError
 from tcgraph.store.queries import mirror as queries
+from tcgraph.store.queries import mirror_health
 from tcgraph.timefmt import format_time
 
 PREFIX = "/api/tcgraph/v1"
@@ -39,18 +40,18 @@ async def mirror(call: Call) -> object:
         "lastExchange": state.last_exchange, "lastRoutingKey": state.last_routing_key,
         "lagMs": state.lag_ms, "messages": state.messages, "errors": state.errors,
         "batches": state.batches, "waitingDefinitions": state.waiting,
-        **_completeness(await queries.completeness(db)),
+        **_completeness(await mirror_health.completeness(db)),
         "gaps": [{"started": _time(g.started), "ended": _time(g.ended), "reason": g.reason,
                   "follower": g.follower, "detail": g.detail,
                   "repairedAt": _time(g.repaired_at), "tasksRepaired": g.tasks_repaired}
-                 for g in await queries.gaps(db, GAPS_SHOWN)],
+                 for g in await mirror_health.gaps(db, GAPS_SHOWN)],
         "followers": [{"name": f.name, "queueName": f.queue_name, "started": _time(f.started),
                        "lastSeen": _time(f.last_seen), "consuming": f.consuming,
-                       "messages": f.messages} for f in await queries.followers(db)],
+                       "messages": f.messages} for f in await mirror_health.followers(db)],
     }
 
 
-def _completeness(c: queries.Completeness) -> dict[str, object]:
+def _completeness(c: mirror_health.Completeness) -> dict[str, object]:
     return {
         "verified": c.verified,
         "lastVerified": _time(c.last_verified), "drift": c.drift,

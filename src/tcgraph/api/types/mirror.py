@@ -10,7 +10,7 @@ import strawberry
 from strawberry.types import Info
 
 from tcgraph import model
-from tcgraph.store.queries import mirror as queries
+from tcgraph.store.queries import mirror_health as queries
 
 # Gaps listed at most in one answer.
 MAX_GAPS = 100
