@@ -228,17 +228,18 @@ def plan_nodes(info: Info[Context, Any], type_name: str, row: str) -> SqlFragmen
     return _memo(info, "nodes", type_name, row, compile)
 
 
-def plan_field(info: Info[Context, Any], field_name: str, type_name: str, row: str) -> str | None:
+def plan_field(info: Info[Context, Any], field_name: str, type_name: str, row: str
+               ) -> SqlFragment | None:
     """For a field whose selection picks `field_name` (an object of `type_name`) under one
     response key, as a subscription's `TaskChange` picks `task`: that selection, compiled
     as `plan` does."""
-    def compile(compiler: _Compiler, selection: list[Selection]) -> str | None:
+    def compile(compiler: _Compiler, selection: list[Selection]) -> SqlFragment | None:
         fields: dict[str, _Collected] = {}
         compiler.collect(selection, fields)
         chosen = [f.selections for f in fields.values() if f.name == field_name]
         if len(chosen) != 1:
             return None
-        return compiler.compile(type_name, chosen[0], row)
+        return compiler.compile(type_name, chosen[0], identifier(row))
 
     return _memo(info, f"field {field_name}", type_name, row, compile)
 

@@ -30,6 +30,7 @@ import asyncpg
 import orjson
 
 from tcgraph import metrics
+from tcgraph.store.sqlfrag import SqlFragment
 from tcgraph.api.subscriptions.cursors import Snapshot, encode
 from tcgraph.config import Settings
 from tcgraph.errors import ServiceUnavailable
@@ -77,7 +78,7 @@ Closer = Callable[[int, str], Coroutine[Any, Any, None]]
 class Subscriber:
     """One subscription's place in the hub: its key, what it has seen, its queue."""
 
-    def __init__(self, *, group: str | None, task_ids: Iterable[str], shape: str | None,
+    def __init__(self, *, group: str | None, task_ids: Iterable[str], shape: SqlFragment | None,
                  seen: Position | Snapshot | None, limit: int, close: Closer) -> None:
         self.group = group
         self.task_ids = frozenset(task_ids)
@@ -274,7 +275,7 @@ class Hub:
 
     async def _dispatch(self, changes: list[Change], db: Database) -> None:
         targets: list[tuple[Change, list[Subscriber]]] = []
-        wanted: dict[str | None, set[str]] = defaultdict(set)
+        wanted: dict[SqlFragment | None, set[str]] = defaultdict(set)
         for change in changes:
             found = [s for s in (*self.by_group.get(change.task_group_id, ()),
                                  *self.by_task.get(change.task_id, ()))
@@ -291,7 +292,7 @@ class Hub:
         for change, found in targets:
             cursor = encode(change.position)
             # One Delivery per change and selection, shared by its subscribers.
-            shared: dict[str | None, Delivery] = {}
+            shared: dict[SqlFragment | None, Delivery] = {}
             for subscriber in found:
                 delivery = shared.get(subscriber.shape)
                 if delivery is None:
@@ -313,15 +314,15 @@ class Hub:
         subscriber.wake.set()
 
 
-async def load_tasks(loaders: Loaders, wanted: dict[str | None, set[str]]
-                     ) -> dict[str | None, dict[str, str | Task | None]]:
+async def load_tasks(loaders: Loaders, wanted: dict[SqlFragment | None, set[str]]
+                     ) -> dict[SqlFragment | None, dict[str, str | Task | None]]:
     """The tasks `wanted` per compiled selection (None: rows for the resolvers), loaded in
     one tick so that the loaders batch them: one statement per batch of keys, whatever
     the number of selections."""
-    keys: list[tuple[str | None, str]] = [(shape, task_id) for shape, ids in wanted.items()
+    keys: list[tuple[SqlFragment | None, str]] = [(shape, task_id) for shape, ids in wanted.items()
                                           for task_id in sorted(ids)]
 
-    async def one(shape: str | None, task_id: str) -> str | Task | None:
+    async def one(shape: SqlFragment | None, task_id: str) -> str | Task | None:
         if shape is None:
             found: Task | None = await loaders.task.load(task_id)
             return found
@@ -330,7 +331,7 @@ async def load_tasks(loaders: Loaders, wanted: dict[str | None, set[str]]
         return text
 
     answers = await asyncio.gather(*(one(shape, task_id) for shape, task_id in keys))
-    loaded: dict[str | None, dict[str, str | Task | None]] = defaultdict(dict)
+    loaded: dict[SqlFragment | None, dict[str, str | Task | None]] = defaultdict(dict)
     for (shape, task_id), answer in zip(keys, answers):
         loaded[shape][task_id] = answer
     return loaded

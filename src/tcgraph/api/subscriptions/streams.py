@@ -18,6 +18,7 @@ from typing import Any, AsyncGenerator, AsyncIterator, Sequence
 
 import asyncpg
 
+from tcgraph.store.sqlfrag import SqlFragment
 from tcgraph.api.subscriptions import cursors
 from tcgraph.api.subscriptions.cursors import Snapshot, decode, encode
 from tcgraph.api.subscriptions.hub import Closer, Delivery, Hub, Subscriber, load_tasks
@@ -55,7 +56,7 @@ class _HeldDatabase(Database):
         return rows
 
 
-async def open_stream(hub: Hub, key: Key, shape: str | None, after: str | None,
+async def open_stream(hub: Hub, key: Key, shape: SqlFragment | None, after: str | None,
                       close: Closer) -> AsyncGenerator[Delivery, None]:
     """Check `after`, register with the hub, read the snapshot if there is no `after`;
     then the stream of deliveries. Errors here (a bad or expired cursor, an outage)
@@ -125,7 +126,7 @@ async def _catch_up(hub: Hub, subscriber: Subscriber, key: Key, cursor: cursors.
         after = changes[-1].position
 
 
-async def read_snapshot(hub: Hub, key: Key, shape: str | None
+async def read_snapshot(hub: Hub, key: Key, shape: SqlFragment | None
                         ) -> tuple[Snapshot, list[Delivery]]:
     """Every task the mirror holds for `key`, as one transaction's snapshot saw them."""
     try:
@@ -144,7 +145,7 @@ async def read_snapshot(hub: Hub, key: Key, shape: str | None
     return snapshot, [Delivery(None, cursor, task_id, task, fresh) for task_id, task in found]
 
 
-async def _group_tasks(loaders: Loaders, group: str, shape: str | None
+async def _group_tasks(loaders: Loaders, group: str, shape: SqlFragment | None
                        ) -> list[tuple[str, str | Task]]:
     found: list[tuple[str, str | Task]] = []
     after: str | None = None
@@ -162,7 +163,7 @@ async def _group_tasks(loaders: Loaders, group: str, shape: str | None
         after = found[-1][0]
 
 
-async def _listed_tasks(loaders: Loaders, task_ids: Sequence[str], shape: str | None
+async def _listed_tasks(loaders: Loaders, task_ids: Sequence[str], shape: SqlFragment | None
                         ) -> list[tuple[str, str | Task]]:
     if shape is not None:
         texts = await asyncio.gather(*(

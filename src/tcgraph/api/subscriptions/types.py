@@ -11,6 +11,7 @@ from orjson import Fragment
 from strawberry.types import Info
 
 from tcgraph import metrics
+from tcgraph.store.sqlfrag import SqlFragment
 from tcgraph.api.context import Context
 from tcgraph.api.sqljson import plan_field, response_keys
 from tcgraph.api.subscriptions.hub import Delivery, Hub
@@ -46,7 +47,7 @@ _RENDERED = ("cursor", "taskId", "task", "__typename")
 Template = tuple[tuple[str, str], ...]  # (response key as JSON, field name)
 
 
-def _template(info: Info[Context, Any], shape: str | None) -> Template | None:
+def _template(info: Info[Context, Any], shape: SqlFragment | None) -> Template | None:
     keys = response_keys(info)
     if any(name not in _RENDERED or (name == "task" and shape is None)
            for _, name, _ in keys):
