@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 import pytest
 
-from ingest.conftest import WAIT_S, follow_options, prepare_queue, wait_for
+from ingest.conftest import follow_options, prepare_queue
 from ingest.oracle import mismatches
 from ingest.test_pulse import ALL_EXCHANGES
 from services.rabbitmq import RabbitMQ
@@ -29,6 +29,7 @@ from services.replay import Message, Recording, declare_exchanges, publish
 from tcgraph.config import Settings
 from tcgraph.ingest import gaps
 from tcgraph.store.pool import open_pool
+from waiting import TIMEOUT_S, eventually_async
 
 BATCH = 20
 
@@ -94,7 +95,7 @@ async def test_followers_on_one_queue_give_the_recorded_answers_with_one_killed_
             return stopped(victim)
 
         # Its third batch is written and not committed; then it dies.
-        await wait_for(victim_stopped, "the victim at its third batch")
+        await eventually_async(victim_stopped, what="the victim at its third batch")
         kill(victim)
         # A follower added meanwhile: no gap, since the others kept consuming.
         others.append(start_follower(database_url, broker, upstream, queue, "added", log))
@@ -105,12 +106,12 @@ async def test_followers_on_one_queue_give_the_recorded_answers_with_one_killed_
                 MARKER.routing_key)
             return bool(marked) and await queue_ready(broker.url, queue) == 0
 
-        await wait_for(drained, "the marker committed and the queue drained")
+        await eventually_async(drained, what="the marker committed and the queue drained")
         pool = await open_pool(database_url, Settings(pool_min_size=1, pool_max_size=2))
         try:
             # The survivors may still hold the victim's redelivered batch for a moment.
             found: list[str] = []
-            deadline = asyncio.get_running_loop().time() + WAIT_S
+            deadline = asyncio.get_running_loop().time() + TIMEOUT_S
             while asyncio.get_running_loop().time() < deadline:
                 found = await mismatches(pool, recording, database_url)
                 if not found:

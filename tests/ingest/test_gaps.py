@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncpg
 from prometheus_client import REGISTRY
 
-from ingest.conftest import batches_written, following, prepare_queue, reached, wait_for
+from ingest.conftest import batches_written, following, prepare_queue, reached
 from ingest.drift import (database_now, delete_queue, drifting_options, gap_recorded,
                           reconciled_since)
 from ingest.oracle import mismatches
@@ -22,6 +22,7 @@ from services.replay import Recording, declare_exchanges, publish, sentinel
 from tcgraph.ingest import gaps
 from tcgraph.ingest.gaps import task_groups, task_runs
 from tcgraph.ingest.mirror import Delivery
+from waiting import eventually_async
 
 
 def gaps_counted(reason: str) -> float:
@@ -29,8 +30,10 @@ def gaps_counted(reason: str) -> float:
 
 
 async def gap_rows(conn: asyncpg.Pool | asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT reason, detail, follower, started <= ended AS ordered, "
-                            "repaired_at FROM mirror_gaps ORDER BY id")
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT reason, detail, follower, started <= ended AS ordered, "
+        "repaired_at FROM mirror_gaps ORDER BY id")
+    return rows
 
 
 async def test_the_queue_deleted_mid_stream_is_a_gap_the_follower_repairs(
@@ -42,16 +45,17 @@ async def test_the_queue_deleted_mid_stream_is_a_gap_the_follower_repairs(
     before = gaps_counted(gaps.QUEUE_DECLARED_ANEW)
     await publish(broker.url, recording.messages[:2 * third])
     async with following(database_url, options) as pool:
-        await wait_for(lambda: _batches(pool, 3), "three committed batches")
+        await eventually_async(lambda: _batches(pool, 3), what="three committed batches")
         # The messages still in the queue (or prefetched, unacknowledged) go with it.
         await delete_queue(broker.url, options.pulse.queue_name)
-        await wait_for(lambda: gap_recorded(pool, gaps.QUEUE_DECLARED_ANEW),
-                       "the gap, once the queue is declared anew")
+        await eventually_async(lambda: gap_recorded(pool, gaps.QUEUE_DECLARED_ANEW),
+                               what="the gap, once the queue is declared anew")
         marker = sentinel(1)
         await publish(broker.url, [*recording.messages[2 * third:], marker])
-        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
+        await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         after = await database_now(pool)
-        await wait_for(lambda: reconciled_since(pool, after), "a pass after the sentinel")
+        await eventually_async(lambda: reconciled_since(pool, after),
+                               what="a pass after the sentinel")
         assert await mismatches(pool, recording, database_url) == []
         rows = await gap_rows(pool)
     assert [r["reason"] for r in rows if r["reason"] != gaps.RUNS_SKIPPED] == [
@@ -76,18 +80,19 @@ async def test_a_follower_stopped_for_the_middle_third_while_its_queue_was_delet
     first = sentinel(1)
     await publish(broker.url, [*recording.messages[:third], first])
     async with following(database_url, options) as pool:
-        await wait_for(lambda: reached(pool, first), "the first third's batch")
+        await eventually_async(lambda: reached(pool, first), what="the first third's batch")
     await delete_queue(broker.url, options.pulse.queue_name)
     # Published with no queue bound: lost, as while pulse had deleted the queue.
     await publish(broker.url, recording.messages[third:2 * third])
     async with following(database_url, options) as pool:
-        await wait_for(lambda: gap_recorded(pool, gaps.QUEUE_DECLARED_ANEW),
-                       "the gap, once the queue is declared anew")
+        await eventually_async(lambda: gap_recorded(pool, gaps.QUEUE_DECLARED_ANEW),
+                               what="the gap, once the queue is declared anew")
         marker = sentinel(2)
         await publish(broker.url, [*recording.messages[2 * third:], marker])
-        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
+        await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         after = await database_now(pool)
-        await wait_for(lambda: reconciled_since(pool, after), "a pass after the sentinel")
+        await eventually_async(lambda: reconciled_since(pool, after),
+                               what="a pass after the sentinel")
         assert await mismatches(pool, recording, database_url) == []
         rows = await gap_rows(pool)
         state = await pool.fetchrow("SELECT consuming, messages FROM mirror_followers "

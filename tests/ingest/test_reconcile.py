@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ingest.conftest import following, prepare_queue, reached, wait_for
+from ingest.conftest import following, prepare_queue, reached
 from ingest.drift import (RATE, database_now, drifting_options, dropped, reconciled_since,
                           repaired)
 from ingest.oracle import mismatches
 from ingest.test_pulse import ALL_EXCHANGES
 from servers import serving
 from services.rabbitmq import RabbitMQ
-from services.replay import Recording, declare_exchanges, publish, sentinel, upstream_app
+from services.replay import (Message, Recording, declare_exchanges, publish, sentinel,
+                             upstream_app)
+from waiting import eventually_async
 
 
 async def follow_and_reconcile(database_url: str, broker: RabbitMQ, upstream: str,
-                               rec: Recording, messages: list, rate: float = RATE
+                               rec: Recording, messages: list[Message], rate: float = RATE
                                ) -> tuple[list[str], int]:
     """Follow `messages`, wait for a pass after the sentinel; (mismatches, tasks repaired)."""
     await declare_exchanges(broker.url, ALL_EXCHANGES)
@@ -35,9 +38,10 @@ async def follow_and_reconcile(database_url: str, broker: RabbitMQ, upstream: st
     marker = sentinel(1)
     await publish(broker.url, [*messages, marker])
     async with following(database_url, options) as pool:
-        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
+        await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         after = await database_now(pool)
-        await wait_for(lambda: reconciled_since(pool, after), "a pass after the sentinel")
+        await eventually_async(lambda: reconciled_since(pool, after),
+                               what="a pass after the sentinel")
         return await mismatches(pool, rec, database_url), await repaired(pool)
 
 
@@ -50,9 +54,9 @@ async def test_ten_percent_of_the_messages_lost_are_repaired(
     assert fixed > 0  # the mirror was wrong, and reconciliation is what mended it
 
 
-def _earliest_statuses(rec: Recording) -> dict[str, dict]:
+def _earliest_statuses(rec: Recording) -> dict[str, dict[str, Any]]:
     """Each task's status as its first message gave it: older than the recorded one."""
-    first: dict[str, dict] = {}
+    first: dict[str, dict[str, Any]] = {}
     for m in rec.messages:
         body = orjson.loads(m.body)
         status = body.get("status")
@@ -94,7 +98,7 @@ async def test_an_older_answer_from_the_upstream_never_rolls_a_task_back(
     assert found == []
 
 
-async def test_an_upstream_failing_and_slow_during_reconciliation_gets_no_more_calls_than_the_budget(
+async def test_an_upstream_failing_and_slow_during_reconciliation_gets_no_more_calls_than_the_budget(  # noqa: E501
         database_url: str, broker: RabbitMQ, recording: Recording) -> None:
     rate = 5.0
     stamps: list[float] = []

@@ -7,10 +7,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 
-from ingest.conftest import following, prepare_queue, reached, wait_for
+from ingest.conftest import following, prepare_queue, reached
 from ingest.drift import database_now, drifting_options, dropped, reconciled_since
 from ingest.test_pulse import ALL_EXCHANGES
 from servers import asgi_client
@@ -19,6 +20,7 @@ from services.replay import Recording, declare_exchanges, publish, sentinel
 from tcgraph.config import Settings
 from tcgraph.ingest.reconcile import ReconcileOptions
 from tcgraph.server import create_app
+from waiting import eventually_async
 
 MIRROR = """{ mirror { verified drift lastVerified differences unrepairedGaps tasksRepaired
                        followers { name consuming } } }"""
@@ -30,7 +32,7 @@ def verify(database_url: str, upstream: str, *args: str) -> subprocess.Completed
          "--root-url", upstream, *args], capture_output=True, text=True, timeout=120)
 
 
-async def mirror_answer(pool: asyncpg.Pool, database_url: str) -> dict:
+async def mirror_answer(pool: asyncpg.Pool, database_url: str) -> dict[str, Any]:
     app = create_app(Settings(database_url=database_url, allowed_hosts="tcgraph.test"),
                      database_url)
     async with asgi_client(app, pool) as client:
@@ -39,8 +41,9 @@ async def mirror_answer(pool: asyncpg.Pool, database_url: str) -> dict:
     body = answer.json()
     assert "errors" not in body, body
     assert rest.status_code == 200
-    assert rest.json()["verified"] == body["data"]["mirror"]["verified"]
-    return body["data"]["mirror"]
+    mirror: dict[str, Any] = body["data"]["mirror"]
+    assert rest.json()["verified"] == mirror["verified"]
+    return mirror
 
 
 async def test_verify_finds_the_drift_of_lost_messages_and_none_once_reconciled(
@@ -53,7 +56,7 @@ async def test_verify_finds_the_drift_of_lost_messages_and_none_once_reconciled(
     await publish(broker.url, [*dropped(recording.messages, 0.10, seed=18), marker])
     group = next(iter(recording.groups))
     async with following(database_url, lossy) as pool:
-        await wait_for(lambda: reached(pool, marker), "the sentinel's batch")
+        await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         whole = verify(database_url, upstream, "--sample", "1000")
         one_group = verify(database_url, upstream, "--task-group", group)
         drifted = await mirror_answer(pool, database_url)
@@ -65,7 +68,7 @@ async def test_verify_finds_the_drift_of_lost_messages_and_none_once_reconciled(
 
     async with following(database_url, repairing) as pool:
         after = await database_now(pool)
-        await wait_for(lambda: reconciled_since(pool, after), "a reconciliation pass")
+        await eventually_async(lambda: reconciled_since(pool, after), what="a reconciliation pass")
         clean = verify(database_url, upstream, "--sample", "1000")
         fine = await mirror_answer(pool, database_url)
     assert clean.returncode == 0, clean.stdout + clean.stderr

@@ -10,7 +10,7 @@ import asyncpg
 
 from api.subscriptions.wsclient import Client, change_of, connected
 from ingest.conftest import (  # noqa: F401  (fixtures)
-    broker, follow_options, following, prepare_queue, reached, recording, upstream, wait_for,
+    broker, follow_options, following, prepare_queue, reached, recording, upstream,
 )
 from ingest.oracle import comparable_status
 from servers import serve_process
@@ -19,6 +19,7 @@ from services.replay import Recording, declare_exchanges, publish, sentinel
 from tcgraph.api.subscriptions.cursors import encode
 from tcgraph.ingest.events import EXCHANGE_PREFIX, EXCHANGES
 from tcgraph.store.queries.task_changes import Position
+from waiting import eventually_async
 
 STATUS_FIELDS = ("taskId provisionerId workerType taskQueueId schedulerId projectId "
                  "taskGroupId priority deadline expires retriesLeft state")
@@ -75,7 +76,7 @@ async def test_streams_of_a_replayed_deployment_end_as_queue_status_says(
     await prepare_queue(options)
     # Midway, once every group has had a message: a subscriber that received nothing
     # yet holds no cursor to resume with (it would subscribe afresh instead).
-    firsts = {}
+    firsts: dict[str, int] = {}
     for index, message in enumerate(recording.messages):
         parts = message.routing_key.split(".")
         if len(parts) > 8:  # a task's message (not a task group's)
@@ -93,14 +94,15 @@ async def test_streams_of_a_replayed_deployment_end_as_queue_status_says(
                     await leaver.subscribe(group, STREAM, g=group)
                 async with following(database_url, options) as pool:
                     await publish(broker.url, [*recording.messages[:half], first_marker])
-                    await wait_for(lambda: reached(pool, first_marker), "the first half")
+                    await eventually_async(lambda: reached(pool, first_marker),
+                                           what="the first half")
                     targets = await last_cursors(database_url)
                     await read_until(leaver, targets, parted)
             assert all(parted.values())
             # The leaver is away while the second half is followed.
             async with following(database_url, options) as pool:
                 await publish(broker.url, [*recording.messages[half:], last_marker])
-                await wait_for(lambda: reached(pool, last_marker), "the second half")
+                await eventually_async(lambda: reached(pool, last_marker), what="the second half")
             targets = await last_cursors(database_url)
             async with connected(other.url) as returning:
                 for group in groups:
