@@ -20,6 +20,7 @@ loop is bounded by `seconds`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Callable
@@ -134,10 +135,8 @@ async def clients_series(target: Target, clients: int,
         async with _client(target.base) as client:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     await client.get(path)
-                except httpx.HTTPError:
-                    pass
                 probed[path].append((time.perf_counter() - started) * 1000)
                 await asyncio.sleep(PROBE_EVERY_S)
 
@@ -221,7 +220,8 @@ def markdown(results: dict[str, Any]) -> str:
 
     for r in results["clients"]:
         lines.append(f"| {r['workload']} | {r['series']} | {r['clients']} | {r['per_second']} | "
-                     f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {probe(r, '/health/live')} | "
+                     f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
+                     f"{probe(r, '/health/live')} | "
                      f"{probe(r, '/metrics')} | {r['failed']} |")
     c = results["copies"]
     lines += ["", f"{c['copies']} copies of W1 (10,000 labels) to tcgraph: "

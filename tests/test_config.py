@@ -80,11 +80,13 @@ def test_every_setting_is_read_by_the_same_rules_from_a_variable_or_a_flag() -> 
         if isinstance(default, bool) or not isinstance(default, int):
             continue
         low = 0 if field.name in ("verbose", "statement_cache_size", "pool_min_size") else 1
-        for source, read in ((env_name(field.name), lambda raw: Settings.from_env(
-                {env_name(field.name): raw})), (flag_name(field.name), lambda raw: (
-                Settings.from_env({}, flags={field.name: raw})))):
-            with pytest.raises(SettingError, match=f"^{source} must be .*, got {low - 1}$"):
-                read(str(low - 1))
+        bad = str(low - 1)
+        environ: dict[str, str] = {env_name(field.name): bad}
+        flags: dict[str, object] = {field.name: bad}
+        for source, read_environ, read_flags in ((env_name(field.name), environ, {}),
+                                                 (flag_name(field.name), {}, flags)):
+            with pytest.raises(SettingError, match=f"^{source} must be .*, got {bad}$"):
+                Settings.from_env(read_environ, flags=read_flags)
     assert Settings.from_env({}, flags={"pool_min_size": "0", "explain": True}).explain is True
 
 

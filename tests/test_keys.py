@@ -68,7 +68,8 @@ async def test_graphql_and_rest_refuse_too_many_keys_alike(
         pool: asyncpg.Pool, settings: Settings, database_url: str) -> None:
     tight = settings.with_(max_keys=2)
     ids = [SLUGID] * 3
-    result = await execute(pool, tight, "query ($ids: [ID!]!) { statuses(taskIds: $ids) { state } }",
+    result = await execute(pool, tight,
+                           "query ($ids: [ID!]!) { statuses(taskIds: $ids) { state } }",
                            {"ids": ids})
     graphql_message = result.errors[0]["message"]
     assert result.errors[0]["extensions"] == {"code": "LIMIT_EXCEEDED", "limit": "max_keys",

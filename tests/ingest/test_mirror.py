@@ -7,8 +7,9 @@ stored, and how many calls a given number of fetch rounds cost.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -26,7 +27,7 @@ from tcgraph.ingest.events import EXCHANGE_PREFIX
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.store import writes
 
-Answer = Callable[[list[str]], list[dict]]
+Answer = Callable[[list[str]], list[dict[str, Any]]]
 VICTIM, ASKED, OTHER = tid(1), tid(2), tid(3)
 ROUNDS = 50
 
@@ -54,14 +55,14 @@ async def mirror_of(pool: asyncpg.Pool) -> AsyncIterator[Callable[[str], Mirror]
     def make(url: str) -> Mirror:
         opened.append(Upstream(url, max_retries=0))
         return Mirror(pool, opened[-1], queue_name="q", backfill=False,
-                      started=datetime.now(timezone.utc))
+                      started=datetime.now(UTC))
 
     yield make
     for upstream in opened:
         await upstream.close()
 
 
-async def store_task(pool: asyncpg.Pool, task_id: str, task: dict) -> None:
+async def store_task(pool: asyncpg.Pool, task_id: str, task: dict[str, Any]) -> None:
     async with pool.acquire() as conn:
         await writes.upsert_tasks_with_statuses(conn, [(
             shapes.task_row(task_id, task), shapes.status_row(status(task_id, [run(0)]), task_id))])

@@ -32,7 +32,8 @@ async def test_states_answer_and_filter_through_the_model_s_enum(
                 nodes { taskId status { state runs { state } } } } } }""")
         assert not result.errors
         assert result.data["taskGroup"]["tasks"]["nodes"] == [
-            {"taskId": failed.task_id, "status": {"state": "FAILED", "runs": [{"state": "FAILED"}]}}]
+            {"taskId": failed.task_id,
+             "status": {"state": "FAILED", "runs": [{"state": "FAILED"}]}}]
 
 
 SHARED = ["taskId", "provisionerId", "workerType", "taskQueueId", "schedulerId", "projectId",
