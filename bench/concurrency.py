@@ -20,6 +20,7 @@ loop is bounded by `seconds`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
@@ -141,10 +142,8 @@ async def clients_series(target: Target, clients: int, seconds: float = SECONDS,
         async with _client(target.base) as client:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     await client.get(path)
-                except httpx.HTTPError:
-                    pass
                 probed[path].append((time.perf_counter() - started) * 1000)
                 await asyncio.sleep(PROBES[path])
 

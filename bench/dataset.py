@@ -18,8 +18,9 @@ tasks asked for differ, or when the row count is not the one recorded.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any
 
 import asyncpg
 
@@ -49,7 +50,7 @@ class DatasetInfo:
     w3_group_tasks: int
     built_s: float | None  # None when reused
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -145,7 +146,7 @@ async def _build(url: str, tasks: int, log: Callable[[str], None]) -> None:
 
 def w3_documents() -> tuple[str, list[tuple[str, object]]]:
     """The listTaskGroup pages of one `W3_GROUP_SIZE`-task group, labels prefixed."""
-    pages: dict[str, list[dict]] = {}
+    pages: dict[str, list[dict[str, Any]]] = {}
     for document in generate(10 * W3_GROUP_SIZE, seed=W3_SEED):
         if isinstance(document, dict) and "taskGroupId" in document:
             pages.setdefault(document["taskGroupId"], []).append(document)

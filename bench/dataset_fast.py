@@ -25,10 +25,12 @@ task, as the index service's default does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -74,7 +76,7 @@ class Shape:
     seed: int = 1
 
     @classmethod
-    def demo(cls, tasks: int, seed: int = 1) -> "Shape":
+    def demo(cls, tasks: int, seed: int = 1) -> Shape:
         """The layout `tcgraph.demo.generate(tasks, seed)` writes."""
         pushes = min(demo.PUSHES, tasks)
         year = timedelta(days=365)
@@ -85,11 +87,11 @@ class Shape:
                    window=False, seed=seed)
 
     @classmethod
-    def firefox(cls, tasks: int, now: datetime, seed: int = 1) -> "Shape":
+    def firefox(cls, tasks: int, now: datetime, seed: int = 1) -> Shape:
         """A deployment's layout up to `now` (rounded down to the hour)."""
         pushes = max(1, round(tasks / FIREFOX_GROUP))
         return cls(tasks=tasks, pushes=pushes, labels=FIREFOX_LABELS,
-                   newest=now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0),
+                   newest=now.astimezone(UTC).replace(minute=0, second=0, microsecond=0),
                    interval=timedelta(days=FIREFOX_DAYS) / max(1, pushes - 1),
                    running_pushes=max(1, pushes // 200),
                    test_expires=timedelta(days=TEST_EXPIRES_DAYS),
@@ -159,7 +161,8 @@ def spec_rows(shape: Shape) -> list[tuple[object, ...]]:
             element = demo._element(planned, GROUP, project, REVISION, OWNER)
             templates.append(_json(element["task"]))
             path_templates.append(routes)
-        period = _digest_period(spec, lambda age: demo._index_paths(spec, "autoland", REVISION, age))
+        period = _digest_period(spec, functools.partial(demo._index_paths, spec, "autoland",
+                                                        REVISION))
         digest0 = next((p.rsplit(".", 1)[1] for p in path_templates[0]
                         if period and ".cache." in p), "")
         templates = [_format_string(t, digest0) for t in templates]
@@ -177,7 +180,7 @@ def push_rows(shape: Shape) -> list[tuple[object, ...]]:
     """One row per push, oldest first: age, size, test window offset, project, time, rank,
     running, group id, revision, owner."""
     sizes = shape.sizes()
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for push, size in enumerate(sizes):
         age = shape.pushes - 1 - push
         pushed = shape.newest - age * shape.interval
@@ -313,7 +316,7 @@ async def ensure(admin_url: str, url: str, database: str, tasks: int,
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn)
-        shape = Shape.firefox(tasks, datetime.now(timezone.utc))
+        shape = Shape.firefox(tasks, datetime.now(UTC))
         log(f"dataset_fast: building {tasks:,} tasks ({shape.pushes:,} pushes over "
             f"{FIREFOX_DAYS} days, {shape.labels:,} labels)")
         times = await build(conn, shape, log)

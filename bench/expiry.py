@@ -26,23 +26,19 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import asyncpg
 import orjson
 
 from bench import dataset_fast
-from bench.follow import (
-    Traffic,
-    _declare_queue,
-    _options,
-    _paced_publisher,
-    _percentile,
-)
+from bench.follow import Traffic, _declare_queue, _options, _paced_publisher
 from bench.measure import log
 from bench.pg import BenchPostgres
+from bench.stats import percentile
 from tcgraph.config import Settings
 from tcgraph.ingest.events import EXCHANGE_PREFIX, EXCHANGES
 from tcgraph.ingest.expire import expire
@@ -163,8 +159,8 @@ async def run(pg: BenchPostgres, tasks: int, doomed: int, rate: float,
         values = [ms for at, ms in lags if a <= at <= b]
         if not values:
             return {"messages": 0}
-        return {"messages": len(values), "p50_ms": round(_percentile(values, 50), 1),
-                "p99_ms": round(_percentile(values, 99), 1), "max_ms": round(max(values), 1)}
+        return {"messages": len(values), "p50_ms": round(percentile(values, 50), 1),
+                "p99_ms": round(percentile(values, 99), 1), "max_ms": round(max(values), 1)}
 
     figures = {
         "tasks": stored, "expired_tasks": done.tasks, "expired_index_entries": done.index_entries,

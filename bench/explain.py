@@ -14,8 +14,9 @@ A statement is an index lookup when no plan node scans a table sequentially.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -41,7 +42,7 @@ class Plan:
     def index_only(self) -> bool:
         return not self.seq_scans
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "index_only": self.index_only}
 
 
@@ -85,7 +86,7 @@ async def plans(url: str, keys: Keys, size: int = 10_000) -> tuple[list[Plan], l
     try:
         labels = keys.labels[:size]
         paths = keys.paths[:size]
-        documents = [
+        documents: list[tuple[str, str, dict[str, Any]]] = [
             ("W1", "labels -> latest -> status", {"labels": labels}),
             ("W2", "index paths -> task -> status, runs", {"paths": paths}),
             ("W3", "the group, then a page of 1,000 with dependencies",
@@ -118,8 +119,8 @@ async def plans(url: str, keys: Keys, size: int = 10_000) -> tuple[list[Plan], l
         await conn.close()
 
 
-async def _explain(conn: asyncpg.Connection, name: str, used_by: str, sql: str, args: tuple,
-                   count: int) -> Plan:
+async def _explain(conn: asyncpg.Connection, name: str, used_by: str, sql: str,
+                   args: tuple[Any, ...], count: int) -> Plan:
     custom = "\n".join(r[0] for r in await conn.fetch(
         f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", *args))
     # The generic plan, executed with the same values: a prepared statement
@@ -146,7 +147,7 @@ _ARRAY = re.compile(r"'\{([^'{}]*)\}'")
 def _shorten(plan: str) -> str:
     """Plans print array constants whole: keep their first elements."""
 
-    def cut(m: re.Match) -> str:
+    def cut(m: re.Match[str]) -> str:
         items = m.group(1).split(",")
         if len(items) <= 3:
             return m.group(0)
@@ -163,13 +164,17 @@ async def _literal(conn: asyncpg.Connection, value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    quoted: str
     if isinstance(value, str):
-        return await conn.fetchval("SELECT quote_literal($1::text)", value)
+        quoted = await conn.fetchval("SELECT quote_literal($1::text)", value)
+        return quoted
     if isinstance(value, list):
         if all(isinstance(v, int) or v is None for v in value) and \
                 any(isinstance(v, int) for v in value):
-            return await conn.fetchval("SELECT quote_literal($1::int[]::text)", value) + "::int[]"
-        return await conn.fetchval("SELECT quote_literal($1::text[]::text)", value) + "::text[]"
+            quoted = await conn.fetchval("SELECT quote_literal($1::int[]::text)", value)
+            return quoted + "::int[]"
+        quoted = await conn.fetchval("SELECT quote_literal($1::text[]::text)", value)
+        return quoted + "::text[]"
     raise TypeError(f"no literal for {type(value).__name__}")
 
 

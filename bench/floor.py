@@ -195,7 +195,8 @@ SELECT convert_to(json_build_object('data', json_build_object(
                 SELECT json_build_object('status', json_build_object(
                     'state', upper(t.state), 'expires', """ + sql_format_time("t.expires") + """))
                 FROM tasks t WHERE t.task_id = e.task_id)) END ORDER BY k.ord), '[]')
-        FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(path, namespace, name, ord)
+        FROM unnest($2::text[], $3::text[], $4::text[])
+            WITH ORDINALITY AS k(path, namespace, name, ord)
         LEFT JOIN LATERAL (
             SELECT e.task_id FROM index_entries e
             WHERE e.namespace = k.namespace AND e.name = k.name AND e.expires > now()

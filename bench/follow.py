@@ -26,9 +26,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import asyncpg
 import orjson
@@ -102,7 +103,8 @@ class FollowFigures:
     def line(self) -> str:
         return (f"follow: {self.messages:,} messages drained at {self.sustained_per_s:,.0f} "
                 f"msg/s ({self.per_cpu_second:,.0f} per CPU second of the follower's "
-                f"process; load average {self.load_average:.1f}); at {self.rate:.0f} msg/s ({self.rate_messages:,} messages) lag p50 "
+                f"process; load average {self.load_average:.1f}); at {self.rate:.0f} msg/s "
+                f"({self.rate_messages:,} messages) lag p50 "
                 f"{self.lag_p50_ms:.0f} ms, p99 {self.lag_p99_ms:.0f} ms, max "
                 f"{self.lag_max_ms:.0f} ms")
 

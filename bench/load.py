@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import psutil
@@ -61,7 +62,7 @@ class Report:
     outage: dict[str, object] = field(default_factory=dict)
 
 
-def _documents(keys: dataset.Keys, rng: random.Random) -> list[tuple[str, str, dict]]:
+def _documents(keys: dataset.Keys, rng: random.Random) -> list[tuple[str, str, dict[str, Any]]]:
     """(method, path, JSON body) of the request mix: what CI tools and UIs send."""
     labels = keys.labels
     paths = keys.paths
@@ -69,7 +70,7 @@ def _documents(keys: dataset.Keys, rng: random.Random) -> list[tuple[str, str, d
     def sample(pool: list[str], n: int) -> list[str]:
         return rng.sample(pool, min(n, len(pool)))
 
-    mix: list[tuple[str, str, dict]] = []
+    mix: list[tuple[str, str, dict[str, Any]]] = []
     for _ in range(20):
         mix.append(("POST", "/graphql", {
             "query": "query ($l: [String!]!) { labels(labels: $l) { label latest { taskId "
@@ -92,8 +93,8 @@ def _documents(keys: dataset.Keys, rng: random.Random) -> list[tuple[str, str, d
     return mix
 
 
-async def _client(client: httpx.AsyncClient, mix: list, rng: random.Random, begin: float,
-                  until: float, samples: list[Sample]) -> None:
+async def _client(client: httpx.AsyncClient, mix: list[tuple[str, str, dict[str, Any]]],
+                  rng: random.Random, begin: float, until: float, samples: list[Sample]) -> None:
     while time.monotonic() < until:
         method, path, body = rng.choice(mix)
         started = time.monotonic()
@@ -110,7 +111,7 @@ def _rss_mb(pid: int) -> float:
     """Resident memory of the server and its worker processes."""
     try:
         process = psutil.Process(pid)
-        total = process.memory_info().rss
+        total: int = process.memory_info().rss
         for child in process.children(recursive=True):
             total += child.memory_info().rss
     except psutil.NoSuchProcess:
@@ -126,7 +127,8 @@ async def _run(base: str, pid: int, keys: dataset.Keys, args: argparse.Namespace
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
     rss: list[float] = [_rss_mb(pid)]
     outage: dict[str, object] = {}
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits, trust_env=False) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits,
+                                 trust_env=False) as client:
         begin = time.monotonic()
         until = begin + args.seconds
 
@@ -154,7 +156,7 @@ async def _run(base: str, pid: int, keys: dataset.Keys, args: argparse.Namespace
     ok = sorted(s.ms for s in samples if s.status == 200)
     statuses = Counter(str(s.status) for s in samples)
     if args.restart_at is not None:
-        down, up = float(outage["down_at_s"]), float(outage["up_at_s"])
+        down, up = cast(float, outage["down_at_s"]), cast(float, outage["up_at_s"])
         during = [s for s in samples if down <= s.started < up]
         # Requests sent once PostgreSQL answered again; the first seconds after
         # are the pool noticing that its old connections are gone.
@@ -182,7 +184,7 @@ async def _run(base: str, pid: int, keys: dataset.Keys, args: argparse.Namespace
         rss_mb_peak=round(max(rss), 1), outage=outage)
 
 
-def serve(url: str, workers: int, log_path: Path) -> tuple[subprocess.Popen, str]:
+def serve(url: str, workers: int, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     """`tcgraph serve --workers N` on a free 127.0.0.1 port, once ready: (process, base URL)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TCGRAPH_")}
@@ -206,8 +208,10 @@ def serve(url: str, workers: int, log_path: Path) -> tuple[subprocess.Popen, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", type=int, default=200_000, help="dataset size (as python -m bench)")
+    parser = argparse.ArgumentParser(prog="python -m bench.load",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=200_000,
+                        help="dataset size (as python -m bench)")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".bench")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)

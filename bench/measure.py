@@ -37,7 +37,7 @@ class TcgraphServer:
         self.url = url
         self.port = free_port()
         self.log_path = log_dir / "server.log"
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def base(self) -> str:
@@ -141,9 +141,11 @@ class PgCounter:
     async def total(self) -> int | None:
         if self.conn is None:
             return None
-        return await self.conn.fetchval(self.QUERY, self.database, "|".join(self.NOT_COUNTED))
+        total: int | None = await self.conn.fetchval(self.QUERY, self.database,
+                                                     "|".join(self.NOT_COUNTED))
+        return total
 
-    async def top(self, n: int = 12) -> list[dict]:
+    async def top(self, n: int = 12) -> list[dict[str, Any]]:
         if self.conn is None:
             return []
         rows = await self.conn.fetch(r"""
@@ -264,7 +266,7 @@ def _data(answer: Any) -> Any:
 
 def _differ(got: Any, want: Any) -> str:
     if isinstance(got, tuple):
-        return "; ".join(_differ(g, w) for g, w in zip(got, want) if g != w)
+        return "; ".join(_differ(g, w) for g, w in zip(got, want, strict=False) if g != w)
     missing = len(set(map(repr, want)) - set(map(repr, got)))
     extra = len(set(map(repr, got)) - set(map(repr, want)))
     return f"{len(got)} items vs {len(want)}, {missing} missing, {extra} extra"

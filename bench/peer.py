@@ -20,6 +20,7 @@ processes as tcgraph gets (`workers`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -69,7 +70,8 @@ def install(log: Callable[[str], None]) -> str:
         log(f"peer: npm install postgraphile@{POSTGRAPHILE_VERSION} into {PEER_DIR}")
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
                        cwd=PEER_DIR, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(installed.read_text())["version"]
+    version: str = json.loads(installed.read_text())["version"]
+    return version
 
 
 def install_v5(log: Callable[[str], None]) -> str:
@@ -79,7 +81,8 @@ def install_v5(log: Callable[[str], None]) -> str:
         log(f"peer: npm ci in {V5_DIR} (PostGraphile v5, Node 22)")
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
                        cwd=V5_DIR, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(installed.read_text())["version"]
+    version: str = json.loads(installed.read_text())["version"]
+    return version
 
 
 def _v5_node() -> Path:
@@ -95,7 +98,7 @@ class Peer(ABC):
         self.database_url = database_url
         self.port = port
         self.workers = workers
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path()
 
     @property
@@ -148,10 +151,8 @@ class Peer(ABC):
             return
         if self.process.poll() is None:
             # Its own session: the group is every process it started.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:

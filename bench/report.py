@@ -5,8 +5,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:  # bench.explain imports the whole schema; the report only names its Plan
+    from bench.explain import Plan
 
 # Series, in the order they are printed and plotted.
 SERIES = ("floor", "tcgraph", "floor/http", "tcgraph/http", "postgraphile/http",
@@ -57,7 +61,7 @@ class Result:
         """The statement count shown: the series' own count, else pg_stat_statements'."""
         return self.statements if self.statements is not None else self.pg_statements
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "workload": self.workload, "keys": self.keys, "series": self.series,
             "median_ms": _round(self.median), "min_ms": _round(self.best),
@@ -145,7 +149,7 @@ class Target:
     met: bool | None  # None: not measured in this run
     detail: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"target": self.name, "met": self.met, "detail": self.detail}
 
     def line(self) -> str:
@@ -153,8 +157,8 @@ class Target:
         return f"{mark} {self.name}: {self.detail}"
 
 
-def targets(results: list[Result], plans: list | None, big: int,
-            concurrent: dict | None = None) -> list[Target]:
+def targets(results: list[Result], plans: list[Plan] | None, big: int,
+            concurrent: dict[str, Any] | None = None) -> list[Target]:
     at = index(results)
     out: list[Target] = []
 
@@ -165,7 +169,7 @@ def targets(results: list[Result], plans: list | None, big: int,
     for w, bound in (("W1", 1.3), ("W2", 1.3)):
         t, f = get(w, big, "tcgraph/http"), get(w, big, "floor/http")
         name = f"{w} at {big:,} keys over HTTP <= {bound:g}x the floor on the same uvicorn"
-        if t and f:
+        if t and f and t.median is not None and f.median is not None:
             x = t.median / f.median
             out.append(Target(name, x <= bound,
                               f"{x:.2f}x ({t.median:.0f} ms vs {f.median:.0f} ms)"))
@@ -173,11 +177,11 @@ def targets(results: list[Result], plans: list | None, big: int,
             out.append(Target(name, None, "not measured"))
 
     name = "W3 at most 2 SQL statements a page"
-    w3 = [r for (w, _, s), r in at.items() if w == "W3" and s in ("tcgraph", "tcgraph/http")
-          and r.statements is not None and r.calls]
+    w3 = [(r.statements / r.calls, r) for (w, _, s), r in at.items()
+          if w == "W3" and s in ("tcgraph", "tcgraph/http") and r.statements is not None
+          and r.calls]
     if w3:
-        worst = max(w3, key=lambda r: r.statements / r.calls)
-        per_page = worst.statements / worst.calls
+        per_page, worst = max(w3, key=lambda pair: pair[0])
         out.append(Target(name, per_page <= 2, f"{worst.statements} statements for {worst.calls} "
                           f"pages ({per_page:.1f} a page)"))
     else:
@@ -188,7 +192,7 @@ def targets(results: list[Result], plans: list | None, big: int,
               and r.median), None)
     a = next((r for (w, _, s), r in at.items() if w == "W4" and s == "rest-per-item/http"
               and r.median), None)
-    if c and a:
+    if c and a and c.median and a.median:
         x = a.median / c.median
         out.append(Target(name, c.requests == 1 and x >= 50,
                           f"(c) {c.requests} request, {c.median:.0f} ms; (a) {a.requests:,} "
@@ -198,7 +202,7 @@ def targets(results: list[Result], plans: list | None, big: int,
 
     name = "W5 (c) one request, faster than (b)"
     c, b = get("W5", 5_000, "tcgraph/http"), get("W5", 5_000, "rest-batch/http")
-    if c and b:
+    if c and b and c.median is not None and b.median is not None:
         out.append(Target(name, c.requests == 1 and c.median < b.median,
                           f"(c) {c.requests} request, {c.median:,.0f} ms; (b) {b.requests} "
                           f"requests, {b.median:,.0f} ms: {c.median / b.median:.2f}x"))
@@ -207,17 +211,17 @@ def targets(results: list[Result], plans: list | None, big: int,
 
     for peer_series, version in PEERS.items():
         name = f"faster than PostGraphile {version} on W1-W4 at every size"
-        pairs = [(r, at[(r.workload, r.keys, peer_series)]) for r in results
+        pairs = [(r, r.median, peer.median) for r in results
                  if r.series == "tcgraph/http" and r.median and r.workload != "W5"
-                 and (r.workload, r.keys, peer_series) in at
-                 and at[(r.workload, r.keys, peer_series)].median]
+                 and (peer := at.get((r.workload, r.keys, peer_series))) is not None
+                 and peer.median]
         if not pairs:
             out.append(Target(name, None, f"PostGraphile {version} not measured"))
             continue
-        slower = [f"{t.workload}@{keys_label(t.workload, t.keys)} {t.median / p.median:.2f}x"
-                  for t, p in pairs if t.median >= p.median]
-        faster = [f"{t.workload}@{keys_label(t.workload, t.keys)} {t.median / p.median:.2f}x"
-                  for t, p in pairs if t.median < p.median]
+        slower = [f"{t.workload}@{keys_label(t.workload, t.keys)} {mine / theirs:.2f}x"
+                  for t, mine, theirs in pairs if mine >= theirs]
+        faster = [f"{t.workload}@{keys_label(t.workload, t.keys)} {mine / theirs:.2f}x"
+                  for t, mine, theirs in pairs if mine < theirs]
         detail = (f"slower on {', '.join(slower)}" if slower else "faster on all") + \
             (f"; faster on {', '.join(faster)}" if faster and slower else
              f" ({', '.join(faster)})" if faster else "")
@@ -227,8 +231,8 @@ def targets(results: list[Result], plans: list | None, big: int,
     big_docs = [r for r in results if r.series == "tcgraph/http" and r.keys == big
                 and r.peak_rss_mb is not None and r.workload in ("W1", "W2")]
     if big_docs:
-        worst = max(big_docs, key=lambda r: r.peak_rss_mb)
-        out.append(Target(name, worst.peak_rss_mb < 300,
+        peak = max(r.peak_rss_mb for r in big_docs if r.peak_rss_mb is not None)
+        out.append(Target(name, peak < 300,
                           ", ".join(f"{r.workload} {r.peak_rss_mb:.0f} MB" for r in big_docs)))
     else:
         out.append(Target(name, None, "not measured"))
@@ -247,7 +251,7 @@ def targets(results: list[Result], plans: list | None, big: int,
     return out
 
 
-def _concurrency_targets(concurrent: dict | None) -> list[Target]:
+def _concurrency_targets(concurrent: dict[str, Any] | None) -> list[Target]:
     """The concurrency series' targets (bench/concurrency.py)."""
     names = ("1, 8 and 30 clients on W1-W4: tcgraph's requests/s >= both PostGraphiles'",
              "8 and 30 clients: /health/live and /metrics p99 < 100 ms while tcgraph serves them",
@@ -289,8 +293,8 @@ def _concurrency_targets(concurrent: dict | None) -> list[Target]:
 # --- files ------------------------------------------------------------------------
 
 
-def write_json(path: Path, meta: dict, results: list[Result], goals: list[Target],
-               plans: list | None) -> None:
+def write_json(path: Path, meta: dict[str, Any], results: list[Result], goals: list[Target],
+               plans: list[Plan] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "meta": meta,
@@ -324,7 +328,7 @@ def plot(path: Path, results: list[Result], title: str) -> None:
                             if r.workload == workload and r.series == series and r.median)
             if len(points) < 1:
                 continue
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             dashed = "--" if not series.endswith("/http") else "-"
             ax.plot(xs, ys, dashed, marker="o", label=series, color=COLORS.get(series))
         ax.set_xscale("log")
@@ -344,7 +348,7 @@ def plot(path: Path, results: list[Result], title: str) -> None:
             for w in ("W3", "W4", "W5") for s in SERIES for r in results
             if r.workload == w and r.series == s and r.median]
     if bars:
-        labels, values, colors = zip(*bars)
+        labels, values, colors = zip(*bars, strict=True)
         ax.barh(range(len(bars)), values, color=colors)
         ax.set_yticks(range(len(bars)))
         ax.set_yticklabels(labels, fontsize=8)
@@ -378,7 +382,7 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text[:i + len(start)] + "\n" + body.strip("\n") + "\n" + text[j:]
 
 
-def results_markdown(meta: dict, printed: str, goals: list[Target]) -> str:
+def results_markdown(meta: dict[str, Any], printed: str, goals: list[Target]) -> str:
     data = meta.get("dataset", {})
     machine = meta.get("machine", {})
     load = ", ".join(f"{x:.1f}" for x in machine.get("load_avg_at_end", ()))
@@ -414,13 +418,13 @@ def results_markdown(meta: dict, printed: str, goals: list[Target]) -> str:
     return "\n".join(lines)
 
 
-def _versions(peers: dict | None) -> str:
+def _versions(peers: dict[str, Any] | None) -> str:
     if not peers:
         return "not run"
     return ", ".join(f"{PEERS.get(series, series)} {version}" for series, version in peers.items())
 
 
-def update_docs(path: Path, meta: dict, printed: str, goals: list[Target],
+def update_docs(path: Path, meta: dict[str, Any], printed: str, goals: list[Target],
                 plans_md: str | None) -> bool:
     """Rewrite the generated sections of docs/performance.md; False if it has none."""
     if not path.exists():

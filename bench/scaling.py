@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -72,7 +73,8 @@ async def _fill(url: str, tasks: int) -> tuple[list[str], list[str]]:
     return labels, paths
 
 
-def _mix(labels: list[str], paths: list[str], rng: random.Random) -> list[tuple[str, dict]]:
+def _mix(labels: list[str], paths: list[str],
+         rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
     mix = []
     for _ in range(20):
         mix.append(("/graphql", {
@@ -110,7 +112,7 @@ def _serve(read_url: str, write_url: str, env: dict[str, str], log: Path
     raise RuntimeError("tcgraph serve did not become ready")
 
 
-async def _load(base: str, mix: list[tuple[str, dict]], clients: int, seconds: float
+async def _load(base: str, mix: list[tuple[str, dict[str, Any]]], clients: int, seconds: float
                 ) -> dict[str, object]:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 
 import orjson
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -43,7 +44,7 @@ def settings() -> Settings:
     return Settings(explain=True)
 
 
-def app(url: str):
+def app(url: str) -> Starlette:
     application = create_app(settings(), url)
     application.router.routes.append(
         Route(f"{FLOOR_PATH}/{{workload}}", floor_endpoint, methods=["POST"]))

@@ -10,14 +10,18 @@ series can be checked against each other.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import httpx
 import orjson
+import strawberry
 
 from bench import floor
+from tcgraph.config import Settings
 
 # --- the documents ----------------------------------------------------------
 
@@ -77,7 +81,7 @@ class Session:
         if self.sql_ms is not None:
             self.sql_ms = None if ms is None else self.sql_ms + ms
 
-    def add_sql(self, sql: dict | None) -> None:
+    def add_sql(self, sql: dict[str, Any] | None) -> None:
         if sql is None:
             self.add_statements(None)
         else:
@@ -103,10 +107,11 @@ class FloorInProcess:
     series = "floor"
     http = False
 
-    def __init__(self, pool) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def graphql(self, workload: str, query: str, variables: dict, s: Session) -> Reply:
+    async def graphql(self, workload: str, query: str, variables: dict[str, Any],
+                      s: Session) -> Reply:
         body, statements, ms = await floor.FLOORS[workload](self.pool, variables)
         s.calls += 1
         s.add_statements(statements, ms)
@@ -119,10 +124,11 @@ class TcgraphInProcess:
     series = "tcgraph"
     http = False
 
-    def __init__(self, schema, pool, settings) -> None:
+    def __init__(self, schema: strawberry.Schema, pool: asyncpg.Pool, settings: Settings) -> None:
         self.schema, self.pool, self.settings = schema, pool, settings
 
-    async def graphql(self, workload: str, query: str, variables: dict, s: Session) -> Reply:
+    async def graphql(self, workload: str, query: str, variables: dict[str, Any],
+                      s: Session) -> Reply:
         from tcgraph.api.context import Context
 
         context = Context.create(self.pool, self.settings)
@@ -158,7 +164,8 @@ class Http:
         if r.status_code not in allow:
             raise RequestFailed(f"{self.series}: {what}: HTTP {r.status_code}: {r.text[:300]}")
 
-    async def graphql(self, workload: str, query: str, variables: dict, s: Session) -> Reply:
+    async def graphql(self, workload: str, query: str, variables: dict[str, Any],
+                      s: Session) -> Reply:
         path = self.graphql_path.format(workload=workload)
         r = self.client.post(path, content=orjson.dumps({"query": query, "variables": variables}),
                              headers={"content-type": "application/json"})
@@ -197,10 +204,10 @@ class Http:
 Flow = Callable[[Any, Session], Awaitable[Any]]
 
 
-def single(workload: str, variables: dict, docs: dict[str, str] = DOCS) -> Flow:
+def single(workload: str, variables: dict[str, Any], docs: dict[str, str] = DOCS) -> Flow:
     """One document: W1, W2, W4 (c)."""
 
-    async def flow(tx, s: Session) -> Any:
+    async def flow(tx: Any, s: Session) -> Any:
         reply = await tx.graphql(workload, docs[workload], variables, s)
         return reply.json() if s.collect else None
 
@@ -210,7 +217,7 @@ def single(workload: str, variables: dict, docs: dict[str, str] = DOCS) -> Flow:
 def w3_pages(group: str) -> Flow:
     """The whole group, a page of 1,000 at a time, each page's cursor from the one before."""
 
-    async def flow(tx, s: Session) -> Any:
+    async def flow(tx: Any, s: Session) -> Any:
         after, pages = None, []
         while True:
             reply = await tx.graphql("W3", DOCS["W3"], {"group": group, "after": after}, s)
@@ -226,7 +233,7 @@ def w3_pages(group: str) -> Flow:
 def peer_w3_pages(group: str) -> Flow:
     """PostGraphile: keyset pages through `task_group_page(group, after_id, 1000)`."""
 
-    async def flow(tx, s: Session) -> Any:
+    async def flow(tx: Any, s: Session) -> Any:
         after, nodes = None, []
         while True:
             reply = await tx.graphql("W3", PEER_DOCS["W3"], {"group": group, "after": after}, s)
@@ -263,7 +270,7 @@ def w4_per_item(labels: list[str], paths: list[str]) -> Flow:
     return flow
 
 
-def _pages(tx: Http, s: Session, path: str, body: dict) -> list[dict]:
+def _pages(tx: Http, s: Session, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     """A batch method's pages: the same body again with ?continuationToken= until none."""
     replies, token = [], None
     while True:

@@ -104,9 +104,13 @@ async def database_url(server_url: str, template_database: str) -> AsyncIterator
     await drop_database(server_url, name)
 
 
+# What the `filled_database` fixture gives: `filled_database(tasks, entries)`, a context
+# manager of a database URL.
+FilledDatabase = Callable[..., contextlib.AbstractContextManager[str]]
+
+
 @pytest.fixture(scope="session")
-def filled_database(server_url: str, template_database: str
-                    ) -> Callable[..., contextlib.AbstractContextManager[str]]:
+def filled_database(server_url: str, template_database: str) -> FilledDatabase:
     """`with filled_database(tasks, entries) as url:` a database holding them.
 
     For module-scoped servers, where the per-test `database_url` cannot serve.

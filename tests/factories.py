@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import orjson
@@ -20,8 +22,8 @@ from tcgraph.precedence import status_rank
 from tcgraph.store import writes
 from tcgraph.timefmt import format_time
 
-BASE = datetime(2026, 11, 1, tzinfo=timezone.utc)
-FAR = datetime(2099, 1, 1, tzinfo=timezone.utc)
+BASE = datetime(2026, 11, 1, tzinfo=UTC)
+FAR = datetime(2099, 1, 1, tzinfo=UTC)
 _counter = itertools.count()
 
 
@@ -48,7 +50,7 @@ class FakeTask:
     task_queue_id: str = "gecko-3/b-linux"
     tags: dict[str, str] = field(default_factory=dict)
 
-    def definition(self) -> dict:
+    def definition(self) -> dict[str, Any]:
         provisioner, worker_type = self.task_queue_id.split("/")
         tags = dict(self.tags)
         if self.label is not None:
@@ -68,7 +70,7 @@ class FakeTask:
             "tags": tags, "extra": {},
         }
 
-    def run_list(self) -> list[dict]:
+    def run_list(self) -> list[dict[str, Any]]:
         if self.state == "unscheduled":
             return []
         runs = []
@@ -88,8 +90,8 @@ class FakeTask:
         return runs
 
 
-async def store(pool: asyncpg.Pool, tasks: list[FakeTask] = (),
-                entries: list[tuple[str, str, float, datetime]] = ()) -> None:
+async def store(pool: asyncpg.Pool, tasks: Sequence[FakeTask] = (),
+                entries: Sequence[tuple[str, str, float, datetime]] = ()) -> None:
     """Write tasks (definition + status) and index entries (path, task_id, rank, expires)."""
     async with pool.acquire() as conn, conn.transaction():
         if tasks:

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from graphql import GraphQLFormattedError
 
 from tcgraph.api.context import Context
 from tcgraph.api.schema import build_schema
@@ -25,13 +26,13 @@ STATUS_FIELDS = """taskId provisionerId workerType taskQueueId schedulerId proje
 @dataclass
 class Result:
     data: Any
-    errors: list[dict]
+    errors: list[GraphQLFormattedError]
     statements: int
     rows: int
 
 
 async def execute(pool: asyncpg.Pool, settings: Settings, query: str,
-                  variables: dict | None = None) -> Result:
+                  variables: dict[str, Any] | None = None) -> Result:
     schema = build_schema(settings)
     context = Context.create(pool, settings)
     result = await schema.execute(query, variable_values=variables, context_value=context)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import asyncpg
 import httpx
@@ -127,7 +127,8 @@ def assert_unavailable(response: httpx.Response) -> None:
 
 
 async def poll_until_served(client: httpx.AsyncClient) -> httpx.Response:
-    """Post QUERY until it answers 200 (for at most RECOVERY_S); every other answer must be a 503."""
+    """Post QUERY until it answers 200 (for at most RECOVERY_S); every other answer must be
+    a 503."""
 
     async def served() -> httpx.Response | None:
         response = await client.post("/graphql", json={"query": QUERY})

@@ -54,18 +54,19 @@ async def test_migrate_demo_and_import(database_url: str, tmp_path: Path) -> Non
     assert demo.returncode == 0, demo.stderr
 
     good = tmp_path / "entry.json"
-    good.write_text(json.dumps({"namespace": "cli.test.path", "taskId": "AAAAAAAAQACAAAAAAAAAAA", "rank": 1,
-                                "data": {}, "expires": "2099-01-01T00:00:00.000Z"}))
+    good.write_text(json.dumps({"namespace": "cli.test.path", "taskId": "AAAAAAAAQACAAAAAAAAAAA",
+                                "rank": 1, "data": {}, "expires": "2099-01-01T00:00:00.000Z"}))
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"namespace": "cli.test.other", "taskId": "' + "BBBBBBBBQBCBBBBBBBBBBA" + '", "rank": 1, '
-                   '"data": {}, "expires": "2099-01-01T00:00:00.000Z"}\n{"nonsense": true}\n')
+    bad.write_text('{"namespace": "cli.test.other", "taskId": "' + "BBBBBBBBQBCBBBBBBBBBBA"
+                   + '", "rank": 1, "data": {}, "expires": "2099-01-01T00:00:00.000Z"}\n'
+                   '{"nonsense": true}\n')
     imported = tcgraph("import", "--database-url", database_url, str(good), str(bad))
     assert imported.returncode == 1
     assert "bad.jsonl" in imported.stderr and "line 2" in imported.stderr
     from_stdin = tcgraph("import", "--database-url", database_url, "-",
-                         input=json.dumps({"namespace": "cli.stdin", "taskId": "CCCCCCCCQCCCCCCCCCCCCA",
-                                           "rank": 0, "data": {},
-                                           "expires": "2099-01-01T00:00:00.000Z"}))
+                         input=json.dumps({"namespace": "cli.stdin",
+                                           "taskId": "CCCCCCCCQCCCCCCCCCCCCA", "rank": 0,
+                                           "data": {}, "expires": "2099-01-01T00:00:00.000Z"}))
     assert from_stdin.returncode == 0, from_stdin.stderr
 
     async with connected(database_url) as conn:
@@ -86,7 +87,8 @@ def test_missing_file_is_a_clear_error(database_url: str) -> None:
 def test_serve_on_a_database_url(database_url: str, workers: int) -> None:
     with serve_process("--database-url", database_url, "--workers", str(workers), "--explain",
                        "--demo") as served:
-        body = httpx.post(f"{served.url}/graphql", json={"query": "{ namespace(path: \"\") { namespaces { nodes { path } } } }"}).json()
+        body = httpx.post(f"{served.url}/graphql", json={
+            "query": '{ namespace(path: "") { namespaces { nodes { path } } } }'}).json()
         assert body["data"]["namespace"]["namespaces"]["nodes"], body
         assert body["extensions"]["sql"]["statements"] >= 1
     assert served.returncode == 0, served.stderr
@@ -96,7 +98,8 @@ def test_serve_embedded_default_fills_demo_data_and_stops_postgres(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if k != "TCGRAPH_DATABASE_URL"}
     with serve_process("--data-dir", str(tmp_path), env=env, ready_timeout=180) as served:
         body = httpx.post(f"{served.url}/graphql", json={
-            "query": '{ label(label: "build-linux64/opt") { latest { taskId status { state } } } }'}).json()
+            "query": '{ label(label: "build-linux64/opt") { latest { taskId status { state } } } }',
+        }).json()
         assert body["data"]["label"]["latest"] is not None, body
         # Another verb can use the same data dir while serve runs.
         migrate = tcgraph("migrate", "--data-dir", str(tmp_path), env=env)

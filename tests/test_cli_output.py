@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,7 +46,7 @@ def test_a_busy_port_is_one_line_and_no_url(database_url: str) -> None:
     assert "http://" not in result.stderr
 
 
-def json_lines(stderr: str) -> list[dict]:
+def json_lines(stderr: str) -> list[dict[str, Any]]:
     """Every line of `stderr` as the JSON object it must be."""
     records = []
     for line in stderr.splitlines():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -95,7 +96,8 @@ async def test_one_request_resolves_every_kind(
         statuses={OLD.task_id: status_of(OLD), FAILED.task_id: status_of(FAILED),
                   NOT_STORED: None},
     )
-    assert found.statuses[OLD.task_id].expires.utcoffset() == timedelta(0)
+    old = found.statuses[OLD.task_id]
+    assert old is not None and old.expires.utcoffset() == timedelta(0)
     assert len(transport.requests) == 1
     sent = json.loads(transport.requests[0].content)
     # Keys travel as variables, each once, never inside the document.
@@ -151,9 +153,8 @@ async def test_5000_keys_one_request_and_chunks_over_max_keys(
             TcGraph(url, max_keys=2_500, transport=transport) as tc:
         assert tc.resolve(index_paths, labels, task_ids) == expected
         # A client allowed more keys than the server is told so by the server.
-        with pytest.raises(TcGraphQueryError) as raised:
-            with TcGraph(url) as greedy:
-                greedy.resolve(task_ids=task_ids)
+        with pytest.raises(TcGraphQueryError) as raised, TcGraph(url) as greedy:
+            greedy.resolve(task_ids=task_ids)
     assert len(transport.requests) == 2
     sizes = [{k: len(v) for k, v in json.loads(r.content)["variables"].items()
               if isinstance(v, list)} for r in transport.requests]
@@ -197,9 +198,9 @@ async def test_503_past_the_retries_raises_with_status_and_body(
         pool: asyncpg.Pool, settings: Settings, database_url: str) -> None:
     with serving(create_app(settings, database_url)) as upstream:
         flaky = Flaky(upstream, 503, failures=100)
-        with serving(flaky.app) as url, TcGraph(url, retries=2, backoff=0.01) as tc:
-            with pytest.raises(TcGraphHTTPError) as raised:
-                tc.resolve(task_ids=["x"])
+        with (serving(flaky.app) as url, TcGraph(url, retries=2, backoff=0.01) as tc,
+              pytest.raises(TcGraphHTTPError) as raised):
+            tc.resolve(task_ids=["x"])
     assert (raised.value.status_code, raised.value.body) == (503, "stub says 503")
     assert flaky.seen == 3
 
@@ -208,9 +209,9 @@ async def test_400_is_not_retried(
         pool: asyncpg.Pool, settings: Settings, database_url: str) -> None:
     with serving(create_app(settings, database_url)) as upstream:
         flaky = Flaky(upstream, 400, failures=100)
-        with serving(flaky.app) as url, TcGraph(url, backoff=0.01) as tc:
-            with pytest.raises(TcGraphHTTPError) as raised:
-                tc.resolve(task_ids=["x"])
+        with (serving(flaky.app) as url, TcGraph(url, backoff=0.01) as tc,
+              pytest.raises(TcGraphHTTPError) as raised):
+            tc.resolve(task_ids=["x"])
     assert raised.value.status_code == 400
     assert flaky.seen == 1
 
@@ -218,18 +219,17 @@ async def test_400_is_not_retried(
 def test_connection_refused_is_retried_then_raises() -> None:
     transport = CountingTransport()
     # A port bound here and never listened on: every connection to it is refused.
-    with refusing_port() as port, TcGraph(f"http://127.0.0.1:{port}", retries=2, backoff=0.01,
-                                          transport=transport) as tc:
-        with pytest.raises(TcGraphError, match="after 3 attempts") as raised:
-            tc.resolve(task_ids=["x"])
+    with (refusing_port() as port,
+          TcGraph(f"http://127.0.0.1:{port}", retries=2, backoff=0.01, transport=transport) as tc,
+          pytest.raises(TcGraphError, match="after 3 attempts") as raised):
+        tc.resolve(task_ids=["x"])
     assert isinstance(raised.value.__cause__, httpx.ConnectError)
     assert len(transport.requests) == 3
 
 
 def test_a_string_is_not_taken_for_a_list_of_keys() -> None:
-    with TcGraph("http://127.0.0.1:9") as tc:
-        with pytest.raises(TypeError, match="task_ids"):
-            tc.resolve(task_ids="abc")
+    with TcGraph("http://127.0.0.1:9") as tc, pytest.raises(TypeError, match="task_ids"):
+        tc.resolve(task_ids="abc")
 
 
 async def test_the_async_client_retries_as_the_sync_one_does(
@@ -258,7 +258,7 @@ async def test_the_async_client_retries_as_the_sync_one_does(
     assert len(transport.requests) == 3
 
 
-def answering(body: dict) -> Starlette:
+def answering(body: dict[str, Any]) -> Starlette:
     """A stub GraphQL server that answers every document with `body`."""
     async def graphql(request: Request) -> Response:
         return Response(json.dumps(body), media_type="application/json")
@@ -269,6 +269,6 @@ def answering(body: dict) -> Starlette:
 def test_a_timestamp_without_a_zone_is_an_error_naming_it() -> None:
     # Read as local time, it would be hours off without a word.
     status = {"taskId": FAILED.task_id, "state": "FAILED", "expires": "2026-11-23T12:00:00"}
-    with serving(answering({"data": {"statuses": [status]}})) as url, TcGraph(url) as tc:
-        with pytest.raises(TcGraphError, match="'2026-11-23T12:00:00' has no time zone"):
-            tc.resolve(task_ids=[FAILED.task_id])
+    with (serving(answering({"data": {"statuses": [status]}})) as url, TcGraph(url) as tc,
+          pytest.raises(TcGraphError, match="'2026-11-23T12:00:00' has no time zone")):
+        tc.resolve(task_ids=[FAILED.task_id])

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import orjson
@@ -26,6 +27,7 @@ from tcgraph.config import Settings
 from tcgraph.demo import write_demo
 from tcgraph.ingest import index_rules
 from tcgraph.model import IndexEntryRow
+from tcgraph.precedence import status_rank
 from tcgraph.store.pool import open_pool
 from tcgraph.precedence import status_rank
 
@@ -47,7 +49,7 @@ def _mask(text: str) -> str:
 
 
 @pytest.fixture
-async def built(server_url: str, template_database: str) -> str:
+async def built(server_url: str, template_database: str) -> AsyncIterator[str]:
     name, url = await create_database(server_url, template_database)
     try:
         async with connected(url) as conn:
@@ -68,7 +70,8 @@ async def imported(database_url: str) -> str:
 
 
 async def _definitions(conn: asyncpg.Connection) -> Counter[str]:
-    return Counter(_mask(r["d"]) for r in await conn.fetch("SELECT definition::text AS d FROM tasks"))
+    rows = await conn.fetch("SELECT definition::text AS d FROM tasks")
+    return Counter(_mask(r["d"]) for r in rows)
 
 
 async def test_the_same_tasks_groups_and_masked_definitions(built: str, imported: str) -> None:
@@ -139,7 +142,8 @@ async def _index(conn: asyncpg.Connection) -> tuple[set[str], list[str]]:
                           rank=e["rank"], data=e["data"], expires=e["expires"],
                           resolved=e["resolved"]) for e in entries]
     want = {(n.parent, n.name, n.expires) for n in index_rules.namespaces(rows)}
-    have = {tuple(r) for r in await conn.fetch("SELECT parent, name, expires FROM index_namespaces")}
+    rows = await conn.fetch("SELECT parent, name, expires FROM index_namespaces")
+    have = {tuple(r) for r in rows}
     if want != have:
         broken.append(f"namespaces: {len(want ^ have)} differ from index_rules.namespaces")
     # Each entry is its task's route, the task completed, and no completed task of a
@@ -169,7 +173,7 @@ async def test_index_entries_and_namespaces_follow_the_index_rules(built: str,
 
 
 async def test_a_deployment_shaped_build_has_a_days_worth_expired(database_url: str) -> None:
-    now = datetime(2026, 12, 6, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
     shape = dataset_fast.Shape.firefox(60_000, now)
     async with connected(database_url) as conn:
         await dataset_fast.build(conn, shape)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import orjson
 
 from tcgraph.demo import BASE_TIME, DECISION_LABEL, generate, write_demo
 from tcgraph.model import State, TaskFilter
-from tcgraph.store.queries import index_entries, index_namespaces, tasks
+from tcgraph.store.queries import index_entries, tasks
 from tcgraph.store.pool import Database
 
 SLUGID = re.compile(r"[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]")
@@ -23,12 +24,12 @@ LABEL = re.compile(
 )
 
 
-def elements(documents: list) -> list[dict]:
+def elements(documents: list[Any]) -> list[dict[str, Any]]:
     """The {task, status} elements of the listTaskGroup pages."""
     return [e for d in documents if "taskGroupId" in d for e in d["tasks"]]
 
 
-def entries(documents: list) -> list[dict]:
+def entries(documents: list[Any]) -> list[dict[str, Any]]:
     return [e for d in documents if "taskGroupId" not in d for e in d["tasks"]]
 
 
@@ -46,8 +47,8 @@ def test_generate_is_deterministic_for_a_seed() -> None:
 
 def test_the_requested_number_of_tasks_about_ten_per_label() -> None:
     assert list(generate(0)) == []
-    for tasks in (1, 7, 95, 1234):
-        assert len(elements(list(generate(tasks)))) == tasks
+    for count in (1, 7, 95, 1234):
+        assert len(elements(list(generate(count)))) == count
     per_label = Counter(e["task"]["metadata"]["name"] for e in elements(list(generate(2000))))
     assert len(per_label) == 200
     assert set(per_label.values()) == {10}
@@ -60,7 +61,7 @@ def test_every_push_is_a_dag_inside_its_task_group() -> None:
     documents = list(generate(2000, seed=3))
     by_id = {e["status"]["taskId"]: e for e in elements(documents)}
     assert len(by_id) == 2000
-    groups: defaultdict[str, list[dict]] = defaultdict(list)
+    groups: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     for task_id, element in by_id.items():
         assert SLUGID.fullmatch(task_id)
         assert element["task"]["taskGroupId"] == element["status"]["taskGroupId"]
@@ -175,7 +176,8 @@ async def test_write_demo(pool: asyncpg.Pool) -> None:
              if route.startswith("index.")]
     resolved = await index_entries.index_entries(db, [p.rpartition(".")[::2] for _, p in paths])
     assert all(e is not None for e in resolved)
-    for (task, path), found in zip(paths, resolved):
+    for (task, path), found in zip(paths, resolved, strict=True):
+        assert found is not None
         if ".revision." in path:
             assert found.task_id == task.task_id
         else:

@@ -8,12 +8,14 @@ copies): answering at all proves every measure is linear in the document.
 from __future__ import annotations
 
 import base64
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from conftest import FilledDatabase
 from factories import FakeTask
 from servers import serving
 from tcgraph.config import Settings
@@ -23,7 +25,7 @@ LABEL = "build-linux64/opt"
 
 
 @pytest.fixture(scope="module")
-def url(filled_database) -> Iterator[str]:
+def url(filled_database: FilledDatabase) -> Iterator[str]:
     tasks = [FakeTask(task_id=f"limits-task-{n}", label=LABEL) for n in range(3)]
     with filled_database(tasks) as database_url:
         settings = Settings(database_url=database_url, explain=True, pool_max_size=4)
@@ -31,14 +33,15 @@ def url(filled_database) -> Iterator[str]:
             yield base
 
 
-def post(url: str, query: str, variables: dict | None = None) -> httpx.Response:
+def post(url: str, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
     return httpx.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=30)
 
 
-def refused(response: httpx.Response, limit: str) -> dict:
+def refused(response: httpx.Response, limit: str) -> dict[str, Any]:
     """The single LIMIT_EXCEEDED error naming `limit`, asserted to have cost no SQL."""
     assert response.status_code == 400, response.text
     body = response.json()
+    error: dict[str, Any]
     (error,) = body["errors"]
     assert error["extensions"]["code"] == "LIMIT_EXCEEDED", error
     assert error["extensions"]["limit"] == limit, error
@@ -139,7 +142,7 @@ def test_a_default_first_in_the_document_is_checked_against_the_page_limit(url: 
     ("@skip(if: $x)", {"x": True}, False), ("@skip(if: $x)", {"x": False}, True),
     ("@include(if: $x)", {"x": False}, False), ("@include(if: $x)", {}, True),
 ])
-def test_skipped_fields_cost_nothing(url: str, directive: str, variables: dict,
+def test_skipped_fields_cost_nothing(url: str, directive: str, variables: dict[str, Any],
                                      counted: bool) -> None:
     query = ("query ($x: Boolean! = true) { task(taskId: \"limits-task-0\") { taskId } "
              "label(label: \"%s\") { history(first: 100) %s { nodes { taskId } } } }"
@@ -160,7 +163,7 @@ def test_skipped_fields_cost_nothing(url: str, directive: str, variables: dict,
      {"f": "many"}, "BAD_USER_INPUT"),
     ("query ($id: ID!) { task(taskId: $id) { taskId } }", {}, "BAD_USER_INPUT"),
 ])
-def test_document_errors_are_coded(url: str, query: str, variables: dict | None,
+def test_document_errors_are_coded(url: str, query: str, variables: dict[str, Any] | None,
                                    code: str) -> None:
     response = post(url, query, variables)
     errors = response.json()["errors"]

@@ -10,16 +10,18 @@ import asyncio
 import inspect
 import socket
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import orjson
 import psutil
 import pytest
 import uvicorn
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from conftest import FilledDatabase
 from servers import serve_process
 from test_slow_clients import PATIENCE_S, answer_to, connect, refusal, start, until_closed
 from tcgraph.config import Settings
@@ -30,7 +32,7 @@ LIMITS = Settings()
 
 
 @pytest.fixture(scope="module")
-def bounded(filled_database) -> Iterator[tuple[str, int]]:
+def bounded(filled_database: FilledDatabase) -> Iterator[tuple[str, int]]:
     """A server with the default head limits and a small body limit."""
     yield from start(filled_database, max_body_bytes=10_000)
 
@@ -151,7 +153,7 @@ def test_the_uvicorn_internals_bounded_protocol_relies_on_are_unchanged() -> Non
     """BoundedProtocol extends uvicorn's httptools protocol: if uvicorn changes what it relies
     on, this says which internal changed (then check http_server.py and the pin in
     pyproject.toml)."""
-    async def app(scope, receive, send) -> None:  # never called
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:  # never called
         raise AssertionError
 
     options = uvicorn_options(LIMITS)

@@ -72,7 +72,7 @@ def read_dump(tmp_path_factory: pytest.TempPathFactory) -> Dump:
     return write_dump(tmp_path_factory.mktemp("import-read") / "dump.jsonl", READ_TASKS)
 
 
-def start_import(url: str, dump: Path, log: Path, stop_at: str = "") -> subprocess.Popen:
+def start_import(url: str, dump: Path, log: Path, stop_at: str = "") -> subprocess.Popen[bytes]:
     """`tcgraph import` of `dump`, stopping itself at the checkpoints in `stop_at`."""
     env = {**os.environ, "TCGRAPH_TEST_STOP_AT": stop_at}
     with open(log, "wb") as out:
@@ -81,7 +81,7 @@ def start_import(url: str, dump: Path, log: Path, stop_at: str = "") -> subproce
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
-async def stopped(process: subprocess.Popen, log: Path) -> None:
+async def stopped(process: subprocess.Popen[bytes], log: Path) -> None:
     """Wait until `process` has stopped itself at a checkpoint (fail if it exited)."""
     def wait() -> os.waitid_result | None:
         # WNOWAIT: an exited process stays for Popen to reap.
@@ -116,16 +116,18 @@ async def snapshot(conn: asyncpg.Connection) -> dict[str, str]:
 
 async def importer_backends(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """The sessions of a tcgraph process with a transaction that has written (has an xid)."""
-    return await conn.fetch(
+    backends: list[asyncpg.Record] = await conn.fetch(
         "SELECT pid, backend_xid, left(query, 40) AS query FROM pg_stat_activity "
         "WHERE datname = current_database() AND application_name = 'tcgraph' "
         "AND backend_xid IS NOT NULL")
+    return backends
 
 
 async def tcgraph_sessions(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval(
+    sessions: int = await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
         "AND application_name = 'tcgraph'")
+    return sessions
 
 
 @dataclass
@@ -193,12 +195,14 @@ async def test_a_killed_import_leaves_all_or_nothing_and_a_reimport_changes_noth
 
 async def _no_sessions(conn: asyncpg.Connection) -> bool:
     """No session on this database but `conn`'s own (the importer migrates on another)."""
-    return await conn.fetchval(
+    others: int = await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid()") == 0
+        "AND pid <> pg_backend_pid()")
+    return others == 0
 
 
-GROUP_PAGE = "g{n}: taskGroup(taskGroupId: {group}) {{ tasks(first: 1000) {{ nodes {{ taskId }} }} }}"
+GROUP_PAGE = ("g{n}: taskGroup(taskGroupId: {group}) "
+              "{{ tasks(first: 1000) {{ nodes {{ taskId }} }} }}")
 
 
 async def test_a_server_never_shows_half_an_import(
@@ -236,6 +240,7 @@ async def test_a_server_never_shows_half_an_import(
                         result = await asyncio.wait_for(asyncio.to_thread(
                             os.waitid, os.P_PID, process.pid,
                             os.WSTOPPED | os.WEXITED | os.WNOWAIT), IMPORT_TIMEOUT_S)
+                        assert result is not None  # None only with WNOHANG
                         if result.si_code != os.CLD_STOPPED:
                             break
                         assert await importer_backends(monitor), "stopped without writing"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import graphql
 import httpx
@@ -27,14 +29,14 @@ from tcgraph.server import create_app
     ("{ taskGroup(taskGroupId: \"g\") { tasks(first: 1000) { nodes { taskId } } } }", {},
      1 * (1 + 1000 * 2)),
     ("{ label(label: \"x\") { history { nodes { taskId } } } }", {}, 1 + 100 * 2),
-    ("query { ...F } fragment F on Query { task(taskId: \"x\") { ... on Task { status { state } } } }",
-     {}, 2),
+    ("query { ...F } fragment F on Query "
+     "{ task(taskId: \"x\") { ... on Task { status { state } } } }", {}, 2),
 ])
-def test_document_cost(document: str, variables: dict, cost: int) -> None:
+def test_document_cost(document: str, variables: dict[str, Any], cost: int) -> None:
     assert cost_of(document, variables) == cost
 
 
-def cost_of(document: str, variables: dict | None = None) -> int:
+def cost_of(document: str, variables: dict[str, Any] | None = None) -> int:
     """The cost limits.py computes for `document` on the published schema."""
     demands = document_demands(SCHEMA, parse(document), None, variables or {},
                                Settings().default_page_size)
@@ -62,8 +64,8 @@ async def test_over_cost_is_refused_before_any_sql(pool: asyncpg.Pool, settings:
     ({"max_tokens": 10}, '{ task(taskId: "x") { taskId status { state } } }', "max_tokens"),
 ])
 async def test_document_limits_are_coded_400s(
-        pool: asyncpg.Pool, settings: Settings, database_url: str, setting: dict, document: str,
-        limit: str) -> None:
+        pool: asyncpg.Pool, settings: Settings, database_url: str, setting: dict[str, Any],
+        document: str, limit: str) -> None:
     with serving(create_app(settings.with_(**setting), database_url)) as url:
         response = httpx.post(f"{url}/graphql", json={"query": document})
     assert response.status_code == 400
@@ -76,7 +78,8 @@ async def test_document_limits_are_coded_400s(
 
 async def test_introspection_can_be_switched_off(pool: asyncpg.Pool, settings: Settings) -> None:
     on = await execute(pool, settings, "{ __schema { queryType { name } } }")
-    off = await execute(pool, settings.with_(introspection=False), "{ __schema { queryType { name } } }")
+    off = await execute(pool, settings.with_(introspection=False),
+                        "{ __schema { queryType { name } } }")
     assert on.data == {"__schema": {"queryType": {"name": "Query"}}}
     assert off.data is None and "introspection" in off.errors[0]["message"].lower()
 
@@ -93,8 +96,9 @@ async def test_masked_errors_name_the_request_id_and_hide_internals(
     document = {"query": '{ task(taskId: "t1") { taskId metadata { name } } }'}
     with serving(create_app(settings.with_(mask_errors=True, sql_json=False), database_url)) as url:
         masked = httpx.post(f"{url}/graphql", json=document, headers={"x-request-id": "req-42"})
-        cursor = httpx.post(f"{url}/graphql", json={"query": '{ taskGroup(taskGroupId: "group-a") { '
-                                                     'tasks(after: "junk") { nodes { taskId } } } }'})
+        cursor = httpx.post(f"{url}/graphql", json={
+            "query": '{ taskGroup(taskGroupId: "group-a") { '
+                     'tasks(after: "junk") { nodes { taskId } } } }'})
     error = masked.json()["errors"][0]
     assert "definition" not in masked.text and "UndefinedColumn" not in masked.text
     assert error["extensions"] == {"code": "INTERNAL_ERROR", "requestId": "req-42"}
@@ -176,7 +180,8 @@ NULL_INCLUDE = [
     "query ($v: Boolean = true, $id: ID!) { task(taskId: $id) { ...F } } "
     "fragment F on Task { taskId status @include(if: $v) { state } }",
     "query ($v: Boolean = false, $id: ID!) { task(taskId: $id) { taskId label @skip(if: $v) } }",
-    "query ($v: ID = \"x\", $id: ID!) { task(taskId: $v) { taskId } t: task(taskId: $id) { taskId } }",
+    "query ($v: ID = \"x\", $id: ID!) "
+    "{ task(taskId: $v) { taskId } t: task(taskId: $id) { taskId } }",
 ]
 
 

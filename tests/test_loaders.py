@@ -16,7 +16,7 @@ async def _label_dataset(pool: asyncpg.Pool, labels: int) -> dict[str, FakeTask]
     tasks: list[FakeTask] = []
     newest: dict[str, FakeTask] = {}
     for push in range(3):
-        builds = {}
+        builds: dict[int, FakeTask] = {}
         for i in range(labels):
             label = f"test-linux64/opt-suite-{i}" if i % 2 else f"build-linux64/opt-{i}"
             dep = builds.get(i - 1) if i % 2 else None
@@ -36,7 +36,8 @@ async def test_2000_labels_latest_status_dependencies_in_at_most_5_statements(
     labels = list(newest)
     query = """query ($labels: [String!]!) { labels(labels: $labels) {
         label latest { taskId status { state expires }
-                       dependencies(first: 10) { taskId status { state runs { runId state } } } } } }"""
+                       dependencies(first: 10) {
+                           taskId status { state runs { runId state } } } } } }"""
     result = await execute(pool, settings, query, {"labels": labels})
     assert result.errors == []
     assert result.statements <= 5, result.statements
@@ -52,7 +53,7 @@ async def test_2000_index_paths_task_status_in_at_most_3_statements(
         pool: asyncpg.Pool, settings: Settings) -> None:
     tasks = [FakeTask(label=f"l{i}") for i in range(2000)]
     paths = [f"gecko.v2.autoland.latest.firefox.platform-{i}" for i in range(2000)]
-    await store(pool, tasks, [(p, t.task_id, 0, FAR) for p, t in zip(paths, tasks)])
+    await store(pool, tasks, [(p, t.task_id, 0, FAR) for p, t in zip(paths, tasks, strict=True)])
     query = """query ($paths: [String!]!) { indexedTasks(indexPaths: $paths) {
         indexPath taskId task { taskId status { state expires runs { state } } } } }"""
     result = await execute(pool, settings, query, {"paths": paths})
@@ -80,7 +81,8 @@ async def test_batches_above_the_batch_size_are_chunked(
     tasks = [FakeTask() for _ in range(250)]
     await store(pool, tasks)
     chunked = settings.with_(batch_size=100)
-    result = await execute(pool, chunked, "query ($ids: [ID!]!) { tasks(taskIds: $ids) { taskId } }",
+    result = await execute(pool, chunked,
+                           "query ($ids: [ID!]!) { tasks(taskIds: $ids) { taskId } }",
                            {"ids": [t.task_id for t in tasks]})
     assert [t["taskId"] for t in result.data["tasks"]] == [t.task_id for t in tasks]
     assert result.statements == 3

@@ -36,7 +36,8 @@ async def test_counters_move_with_requests(pool: asyncpg.Pool, settings: Setting
         for _ in range(3):
             body = http.post("/graphql", json={"query": QUERY % task.task_id}).json()
             assert body["data"]["task"]["taskId"] == task.task_id
-        refused = http.post("/graphql", json={"query": '{ tasks(taskIds: ["a", "b", "c"]) { taskId } }'})
+        refused = http.post("/graphql",
+                            json={"query": '{ tasks(taskIds: ["a", "b", "c"]) { taskId } }'})
         assert refused.status_code == 400
         rest = http.post("/api/queue/v1/tasks/status", json={"taskIds": [task.task_id]})
         assert rest.status_code == 200

@@ -24,6 +24,7 @@ check (docs/scaling.md says what they cost on a big table).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -46,7 +47,8 @@ SELECT 'task' || g, 'group' || (g / 100), 's', 'p/w', 'proj', 'label' || (g % 50
        5, now() - g * interval '1 minute', now() + interval '1 day',
        now() + g * interval '1 minute', 'completed', '{{"k": 1}}'
 FROM generate_series(1, {ROWS}) g;
-INSERT INTO task_dependencies SELECT 'task' || g, 'task' || (g - 1) FROM generate_series(2, {ROWS}) g;
+INSERT INTO task_dependencies SELECT 'task' || g, 'task' || (g - 1)
+FROM generate_series(2, {ROWS}) g;
 INSERT INTO index_entries (namespace, name, task_id, expires)
 SELECT 'ns.' || (g % 50), 'n' || g, 'task' || g, now() + interval '1 year'
 FROM generate_series(1, {ROWS}) g;
@@ -115,7 +117,7 @@ async def apply_watched(url: str, applying: list[Migration]) -> Report:
         r1, w1 = reader1.transaction(), writer1.transaction()
         await r1.start()
         await w1.start()
-        for table, update in zip(tables, first_rows):
+        for table, update in zip(tables, first_rows, strict=True):
             await reader1.fetch(f'SELECT * FROM "{table}" LIMIT 1')
             await writer1.execute(update)
         pid = migrator.get_server_pid()
@@ -125,7 +127,7 @@ async def apply_watched(url: str, applying: list[Migration]) -> Report:
             await asyncio.sleep(_POLL_S)
 
         async def read_and_write() -> None:
-            for table, update in zip(tables, second_rows):
+            for table, update in zip(tables, second_rows, strict=True):
                 await reader2.fetch(f'SELECT * FROM "{table}" LIMIT 1')
                 await writer2.execute(update)
 
@@ -173,7 +175,7 @@ class _Stop(Exception):
 
 
 @pytest.fixture
-async def empty_url(server_url: str) -> str:
+async def empty_url(server_url: str) -> AsyncIterator[str]:
     name = "tcgraph_locks_" + str(id(object()))
     await _admin(server_url, f'CREATE DATABASE "{name}"')
     yield with_database(server_url, name)

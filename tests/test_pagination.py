@@ -94,7 +94,8 @@ async def test_a_2500_task_group_read_1000_a_page_returns_every_task_once(
     assert set(failed) == {t.task_id for t in tasks if t.state == "failed"}
 
 
-async def test_pages_are_stable_while_rows_are_added(pool: asyncpg.Pool, settings: Settings) -> None:
+async def test_pages_are_stable_while_rows_are_added(
+        pool: asyncpg.Pool, settings: Settings) -> None:
     tasks = [FakeTask(task_id=f"t{i:03d}", task_group_id="big") for i in range(0, 20, 2)]
     await store(pool, tasks)
     first = await execute(pool, settings, GROUP_PAGE, {"first": 4})
@@ -139,7 +140,8 @@ async def test_label_history_pages_newest_first(pool: asyncpg.Pool, settings: Se
     tasks.append(FakeTask(label="lbl", created=BASE + timedelta(hours=3)))
     await store(pool, tasks)
     query = """query ($after: String) { label(label: "lbl") {
-        history(first: 3, after: $after) { nodes { taskId created } pageInfo { hasNextPage endCursor } } } }"""
+        history(first: 3, after: $after) {
+            nodes { taskId created } pageInfo { hasNextPage endCursor } } } }"""
     seen: list[tuple[str, str]] = []
     after = None
     while True:
@@ -159,7 +161,8 @@ async def test_namespace_browsing_pages(pool: asyncpg.Pool, settings: Settings) 
     await store(pool, [target], [(p, target.task_id, 0, FAR) for p in paths])
     query = """query ($path: String!, $after: String) { namespace(path: $path) {
         path name
-        namespaces(first: 2, after: $after) { nodes { path name } pageInfo { hasNextPage endCursor } }
+        namespaces(first: 2, after: $after) {
+            nodes { path name } pageInfo { hasNextPage endCursor } }
         tasks { nodes { indexPath name taskId } } } }"""
     names: list[str] = []
     after = None

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -45,9 +46,9 @@ ROUTES = [
 ]
 
 
-def answers(url: str) -> list[object]:
+def answers(url: str) -> list[Any]:
     """Every document's and route's answer from the server at `url`, asked concurrently."""
-    def ask(i: int) -> object:
+    def ask(i: int) -> Any:
         with httpx.Client(base_url=url, timeout=30) as http:
             if i < len(DOCUMENTS):
                 response = http.post("/graphql", json={"query": DOCUMENTS[i]})

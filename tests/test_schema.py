@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -60,11 +60,12 @@ async def test_task_every_field(pool: asyncpg.Pool, settings: Settings) -> None:
     status = got["status"]
     assert status["state"] == "FAILED" and status["retriesLeft"] == 4
     assert status["task"] == {"taskId": task.task_id}
-    assert (status["deadline"], status["expires"]) == (definition["deadline"], definition["expires"])
+    assert (status["deadline"], status["expires"]) == (definition["deadline"],
+                                                       definition["expires"])
     runs = task.run_list()
     assert [r["runId"] for r in status["runs"]] == [0, 1]
     assert [r["state"] for r in status["runs"]] == ["EXCEPTION", "FAILED"]
-    for got_run, run in zip(status["runs"], runs):
+    for got_run, run in zip(status["runs"], runs, strict=True):
         for field in ("reasonCreated", "reasonResolved", "workerGroup", "workerId", "takenUntil",
                       "scheduled", "started", "resolved"):
             assert got_run[field] == run.get(field), field
@@ -80,7 +81,8 @@ async def test_status_root_fields_and_unknown_ids(pool: asyncpg.Pool, settings: 
         c: status(taskId: "nope") {{ state }}
         d: task(taskId: "nope") {{ taskId }} }}""")
     assert result.data == {
-        "a": {"state": "PENDING", "runs": [{"state": "PENDING", "started": None, "workerId": None}]},
+        "a": {"state": "PENDING",
+              "runs": [{"state": "PENDING", "started": None, "workerId": None}]},
         "b": {"state": "UNSCHEDULED", "runs": []},
         "c": None, "d": None,
     }
@@ -88,7 +90,7 @@ async def test_status_root_fields_and_unknown_ids(pool: asyncpg.Pool, settings: 
 
 async def test_indexed_task_every_field_and_expiry(pool: asyncpg.Pool, settings: Settings) -> None:
     task = FakeTask()
-    past = datetime.now(timezone.utc) - timedelta(days=1)
+    past = datetime.now(UTC) - timedelta(days=1)
     await store(pool, [task], [("gecko.v2.mc.latest.firefox.linux64-opt", task.task_id, 5, FAR),
                                ("gecko.v2.mc.old", task.task_id, 1, past),
                                ("toplevel", task.task_id, 0, FAR)])
@@ -97,7 +99,8 @@ async def test_indexed_task_every_field_and_expiry(pool: asyncpg.Pool, settings:
             indexPath namespace name taskId rank data expires task { taskId } }
         expired: indexedTask(indexPath: "gecko.v2.mc.old") { taskId }
         top: indexedTask(indexPath: "toplevel") { namespace name }
-        many: indexedTasks(indexPaths: ["toplevel", "gecko.v2.mc.old", "toplevel"]) { indexPath } }""")
+        many: indexedTasks(indexPaths: ["toplevel", "gecko.v2.mc.old", "toplevel"]) {
+            indexPath } }""")
     assert result.errors == []
     assert result.data["indexedTask"] == {
         "indexPath": "gecko.v2.mc.latest.firefox.linux64-opt",
@@ -121,7 +124,8 @@ async def test_label_history_every_field(pool: asyncpg.Pool, settings: Settings)
                             history { nodes { taskId } } }
         byName: label(label: "unnamed") { latest { taskId label } }
         none: label(label: "nothing") { latest { taskId } lastSuccess { taskId }
-                                        history { nodes { taskId } pageInfo { hasNextPage } } } }""")
+                                        history {
+                                            nodes { taskId } pageInfo { hasNextPage } } } }""")
     assert result.errors == []
     assert result.data["label"] == {
         "label": "L", "latest": {"taskId": running.task_id},
@@ -143,7 +147,8 @@ async def test_task_group(pool: asyncpg.Pool, settings: Settings) -> None:
         "nodes": [{"taskId": task.task_id}]}}, "missing": None}
 
 
-async def test_too_many_keys_is_refused_before_any_sql(pool: asyncpg.Pool, settings: Settings) -> None:
+async def test_too_many_keys_is_refused_before_any_sql(
+        pool: asyncpg.Pool, settings: Settings) -> None:
     tight = settings.with_(max_keys=3)
     result = await execute(pool, tight, """{ tasks(taskIds: ["a", "b", "c", "d"]) { taskId } }""")
     assert result.data is None
@@ -152,8 +157,10 @@ async def test_too_many_keys_is_refused_before_any_sql(pool: asyncpg.Pool, setti
                                    "maximum": 3}
     assert "taskIds" in error["message"]
     assert result.statements == 0
-    for field, arg in (("labels", "labels"), ("indexedTasks", "indexPaths"), ("statuses", "taskIds")):
-        result = await execute(pool, tight, f'{{ {field}({arg}: ["a","b","c","d"]) {{ __typename }} }}')
+    for field, arg in (("labels", "labels"), ("indexedTasks", "indexPaths"),
+                       ("statuses", "taskIds")):
+        result = await execute(pool, tight,
+                               f'{{ {field}({arg}: ["a","b","c","d"]) {{ __typename }} }}')
         assert result.errors[0]["extensions"]["code"] == "LIMIT_EXCEEDED", field
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
-from typing import AsyncIterator
 
 import asyncpg
 import httpx
@@ -21,7 +21,7 @@ from waiting import eventually_async
 
 
 @pytest.fixture
-async def base_url(pool, settings: Settings, database_url: str) -> AsyncIterator[str]:
+async def base_url(pool: asyncpg.Pool, settings: Settings, database_url: str) -> AsyncIterator[str]:
     await store(pool, [FakeTask(task_id="t1", label="build")])
     with serving(create_app(settings, database_url)) as url:
         yield url
@@ -69,10 +69,12 @@ async def test_the_sql_time_counts_what_a_statement_waited_and_no_more_than_the_
         held_ms, body["extensions"]["sql"], (answered - sent) * 1000)
 
 
-async def test_sql_report_is_off_unless_asked(pool, settings: Settings, database_url: str) -> None:
+async def test_sql_report_is_off_unless_asked(
+        pool: asyncpg.Pool, settings: Settings, database_url: str) -> None:
     with serving(create_app(settings.with_(explain=False), database_url)) as url:
         async with httpx.AsyncClient(base_url=url) as client:
-            body = (await client.post("/graphql", json={"query": "{ task(taskId: \"x\") { taskId } }"})).json()
+            body = (await client.post(
+                "/graphql", json={"query": "{ task(taskId: \"x\") { taskId } }"})).json()
     assert body["data"] == {"task": None} and "sql" not in body["extensions"]
     assert body["extensions"]["cost"] == {"requestedQueryCost": 1, "maximumAvailable": 250_000}
 
@@ -111,7 +113,8 @@ async def test_mutations_and_bad_documents(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url) as client:
         syntax = await client.post("/graphql", json={"query": "{ task("})
         unknown = await client.post("/graphql", json={"query": "{ nope }"})
-        not_json = await client.post("/graphql", content=b"{", headers={"content-type": "application/json"})
+        not_json = await client.post("/graphql", content=b"{",
+                                     headers={"content-type": "application/json"})
     assert "Syntax Error" in syntax.json()["errors"][0]["message"]
     assert "Cannot query field 'nope'" in unknown.json()["errors"][0]["message"]
     assert not_json.status_code == 400
@@ -128,7 +131,8 @@ async def test_graphql_answers_503_while_the_database_is_gone_and_recovers(
                 # Refuse new connections and end the open ones, as an outage would.
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
                 await admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    name)
                 down = await client.post("/graphql", json=query)
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             back = await client.post("/graphql", json=query)
@@ -147,7 +151,7 @@ ALTER ROLE {role} SET default_transaction_read_only = on;
 
 
 async def test_serves_from_a_read_only_role(
-        pool, database_url: str, server_url: str, settings: Settings) -> None:
+        pool: asyncpg.Pool, database_url: str, server_url: str, settings: Settings) -> None:
     """The docs' read-only role is enough to serve, and cannot write."""
     await store(pool, [FakeTask(task_id="t1", label="build")])
     name = urlsplit(database_url).path.lstrip("/")

@@ -6,13 +6,16 @@ timeout: it never measures how fast the server was.
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
 
+from conftest import FilledDatabase
 from servers import serving
 from tcgraph.config import Settings
 from tcgraph.http_server import uvicorn_options
@@ -25,22 +28,22 @@ REQUEST = b'POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applicati
 QUERY = b'{"query": "{ __typename }"}'
 
 
-def start(filled_database, **limits: int) -> Iterator[tuple[str, int]]:
+def start(filled_database: FilledDatabase, **limits: int) -> Iterator[tuple[str, int]]:
     with filled_database() as database_url:
-        settings = Settings(database_url=database_url, **limits)
+        settings = Settings(database_url=database_url).with_(**limits)
         with serving(create_app(settings, database_url), **uvicorn_options(settings)) as base:
             host, port = base.removeprefix("http://").split(":")
             yield host, int(port)
 
 
 @pytest.fixture(scope="module")
-def impatient(filled_database) -> Iterator[tuple[str, int]]:
+def impatient(filled_database: FilledDatabase) -> Iterator[tuple[str, int]]:
     """A server that waits 1 s for headers and 1 s for a body."""
     yield from start(filled_database, header_timeout_ms=1000, body_timeout_ms=1000)
 
 
 @pytest.fixture(scope="module")
-def crowded(filled_database) -> Iterator[tuple[str, int]]:
+def crowded(filled_database: FilledDatabase) -> Iterator[tuple[str, int]]:
     """A server that takes 3 connections at most (and waits long for headers)."""
     yield from start(filled_database, max_connections=3, header_timeout_ms=600_000)
 
@@ -64,10 +67,11 @@ def until_closed(sock: socket.socket) -> bytes:
     raise AssertionError(f"the server kept the connection open; it sent {received!r}")
 
 
-def refusal(answer: bytes, status: int, limit: str) -> dict:
+def refusal(answer: bytes, status: int, limit: str) -> dict[str, Any]:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(f"HTTP/1.1 {status} ".encode()), answer
     assert b"connection: close" in head.lower(), answer
+    error: dict[str, Any]
     (error,) = orjson.loads(body)["errors"]
     assert error["extensions"]["code"] == "LIMIT_EXCEEDED", error
     assert error["extensions"]["limit"] == limit, error
@@ -90,6 +94,11 @@ def answer_to(sock: socket.socket) -> bytes:
         assert chunk, received
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def dropped(sock: socket.socket) -> bool:
+    """Whether the connection has a pending error: the server reset it."""
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
 
 
 def ask(sock: socket.socket) -> bytes:
@@ -153,7 +162,7 @@ def test_a_keep_alive_connection_gets_the_same_header_deadline_per_request(
         refusal(until_closed(sock), 408, "header_timeout_ms")
 
 
-def test_a_client_that_stops_reading_is_dropped(filled_database) -> None:
+def test_a_client_that_stops_reading_is_dropped(filled_database: FilledDatabase) -> None:
     """An answer of several megabytes to a client with a tiny receive buffer that never reads."""
     ids = [f"no-such-task-{n}" for n in range(10_000)]
     aliases = " ".join(f"a{n}: statuses(taskIds: $ids) {{ taskId }}" for n in range(60))
@@ -168,7 +177,7 @@ def test_a_client_that_stops_reading_is_dropped(filled_database) -> None:
             sock.sendall(REQUEST + b"Content-Length: %d\r\n\r\n" % len(request) + request)
             # Read nothing: the server's buffers fill, then it must drop the connection,
             # which the client sees as a reset once it reads again.
-            eventually(lambda: sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0,
+            eventually(functools.partial(dropped, sock),
                        what="the server to drop a stalled client", timeout=PATIENCE_S)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import FilledDatabase
 from factories import BASE, FAR, FakeTask, slug
 from ports import refusing_port
 from servers import serving
@@ -50,14 +51,15 @@ class Counted:
         self.app = app
         self.requests = 0
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not scope["path"].startswith("/health"):
             self.requests += 1
         await self.app(scope, receive, send)
 
 
 @pytest.fixture(scope="module")
-def stored(filled_database) -> Iterator[tuple[str, dict[int, FakeTask], dict[int, FakeTask]]]:
+def stored(filled_database: FilledDatabase
+           ) -> Iterator[tuple[str, dict[int, FakeTask], dict[int, FakeTask]]]:
     """Index path `tcgraph.tg.<n>` -> a task in state STATES[n % 4]; label `build-<n>` -> an
     older completed task and a newer one in state STATES[n % 4]."""
     indexed = {n: FakeTask(task_id=slug(10**9 + n), label=f"indexed-{n}", state=STATES[n % 4])
@@ -123,7 +125,8 @@ def target_graph() -> TaskGraph:
     return TaskGraph(tasks, Graph(frozenset(tasks), frozenset(edges)))
 
 
-def optimize(graph: TaskGraph, strategies: dict[str, Any] | None) -> tuple[list, list]:
+def optimize(graph: TaskGraph, strategies: dict[str, Any] | None
+             ) -> tuple[list[str], list[tuple[str, str]]]:
     optimized, label_to_taskid = optimize_task_graph(
         graph, set(graph.tasks), PARAMS, set(), "decisionTask", existing_tasks={},
         strategy_override=strategies)
@@ -149,7 +152,7 @@ class BatchedLabels:
         return self.lookups
 
 
-def batched(root: str, graph: TaskGraph) -> tuple[list, list]:
+def batched(root: str, graph: TaskGraph) -> tuple[list[str], list[tuple[str, str]]]:
     """(b): the optimizer's own find_task_id_batched / status_task_batched REST calls."""
     labels = BatchedLabels(root, [label for label in graph.tasks if label.startswith("build-")])
     return optimize(graph, {"index-search": IndexSearch(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -28,10 +28,10 @@ async def stored(pool: asyncpg.Pool) -> None:
 @contextlib.asynccontextmanager
 async def connected(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     # ASGITransport does not run the lifespan, which opens the pool: run it here.
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
-                                     base_url="http://tcgraph.test") as client:
-            yield client
+    async with (app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                  base_url="http://tcgraph.test") as client):
+        yield client
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ seed), so CI runs the same few hundred documents every time.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import asyncpg
 import graphql
@@ -55,10 +56,11 @@ TASKS = [DECISION] + [
              tags={"kind": "build" if n % 2 else "test", "os": "linux"})
     for n in range(10)
 ]
-ENTRIES = [(f"gecko.v2.{project}.latest.firefox.{name}", task.task_id, rank, FAR)
-           for rank, (project, name, task) in enumerate(
-               [("autoland", "linux64-opt", TASKS[2]), ("autoland", "linux64-debug", TASKS[4]),
-                ("mozilla-central", "linux64-opt", TASKS[6]), ("try", "win64", TASKS[8])])]
+ENTRIES: list[tuple[str, str, float, datetime]] = [
+    (f"gecko.v2.{project}.latest.firefox.{name}", task.task_id, rank, FAR)
+    for rank, (project, name, task) in enumerate(
+        [("autoland", "linux64-opt", TASKS[2]), ("autoland", "linux64-debug", TASKS[4]),
+         ("mozilla-central", "linux64-opt", TASKS[6]), ("try", "win64", TASKS[8])])]
 ENTRIES.append(("gecko.v2.autoland.latest.firefox.expired", TASKS[1].task_id, 1.5,
                 BASE - timedelta(days=1)))
 ENTRIES.append(("gecko.v2.dangling", "DiffMissingTask0000001", 0.25, FAR))
@@ -224,7 +226,8 @@ def test_a_shared_load_survives_a_sibling_cancelled_by_an_error(database: str,
     # definition load that a shares with b must still answer a.
     task_id = DECISION.task_id
     document = f"""{{ a: task(taskId: "{task_id}") {{ definition }}
-        b: task(taskId: "{task_id}") {{ definition dependents(after: "junk") {{ nodes {{ taskId }} }} }} }}"""
+        b: task(taskId: "{task_id}") {{
+            definition dependents(after: "junk") {{ nodes {{ taskId }} }} }} }}"""
     app = create_app(Settings(database_url=database, sql_json=sql_json), database)
     with serving(app) as url:
         response = httpx.post(f"{url}/graphql", json={"query": document})

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, cast
 
 import graphql
 import httpx
@@ -35,6 +36,7 @@ need("hypothesis")  # before the imports it guards
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 from hypothesis_graphql import Mode, nodes, queries
 
+from conftest import FilledDatabase
 from factories import BASE, FAR, FakeTask
 from servers import serving
 from tcgraph.config import Settings
@@ -98,7 +100,7 @@ NAMESPACES = ["", "gecko", "gecko.v2", "gecko.v2.autoland", "gecko.v2.autoland.l
 
 
 @pytest.fixture(scope="module")
-def fuzz_url(filled_database) -> Iterator[str]:
+def fuzz_url(filled_database: FilledDatabase) -> Iterator[str]:
     """A database of its own for the module: the server outlives every example."""
     with filled_database(TASKS, ENTRIES) as url:
         yield url
@@ -159,8 +161,12 @@ class ServerExceptions(logging.Filter):
         return True
 
 
+# The `server` fixture: a client of the fuzzed server, and what the server logged.
+Server = tuple[httpx.Client, Unexpected]
+
+
 @pytest.fixture(scope="module")
-def server(fuzz_url: str) -> Iterator[tuple[httpx.Client, Unexpected]]:
+def server(fuzz_url: str) -> Iterator[Server]:
     handler = Unexpected()
     app = create_app(Settings(database_url=fuzz_url, explain=True, pool_max_size=4), fuzz_url)
     with serving(app) as base, httpx.Client(base_url=base, timeout=30) as client:
@@ -180,7 +186,7 @@ def server(fuzz_url: str) -> Iterator[tuple[httpx.Client, Unexpected]]:
 
 
 @pytest.fixture(scope="module")
-def cursors(server: tuple[httpx.Client, Unexpected]) -> list[str]:
+def cursors(server: Server) -> list[str]:
     """Real cursors, handed out by the server's connections (valid in some places only)."""
     client, _ = server
     body = client.post("/graphql", json={"query": """{
@@ -196,7 +202,7 @@ def cursors(server: tuple[httpx.Client, Unexpected]) -> list[str]:
     return found
 
 
-def _walk(value: object, key: str) -> Iterator[dict]:
+def _walk(value: object, key: str) -> Iterator[dict[str, Any]]:
     if isinstance(value, dict):
         if key in value:
             yield value
@@ -241,9 +247,9 @@ def check(client: httpx.Client, handler: Unexpected, method: str, **request: Any
     return response
 
 
-def graphql_body(response: httpx.Response) -> dict:
+def graphql_body(response: httpx.Response) -> dict[str, Any]:
     """The GraphQL answer."""
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert "errors" in body or "data" in body, body
     return body
 
@@ -382,7 +388,8 @@ def rewritten(document: str, data: st.DataObject) -> tuple[str, dict[str, Any]]:
         name = f"v{len(definitions)}"
         definitions.append(graphql.VariableDefinitionNode(
             variable=graphql.VariableNode(name=_name(name)), type=graphql.parse_type(kind),
-            default_value=default, directives=()))
+            # An argument's literal: the generated documents put no variables inside one.
+            default_value=cast(graphql.ConstValueNode, default), directives=()))
         if data.draw(st.booleans()):
             variables[name] = sent
         return graphql.VariableNode(name=_name(name))
@@ -430,7 +437,7 @@ def rewritten(document: str, data: st.DataObject) -> tuple[str, dict[str, Any]]:
 # --- the properties -------------------------------------------------------------------
 
 
-def test_valid_documents_are_answered(server, cursors: list[str]) -> None:
+def test_valid_documents_are_answered(server: Server, cursors: list[str]) -> None:
     client, handler = server
     accepts = st.sampled_from([{}, {"accept": "application/graphql-response+json"}])
 
@@ -438,7 +445,7 @@ def test_valid_documents_are_answered(server, cursors: list[str]) -> None:
 
     @FUZZ
     @given(document=valid_documents(cursors), headers=accepts, use_get=st.booleans())
-    def run(document: str, headers: dict, use_get: bool) -> None:
+    def run(document: str, headers: dict[str, Any], use_get: bool) -> None:
         if use_get:
             response = check(client, handler, "GET", params={"query": document},
                              headers={"accept": "application/json", **headers})
@@ -468,7 +475,7 @@ def test_valid_documents_are_answered(server, cursors: list[str]) -> None:
     assert seen["found rows"] >= seen["examples"] // 3, seen
 
 
-def test_rewritten_documents_answer_the_same(server, cursors: list[str]) -> None:
+def test_rewritten_documents_answer_the_same(server: Server, cursors: list[str]) -> None:
     """Fragments, variables with defaults and directives change nothing in the answer."""
     client, handler = server
 
@@ -497,7 +504,8 @@ def test_rewritten_documents_answer_the_same(server, cursors: list[str]) -> None
     run()
 
 
-def test_documents_with_one_violation_are_refused_with_a_reason(server, cursors: list[str]) -> None:
+def test_documents_with_one_violation_are_refused_with_a_reason(
+        server: Server, cursors: list[str]) -> None:
     client, handler = server
     documents = queries(SDL, mode=Mode.NEGATIVE, custom_scalars=scalar_strategies(cursors))
 
@@ -510,7 +518,7 @@ def test_documents_with_one_violation_are_refused_with_a_reason(server, cursors:
     run()
 
 
-def test_mangled_documents_and_random_text(server, cursors: list[str]) -> None:
+def test_mangled_documents_and_random_text(server: Server, cursors: list[str]) -> None:
     client, handler = server
 
     @FUZZ
@@ -523,21 +531,22 @@ def test_mangled_documents_and_random_text(server, cursors: list[str]) -> None:
     run()
 
 
-def test_odd_variables_and_bodies(server, cursors: list[str]) -> None:
+def test_odd_variables_and_bodies(server: Server, cursors: list[str]) -> None:
     client, handler = server
     names = sorted(VARIABLE_DOCUMENTS)
 
     @st.composite
-    def requests(draw: st.DrawFn) -> dict:
+    def requests(draw: st.DrawFn) -> object:
         document, kinds = VARIABLE_DOCUMENTS[draw(st.sampled_from(names))]
         variables: object = {name: draw(variable_values(kind, cursors))
                              for name, kind in kinds.items() if draw(st.integers(0, 9))}
         shape = draw(st.sampled_from(["ok"] * 6 + ["odd variables", "odd body", "odd name"]))
         if shape == "odd variables":
             variables = draw(ODD_JSON)
-        body: object = {"query": document, "variables": variables}
+        request: dict[str, object] = {"query": document, "variables": variables}
         if shape == "odd name":
-            body["operationName"] = draw(st.one_of(st.just("Q"), ODD_JSON))
+            request["operationName"] = draw(st.one_of(st.just("Q"), ODD_JSON))
+        body: object = request
         if shape == "odd body":
             body = draw(st.one_of(ODD_JSON, st.fixed_dictionaries(
                 {"query": ODD_JSON}, optional={"variables": ODD_JSON, "extensions": ODD_JSON})))
@@ -561,7 +570,8 @@ NUL_DOCUMENTS = [
     '{ tasks(taskIds: ["a\\u0000"]) { taskId } }',
     '{ statuses(taskIds: ["a\\u0000"]) { taskId } }',
     '{ label(label: "a\\u0000") { latest { taskId } history { nodes { taskId } } } }',
-    '{ labels(labels: ["build-linux64/opt"], filter: {projectId: "a\\u0000"}) { latest { taskId } } }',
+    '{ labels(labels: ["build-linux64/opt"], filter: {projectId: "a\\u0000"}) '
+    '{ latest { taskId } } }',
     '{ label(label: "x", filter: {tags: {kind: "a\\u0000"}}) { latest { taskId } } }',
     '{ indexedTask(indexPath: "gecko.a\\u0000") { taskId } }',
     '{ indexedTasks(indexPaths: ["a\\u0000.b"]) { taskId } }',
@@ -570,7 +580,7 @@ NUL_DOCUMENTS = [
 ]
 
 
-def test_nul_in_a_graphql_argument_is_a_client_error(server) -> None:
+def test_nul_in_a_graphql_argument_is_a_client_error(server: Server) -> None:
     """`{ task(taskId: "a\\u0000") { taskId } }`: a clean answer, not a driver's exception."""
     client, handler = server
     failures = []
@@ -584,7 +594,7 @@ def test_nul_in_a_graphql_argument_is_a_client_error(server) -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_nul_in_a_rest_key_is_a_client_error(server) -> None:
+def test_nul_in_a_rest_key_is_a_client_error(server: Server) -> None:
     """Taskcluster's routes answer 400 or 404 for such a key, never 500."""
     client, handler = server
     requests = [
@@ -609,7 +619,7 @@ def test_nul_in_a_rest_key_is_a_client_error(server) -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_a_body_that_is_not_json_is_400_whatever_breaks_it(server) -> None:
+def test_a_body_that_is_not_json_is_400_whatever_breaks_it(server: Server) -> None:
     """Bytes that are not UTF-8, JSON nested past 1,000, a lone surrogate: 400, never a 500.
 
     json.loads raised UnicodeDecodeError or RecursionError for the first two (a 500, or a
@@ -629,7 +639,7 @@ def test_a_body_that_is_not_json_is_400_whatever_breaks_it(server) -> None:
         try:
             response = client.post("/graphql", content=body,
                                    headers={"content-type": "application/json"})
-            status = response.status_code
+            status: int | str = response.status_code
         except httpx.TransportError as e:
             status = f"no answer ({e!r})"
         if not isinstance(status, int) or status >= 500:
@@ -647,7 +657,7 @@ def test_a_body_that_is_not_json_is_400_whatever_breaks_it(server) -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_a_long_chain_of_fragments_is_refused_with_a_reason(server) -> None:
+def test_a_long_chain_of_fragments_is_refused_with_a_reason(server: Server) -> None:
     """300 chained fragment spreads overflowed the stack in Strawberry's depth limiter."""
     client, handler = server
     chain = " ".join(f"fragment F{i} on Query {{ ...F{i + 1} }}" for i in range(300))
@@ -658,7 +668,7 @@ def test_a_long_chain_of_fragments_is_refused_with_a_reason(server) -> None:
     assert body["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED", body
 
 
-def test_a_huge_first_is_refused_not_a_500(server) -> None:
+def test_a_huge_first_is_refused_not_a_500(server: Server) -> None:
     client, handler = server
     nested = ('{ taskGroup(taskGroupId: "FuzzDecisionTask000001") { tasks(first: 2147483647) {'
               ' nodes { dependents(first: 2147483647) { nodes {'

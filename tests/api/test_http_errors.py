@@ -7,11 +7,12 @@ connection (as an unhandled exception does) shows as the next request going unan
 from __future__ import annotations
 
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
 
+from conftest import FilledDatabase
 from servers import serving
 from tcgraph.config import Settings
 from tcgraph.server import create_app
@@ -21,11 +22,11 @@ ANSWER_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def address(filled_database) -> Iterator[tuple[str, int]]:
-    with filled_database() as database_url:
-        with serving(create_app(Settings(database_url=database_url), database_url)) as base:
-            host, port = base.removeprefix("http://").split(":")
-            yield host, int(port)
+def address(filled_database: FilledDatabase) -> Iterator[tuple[str, int]]:
+    with (filled_database() as database_url,
+          serving(create_app(Settings(database_url=database_url), database_url)) as base):
+        host, port = base.removeprefix("http://").split(":")
+        yield host, int(port)
 
 
 class Connection:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -16,7 +18,7 @@ from tcgraph.server import create_app
 
 @pytest.mark.needs("http-audit")
 async def test_every_must_and_should_audit_passes(
-        pool, settings: Settings, database_url: str) -> None:
+        pool: asyncpg.Pool, settings: Settings, database_url: str) -> None:
     with serving(create_app(settings, database_url)) as url:
         run = subprocess.run(["node", str(HTTP_AUDIT / "audit.mjs"), f"{url}/graphql"],
                              capture_output=True, text=True, timeout=120, check=True)
@@ -27,7 +29,7 @@ async def test_every_must_and_should_audit_passes(
 
 
 @pytest.fixture
-async def url(pool, settings: Settings, database_url: str):
+async def url(pool: asyncpg.Pool, settings: Settings, database_url: str) -> AsyncIterator[str]:
     await store(pool, [FakeTask(task_id="t1")])
     with serving(create_app(settings, database_url)) as base:
         yield base
@@ -39,7 +41,8 @@ GRAPHQL_RESPONSE = {"accept": "application/graphql-response+json"}
 async def test_request_errors_are_400_without_data_for_the_new_media_type(url: str) -> None:
     async with httpx.AsyncClient(base_url=url) as client:
         parse = await client.post("/graphql", json={"query": "{"}, headers=GRAPHQL_RESPONSE)
-        invalid = await client.post("/graphql", json={"query": "{ nope }"}, headers=GRAPHQL_RESPONSE)
+        invalid = await client.post("/graphql", json={"query": "{ nope }"},
+                                    headers=GRAPHQL_RESPONSE)
         variables = await client.post(
             "/graphql", headers=GRAPHQL_RESPONSE,
             json={"query": "query ($id: ID!) { task(taskId: $id) { taskId } }", "variables": {}})
@@ -50,9 +53,11 @@ async def test_request_errors_are_400_without_data_for_the_new_media_type(url: s
 
 
 async def test_field_errors_are_200_with_data(url: str, settings: Settings) -> None:
-    cursor_query = '{ taskGroup(taskGroupId: "group-a") { tasks(after: "bad") { nodes { taskId } } } }'
+    cursor_query = ('{ taskGroup(taskGroupId: "group-a") '
+                    '{ tasks(after: "bad") { nodes { taskId } } } }')
     async with httpx.AsyncClient(base_url=url) as client:
-        response = await client.post("/graphql", json={"query": cursor_query}, headers=GRAPHQL_RESPONSE)
+        response = await client.post("/graphql", json={"query": cursor_query},
+                                     headers=GRAPHQL_RESPONSE)
     assert response.status_code == 200
     body = response.json()
     assert body["data"] == {"taskGroup": None}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -37,7 +37,7 @@ async def test_a_body_over_the_limit_is_413_naming_the_limit(url: str) -> None:
     async with httpx.AsyncClient(base_url=url) as client:
         declared = await client.post("/graphql", json=big)
 
-        async def chunks():
+        async def chunks() -> AsyncIterator[bytes]:
             yield b'{"query": "{ __typename }", "pad": "'
             for _ in range(20):
                 yield b"x" * 100

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -29,7 +31,7 @@ def tid(n: int) -> str:
     return f"T{n:07d}QTC{n:010d}A"
 
 
-def definition(group: str = GROUP, **changes: object) -> dict:
+def definition(group: str = GROUP, **changes: object) -> dict[str, Any]:
     """A definition as `queue.task` returns it."""
     task = {
         "provisionerId": "gecko-3",
@@ -57,7 +59,7 @@ def definition(group: str = GROUP, **changes: object) -> dict:
     return task
 
 
-def run(run_id: int = 0, state: str = "completed", **changes: object) -> dict:
+def run(run_id: int = 0, state: str = "completed", **changes: object) -> dict[str, Any]:
     """A run in the queue's shape, resolved unless it is pending or running."""
     shaped: dict[str, object] = {
         "runId": run_id, "state": state,
@@ -74,7 +76,8 @@ def run(run_id: int = 0, state: str = "completed", **changes: object) -> dict:
     return shaped
 
 
-def status(task_id: str, runs: list[dict], group: str = GROUP, retries_left: int = 3) -> dict:
+def status(task_id: str, runs: list[dict[str, Any]], group: str = GROUP,
+           retries_left: int = 3) -> dict[str, Any]:
     """A status as `queue.status` returns it (inside `{"status": ...}`)."""
     state = runs[-1]["state"] if runs else "unscheduled"
     return {
@@ -86,19 +89,19 @@ def status(task_id: str, runs: list[dict], group: str = GROUP, retries_left: int
     }
 
 
-def group_page(*elements: dict) -> dict:
+def group_page(*elements: dict[str, Any]) -> dict[str, Any]:
     """A `queue.listTaskGroup` page of GROUP holding `elements`."""
     return {"taskGroupId": GROUP, "tasks": list(elements)}
 
 
-def completed(n: int) -> dict:
+def completed(n: int) -> dict[str, Any]:
     """The `n`th of many completed tasks, as a `queue.listTaskGroup` element."""
     return {"status": status(tid(n), [run(0, "completed")]),
             "task": definition(tags={"label": f"l{n}"})}
 
 
-def entry(path: str, task_id: str, rank: float = 0, data: dict | None = None,
-          expires: str = "2030-01-01T00:00:00.000Z") -> dict:
+def entry(path: str, task_id: str, rank: float = 0, data: dict[str, Any] | None = None,
+          expires: str = "2030-01-01T00:00:00.000Z") -> dict[str, Any]:
     return {"namespace": path, "taskId": task_id, "rank": rank, "data": data or {},
             "expires": expires}
 
@@ -108,16 +111,16 @@ def write(path: Path, document: object) -> str:
     return str(path)
 
 
-def write_lines(path: Path, documents: list[object]) -> str:
+def write_lines(path: Path, documents: Sequence[object]) -> str:
     path.write_bytes(b"\n".join(orjson.dumps(d) for d in documents) + b"\n")
     return str(path)
 
 
 def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
-async def snapshot(pool: asyncpg.Pool) -> dict[str, list]:
+async def snapshot(pool: asyncpg.Pool) -> dict[str, list[tuple[Any, ...]]]:
     """Every stored row, with xmin: a row that was rewritten, even to equal values, differs."""
     return {
         table: [tuple(r) for r in await pool.fetch(

@@ -7,6 +7,7 @@ answer), and task groups as sets (Taskcluster orders them by its collation).
 from __future__ import annotations
 
 import copy
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -18,7 +19,7 @@ from tcgraph.config import Settings
 from tcgraph.server import create_app
 
 
-def comparable_status(status: dict) -> dict:
+def comparable_status(status: dict[str, Any]) -> dict[str, Any]:
     """A status without what no message carries: a running run's `takenUntil` moves
     with reclaims, which publish no message (the recording's oracle is later)."""
     shown = copy.deepcopy(status)

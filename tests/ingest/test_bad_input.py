@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -17,7 +18,7 @@ from tcgraph.ingest.files import ImportFailed, import_source
 BIG = 2**70
 
 
-def task_page(**changes: object) -> dict:
+def task_page(**changes: Any) -> dict[str, Any]:
     return {"taskGroupId": GROUP, "tasks": [
         {"task": definition(**changes), "status": status(TASK_A, [run(0)])}]}
 
@@ -36,7 +37,7 @@ async def refused(pool: asyncpg.Pool, path: str) -> ImportFailed:
     ({"schedulerId": "a\x00"}, "tasks[0].task.schedulerId"),
 ])
 async def test_a_nul_in_a_definition_is_refused_where_it_is(
-        pool: asyncpg.Pool, tmp_path: Path, changes: dict, where: str) -> None:
+        pool: asyncpg.Pool, tmp_path: Path, changes: dict[str, Any], where: str) -> None:
     error = await refused(pool, write(tmp_path / "nul.json", task_page(**changes)))
     assert error.where == where and "NUL" in error.problem
 
@@ -74,7 +75,7 @@ async def test_an_escaped_backslash_u0000_is_text_not_a_nul(
     (entry("a.b.c", TASK_A, data={"x": ["\x00"]}), "data.x[0]"),
 ])
 async def test_a_nul_in_an_index_entry_is_refused(
-        pool: asyncpg.Pool, tmp_path: Path, document: dict, where: str) -> None:
+        pool: asyncpg.Pool, tmp_path: Path, document: dict[str, Any], where: str) -> None:
     error = await refused(pool, write(tmp_path / "nul.json", document))
     assert error.where == where and "NUL" in error.problem
 
@@ -170,8 +171,9 @@ async def test_what_orjson_refuses_is_refused_on_the_exact_path_too(
 BAD_INPUT = [
     pytest.param("bad.json", b'{"tasks": [\n  {"taskId": 1,}\n]}', "line 2, column 15",
                  "not valid JSON: ", id="invalid-json"),
-    pytest.param("bad.jsonl", orjson.dumps(group_page(completed(1))) + b"\n" + orjson.dumps(group_page(completed(2)))
-                 + b"\n{oops\n", "line 3", "not valid JSON: ", id="invalid-json-line"),
+    pytest.param("bad.jsonl", orjson.dumps(group_page(completed(1))) + b"\n"
+                 + orjson.dumps(group_page(completed(2))) + b"\n{oops\n",
+                 "line 3", "not valid JSON: ", id="invalid-json-line"),
     pytest.param("bad.jsonl", b'{\n  "taskGroupId": "x"\n}\n', "line 1",
                  "(JSON Lines files hold one document a line)", id="pretty-json-in-jsonl"),
     pytest.param("bad.json", b"  \n", "line 1", "empty file: there is nothing to import",
@@ -184,8 +186,8 @@ BAD_INPUT = [
         "status": status(TASK_A, []),
         "task": {k: v for k, v in definition().items() if k != "taskGroupId"}})),
                  "tasks[1].task", "missing required field 'taskGroupId'", id="missing-field"),
-    pytest.param("bad.json", orjson.dumps(group_page({"status": status(TASK_A, []) | {"state": "bogus"},
-                                                "task": definition()})),
+    pytest.param("bad.json", orjson.dumps(group_page({
+        "status": status(TASK_A, []) | {"state": "bogus"}, "task": definition()})),
                  "tasks[0].status.state",
                  "'bogus' is not a task state (one of unscheduled, pending, running, completed, "
                  "failed, exception)", id="bad-state"),

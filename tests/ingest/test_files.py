@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -208,7 +208,7 @@ async def test_timestamps_are_normalised_to_taskclusters_format(
     as_json = orjson.loads((await tasks.definitions_by_id(Database(pool), [TASK_A]))[TASK_A])
     assert (as_json["created"], as_json["deadline"], as_json["expires"]) == (
         "2026-11-01T10:00:00.123Z", "2026-11-02T10:00:00.000Z", "2027-11-01T10:30:00.500Z")
-    assert stored.created == datetime(2026, 11, 1, 10, 0, 0, 123000, tzinfo=timezone.utc)
+    assert stored.created == datetime(2026, 11, 1, 10, 0, 0, 123000, tzinfo=UTC)
     raw = orjson.loads(await pool.fetchval("SELECT runs::text FROM tasks"))
     assert (raw[0]["scheduled"], raw[0]["started"]) == (
         "2026-11-01T10:05:00.000Z", "2026-11-01T10:06:00.999Z")

@@ -7,13 +7,14 @@ time; the final answers must equal the recorded ones every time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import asyncpg
 import pytest
@@ -69,7 +70,7 @@ async def test_kill_9_of_the_follower_at_committed_batches_loses_and_doubles_not
         for k in (3, 11, 25):  # killed after the k-th commit, before or after its ack
             follower = start_follower(database_url, broker, upstream, name, tmp_path / "log")
             try:
-                await eventually_async(lambda: at_least(conn, k), what=f"batch {k}")
+                await eventually_async(functools.partial(at_least, conn, k), what=f"batch {k}")
             finally:
                 kill(follower)
             assert not await reached(conn, marker), "the stream ended before the kill"

@@ -30,6 +30,7 @@ from services.replay import Message, Recording, declare_exchanges, publish
 from tcgraph.config import Settings
 from tcgraph.ingest import gaps
 from tcgraph.store.pool import open_pool
+from waiting import TIMEOUT_S, eventually_async
 
 BATCH = 20
 

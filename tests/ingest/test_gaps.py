@@ -23,6 +23,7 @@ from services.replay import Recording, declare_exchanges, publish, sentinel
 from tcgraph.ingest import gaps
 from tcgraph.ingest.gaps import task_groups, task_runs
 from tcgraph.ingest.mirror import Delivery
+from waiting import eventually_async
 
 
 def gaps_counted(reason: str) -> float:
@@ -30,8 +31,10 @@ def gaps_counted(reason: str) -> float:
 
 
 async def gap_rows(conn: asyncpg.Pool | asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT reason, detail, follower, started <= ended AS ordered, "
-                            "repaired_at FROM mirror_gaps ORDER BY id")
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT reason, detail, follower, started <= ended AS ordered, "
+        "repaired_at FROM mirror_gaps ORDER BY id")
+    return rows
 
 
 async def test_the_queue_deleted_mid_stream_is_a_gap_the_follower_repairs(

@@ -20,22 +20,23 @@ from waiting import eventually_async
 TIMEOUT_S = 120
 
 
-def tcgraph(*args: str, stop_at: str = "") -> subprocess.Popen:
+def tcgraph(*args: str, stop_at: str = "") -> subprocess.Popen[str]:
     env = {**os.environ, "TCGRAPH_TEST_STOP_AT": stop_at}
     return subprocess.Popen([sys.executable, "-m", "tcgraph", *args], env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
-def finish(process: subprocess.Popen) -> tuple[int, str]:
+def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     _, stderr = process.communicate(timeout=TIMEOUT_S)
     return process.returncode, stderr
 
 
-async def stopped(process: subprocess.Popen) -> None:
+async def stopped(process: subprocess.Popen[str]) -> None:
     """Wait until `process` stops itself at a checkpoint (ingest/checkpoints.py)."""
     result = await asyncio.wait_for(asyncio.to_thread(
         os.waitid, os.P_PID, process.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT), TIMEOUT_S)
+    assert result is not None  # None only with WNOHANG
     assert result.si_code == os.CLD_STOPPED, process.communicate(timeout=TIMEOUT_S)
 
 

@@ -7,8 +7,9 @@ index.findTask and listNamespaces answers are what the rules must give.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -17,11 +18,11 @@ from tcgraph.model import IndexEntryRow
 from tcgraph.precedence import entry_replaces
 
 # Before every recorded expiry: no entry counts as expired.
-LONG_AGO = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures/taskcluster-106/rest.jsonl"
 
 
-def _answers() -> list[dict]:
+def _answers() -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in FIXTURE.read_bytes().splitlines()]
 
 
@@ -29,7 +30,7 @@ def _stamp(text: str) -> datetime:
     return shapes.time({"t": text}, "t")[0]  # type: ignore[index]
 
 
-def _completions(answers: list[dict]) -> list[index_rules.Indexing]:
+def _completions(answers: list[dict[str, Any]]) -> list[index_rules.Indexing]:
     """What indexing gives for every completed task of the recording."""
     tasks = {a["args"][0]: a["response"] for a in answers
              if a["method"] == "task" and a["status"] == 200}
@@ -96,7 +97,7 @@ def test_namespaces_match_list_namespaces() -> None:
 
 
 def test_extra_index_defaults_and_skips() -> None:
-    resolved = datetime(2026, 12, 1, 8, tzinfo=timezone.utc)
+    resolved = datetime(2026, 12, 1, 8, tzinfo=UTC)
     definition = {"routes": ["index.a.b.c", "tc-treeherder.x", "index.a.b.c", "index.bad..path"],
                   "expires": "2027-12-01T07:00:00.000Z"}
     indexing = index_rules.task_entries("T" * 22, definition, resolved)

@@ -34,7 +34,7 @@ from tcgraph.ingest.events import EXCHANGE_PREFIX
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.store import writes
 
-Answer = Callable[[list[str]], list[dict]]
+Answer = Callable[[list[str]], list[dict[str, Any]]]
 VICTIM, ASKED, OTHER = tid(1), tid(2), tid(3)
 ROUNDS = 50
 # Long enough that no round of a test comes after the next attempt is due.
@@ -72,7 +72,7 @@ async def mirror_of(pool: asyncpg.Pool) -> AsyncIterator[Callable[[str], Mirror]
         await upstream.close()
 
 
-async def store_task(pool: asyncpg.Pool, task_id: str, task: dict) -> None:
+async def store_task(pool: asyncpg.Pool, task_id: str, task: dict[str, Any]) -> None:
     async with pool.acquire() as conn:
         await writes.upsert_tasks_with_statuses(conn, [(
             shapes.task_row(task_id, task), shapes.status_row(status(task_id, [run(0)]), task_id))])

@@ -9,7 +9,7 @@ answer is checked against the recorded one.
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import asyncpg
 import httpx

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -31,7 +32,7 @@ from tcgraph.server import create_app
 
 
 async def follow_and_reconcile(database_url: str, broker: RabbitMQ, upstream: str,
-                               rec: Recording, messages: list, rate: float = RATE
+                               rec: Recording, messages: list[Message], rate: float = RATE
                                ) -> tuple[list[str], int]:
     """Follow `messages`, wait for a pass after the sentinel; (mismatches, tasks repaired)."""
     await declare_exchanges(broker.url, ALL_EXCHANGES)
@@ -55,9 +56,9 @@ async def test_ten_percent_of_the_messages_lost_are_repaired(
     assert fixed > 0  # the mirror was wrong, and reconciliation is what mended it
 
 
-def _earliest_statuses(rec: Recording) -> dict[str, dict]:
+def _earliest_statuses(rec: Recording) -> dict[str, dict[str, Any]]:
     """Each task's status as its first message gave it: older than the recorded one."""
-    first: dict[str, dict] = {}
+    first: dict[str, dict[str, Any]] = {}
     for m in rec.messages:
         body = orjson.loads(m.body)
         status = body.get("status")
@@ -99,7 +100,7 @@ async def test_an_older_answer_from_the_upstream_never_rolls_a_task_back(
     assert found == []
 
 
-async def test_an_upstream_failing_and_slow_during_reconciliation_gets_no_more_calls_than_the_budget(
+async def test_an_upstream_failing_and_slow_during_reconciliation_gets_no_more_calls_than_the_budget(  # noqa: E501
         database_url: str, broker: RabbitMQ, recording: Recording) -> None:
     rate = 5.0
     stamps: list[float] = []

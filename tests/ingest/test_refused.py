@@ -80,7 +80,8 @@ async def test_a_message_the_store_refuses_is_set_aside_and_the_rest_written(
 
 
 async def test_a_label_over_postgresqls_index_row_limit_sets_its_messages_aside(
-        database_url: str, broker: RabbitMQ, recording: Recording) -> None:
+        database_url: str, broker: RabbitMQ, recording: Recording,
+        metrics: httpx.AsyncClient) -> None:
     # Not an integrity or data error (SQLSTATE 54000, program limit exceeded): it is
     # what the messages' task holds all the same, and must not stop the stream.
     task_id = next(t for t in (_task_of(m) for m in recording.messages)
@@ -88,7 +89,7 @@ async def test_a_label_over_postgresqls_index_row_limit_sets_its_messages_aside(
     definition = copy.deepcopy(recording.definitions[task_id])
     definition.setdefault("tags", {})["label"] = LONG_LABEL
     long = replace(recording, definitions={**recording.definitions, task_id: definition})
-    before = refused_count()
+    before = await refused_count(metrics)
     with serving(upstream_app(long)) as upstream_url:
         found = await replay(database_url, broker, upstream_url, recording, recording.messages)
     # Every other task's answers are the recorded ones.
@@ -103,7 +104,7 @@ async def test_a_label_over_postgresqls_index_row_limit_sets_its_messages_aside(
     assert sorted((r["exchange"], r["routing_key"], r["body"]) for r in rejected) == sorted(
         (m.exchange, m.routing_key, m.body) for m in about_task)
     assert all("ProgramLimitExceededError (SQLSTATE 54000)" in r["problem"] for r in rejected)
-    assert refused_count() - before == len(about_task)
+    assert await refused_count(metrics) - before == len(about_task)
 
 
 def _task_of(message: Message) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 
@@ -20,6 +21,7 @@ from services.replay import Recording, declare_exchanges, publish, sentinel
 from tcgraph.config import Settings
 from tcgraph.ingest.reconcile import ReconcileOptions
 from tcgraph.server import create_app
+from waiting import eventually_async
 
 MIRROR = """{ mirror { verified drift lastVerified differences unrepairedGaps tasksRepaired
                        followers { name consuming } } }"""
@@ -31,7 +33,7 @@ def verify(database_url: str, upstream: str, *args: str) -> subprocess.Completed
          "--upstream-root-url", upstream, *args], capture_output=True, text=True, timeout=120)
 
 
-async def mirror_answer(pool: asyncpg.Pool, database_url: str) -> dict:
+async def mirror_answer(pool: asyncpg.Pool, database_url: str) -> dict[str, Any]:
     app = create_app(Settings(database_url=database_url, allowed_hosts="tcgraph.test"),
                      database_url)
     async with asgi_client(app, pool) as client:
@@ -40,8 +42,9 @@ async def mirror_answer(pool: asyncpg.Pool, database_url: str) -> dict:
     body = answer.json()
     assert "errors" not in body, body
     assert rest.status_code == 200
-    assert rest.json()["verified"] == body["data"]["mirror"]["verified"]
-    return body["data"]["mirror"]
+    mirror: dict[str, Any] = body["data"]["mirror"]
+    assert rest.json()["verified"] == mirror["verified"]
+    return mirror
 
 
 async def test_verify_finds_the_drift_of_lost_messages_and_none_once_reconciled(

@@ -13,10 +13,10 @@ instead (a 500, a slow or an older answer).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aio_pika
 import orjson
@@ -208,7 +208,7 @@ def upstream_app(rec: Recording, *, batch_route: bool = True, calls: list[str] |
         ids = (await request.json())["taskIds"]
         known = [t for t in dict.fromkeys(ids) if t in rec.statuses]
         shown, token = page(known, request)
-        body: dict = {"statuses": [{"taskId": t, "status": rec.statuses[t]["status"]}
+        body: dict[str, Any] = {"statuses": [{"taskId": t, "status": rec.statuses[t]["status"]}
                                    for t in shown]}
         if token:
             body["continuationToken"] = token
@@ -220,7 +220,7 @@ def upstream_app(rec: Recording, *, batch_route: bool = True, calls: list[str] |
         if len(set(paths)) != len(paths):  # as the index service does (its output schema)
             return JSONResponse({"code": "InternalServerError"}, status_code=500)
         shown, token = page([rec.found[p] for p in paths if p in rec.found], request)
-        body: dict = {"tasks": shown}
+        body: dict[str, Any] = {"tasks": shown}
         if token:
             body["continuationToken"] = token
         return JSONResponse(body)

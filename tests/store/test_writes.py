@@ -13,8 +13,8 @@ from tcgraph.model import IndexEntryRow, NamespaceRow
 from tcgraph.precedence import entry_replaces
 from tcgraph.store import writes
 
-T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
-LATER = datetime(2099, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+LATER = datetime(2099, 1, 1, tzinfo=UTC)
 
 
 def entry(task: str, rank: float, resolved: datetime | None,
@@ -24,7 +24,8 @@ def entry(task: str, rank: float, resolved: datetime | None,
 
 
 async def held(pool: asyncpg.Pool) -> str:
-    return (await pool.fetchval("SELECT task_id FROM index_entries"))[0]
+    task_id: str = await pool.fetchval("SELECT task_id FROM index_entries")
+    return task_id[0]
 
 
 async def write_in_order(pool: asyncpg.Pool, rows: list[IndexEntryRow]) -> str:
@@ -56,7 +57,7 @@ async def test_an_entry_without_a_completion_time_wins_ties_as_insert_task_does(
 
 
 async def test_an_expired_entry_gives_way_to_any_other(pool: asyncpg.Pool) -> None:
-    gone = entry("A", 9, T0, expires=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    gone = entry("A", 9, T0, expires=datetime(2020, 1, 1, tzinfo=UTC))
     assert await write_in_order(pool, [gone, entry("B", 0, T0)]) == "B"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import orjson
@@ -15,12 +16,13 @@ PAST = BASE - timedelta(days=1)
 UNKNOWN = slug(10**12)  # a valid taskId that no test stores
 
 
-def sql(response: httpx.Response) -> dict:
+def sql(response: httpx.Response) -> dict[str, Any]:
     """The statements and rows the answer took, as the tcgraph-sql header reports them."""
-    return orjson.loads(response.headers["tcgraph-sql"])
+    report: dict[str, Any] = orjson.loads(response.headers["tcgraph-sql"])
+    return report
 
 
-def expected_status(t: FakeTask, retries_left: int = 5) -> dict:
+def expected_status(t: FakeTask, retries_left: int = 5) -> dict[str, Any]:
     """The queue's status structure of `t`, in Taskcluster's key order."""
     definition = t.definition()
     return {
@@ -34,10 +36,10 @@ def expected_status(t: FakeTask, retries_left: int = 5) -> dict:
 
 
 def assert_taskcluster_error(response: httpx.Response, status: int, code: str,
-                             method: str, says: str) -> dict:
+                             method: str, says: str) -> dict[str, Any]:
     """Assert `response` is Taskcluster's error body for `code` from `method`; return the body."""
     assert response.status_code == status, response.text
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert set(body) == {"code", "message", "requestInfo"}
     assert body["code"] == code
     assert says in body["message"], body["message"]

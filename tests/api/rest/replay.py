@@ -23,9 +23,10 @@ with tcgraph's expiry never the earlier one, and the test counts those apart.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import taskcluster
@@ -67,7 +68,7 @@ class Record:
         """(HTTP verb, path under the root URL) as the client builds them."""
         info = _CLIENTS[self.service].funcinfo[self.method]
         route = info["route"]
-        for name, value in zip(info["args"], self.args):
+        for name, value in zip(info["args"], self.args, strict=True):
             route = route.replace(f"<{name}>", value)
         return info["method"].upper(), f"/api/{self.service}/v1{route}"
 
@@ -154,4 +155,4 @@ def expiry_race_only(method: str, ours: Any, theirs: Any) -> bool:
     mine, recorded = ours.get("namespaces", []), theirs.get("namespaces", [])
     return (set(ours) == set(theirs) and len(mine) == len(recorded)
             and all({**a, "expires": "-"} == {**b, "expires": "-"} and a["expires"] >= b["expires"]
-                    for a, b in zip(mine, recorded)))
+                    for a, b in zip(mine, recorded, strict=True)))

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import os
 import types
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Iterator
+from typing import Any
 
 import pytest
 import taskcluster
 from taskcluster.exceptions import TaskclusterRestFailure
 
 from api.rest.expect import UNKNOWN, expected_status
+from conftest import FilledDatabase
 from factories import BASE, FAR, FakeTask, slug
 from servers import serving
 from tcgraph.config import Settings
@@ -28,7 +30,7 @@ def client_state(n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def dataset(filled_database) -> Iterator[tuple[str, list[FakeTask]]]:
+def dataset(filled_database: FilledDatabase) -> Iterator[tuple[str, list[FakeTask]]]:
     """A database with 3,000 tasks of one group (`client_state`), each indexed under
     `tcgraph.test.<n>`."""
     # The `database_url` fixture is per test; one server with 3,000 tasks serves the module.
@@ -75,7 +77,7 @@ def test_taskcluster_client_batch_methods_page_through_everything(
     queue = taskcluster.Queue({"rootUrl": root_url})
     ids = [t.task_id for t in known] + ["unknown-a", "unknown-b"]
 
-    pages: list[dict] = []
+    pages: list[dict[str, Any]] = []
     queue.tasks(payload={"taskIds": ids}, paginationHandler=pages.append)
     # Full pages; the unknown ids after the last known one make no page of their own.
     assert [len(page["tasks"]) for page in pages] == [1000, 1000, 1000]
@@ -83,7 +85,7 @@ def test_taskcluster_client_batch_methods_page_through_everything(
     assert len(definitions) == CLIENT_TASKS
     assert definitions[known[2999].task_id] == known[2999].definition()
 
-    statuses: list[dict] = []
+    statuses: list[dict[str, Any]] = []
     queue.statuses(payload={"taskIds": ids},
                    paginationHandler=lambda page: statuses.extend(page["statuses"]))
     assert [s["taskId"] for s in statuses] == [t.task_id for t in known]
@@ -91,7 +93,7 @@ def test_taskcluster_client_batch_methods_page_through_everything(
 
     first = queue.statuses({"taskIds": ids})
     assert len(first["statuses"]) == 1000 and first["continuationToken"]
-    limited: list[dict] = []
+    limited: list[dict[str, Any]] = []
     queue.statuses(payload={"taskIds": ids[:30]}, paginationLimit=10,
                    paginationHandler=limited.append)
     assert [len(page["statuses"]) for page in limited] == [10, 10, 10]
@@ -111,7 +113,7 @@ def test_taskcluster_client_limits_above_1000_are_clamped(
     assert len(found["tasks"]) == 1000 and found["continuationToken"]
     group = queue.listTaskGroup(CLIENT_GROUP, query={"limit": 5000})
     assert len(group["tasks"]) == 1000 and group["continuationToken"]
-    everything: list[dict] = []
+    everything: list[dict[str, Any]] = []
     queue.listTaskGroup(CLIENT_GROUP, query={"limit": 5000},
                         paginationHandler=lambda page: everything.extend(page["tasks"]))
     assert sorted(t["status"]["taskId"] for t in everything) == sorted(ids)
@@ -126,8 +128,10 @@ def test_taskcluster_client_single_lookups(root_url: str, known: list[FakeTask])
     assert index.findTask("tcgraph.test.7") == {
         "namespace": "tcgraph.test.7", "taskId": t.task_id, "rank": 1, "data": {"k": 1},
         "expires": "2099-01-01T00:00:00.000Z"}
-    for missing in (lambda: queue.task(UNKNOWN), lambda: queue.status(UNKNOWN),
-                    lambda: index.findTask("tcgraph.test.nope")):
+    missing_calls: list[Callable[[], object]] = [
+        lambda: queue.task(UNKNOWN), lambda: queue.status(UNKNOWN),
+        lambda: index.findTask("tcgraph.test.nope")]
+    for missing in missing_calls:
         with pytest.raises(TaskclusterRestFailure) as raised:
             missing()
         assert raised.value.status_code == 404
@@ -137,7 +141,7 @@ def test_taskcluster_client_single_lookups(root_url: str, known: list[FakeTask])
 def test_taskcluster_client_find_tasks_at_index(root_url: str, known: list[FakeTask]) -> None:
     index = taskcluster.Index({"rootUrl": root_url})
     paths = [f"tcgraph.test.{n}" for n in range(CLIENT_TASKS)] + ["tcgraph.test.none"]
-    found: list[dict] = []
+    found: list[dict[str, Any]] = []
     index.findTasksAtIndex(payload={"indexes": paths},
                            paginationHandler=lambda page: found.extend(page["tasks"]))
     assert [f["namespace"] for f in found] == paths[:-1]

@@ -3,6 +3,8 @@ pages, beyond what the recording holds (more than 1,000 rows, exact multiples of
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import httpx
 import orjson
@@ -26,9 +28,10 @@ def en_us(value: str) -> tuple[list[int], list[bool]]:
     return [order.index(c.lower()) for c in value], [c.isupper() for c in value]
 
 
-async def walk(client: httpx.AsyncClient, path: str, limit: int | None = None) -> list[dict]:
+async def walk(client: httpx.AsyncClient, path: str,
+               limit: int | None = None) -> list[dict[str, Any]]:
     """Every page of a list method, following its tokens."""
-    pages: list[dict] = []
+    pages: list[dict[str, Any]] = []
     token = None
     while True:
         params = {**({"limit": str(limit)} if limit is not None else {}),
@@ -106,7 +109,7 @@ async def test_the_real_client_follows_list_tokens(
     await store(pool, tasks)
     with serving(create_app(settings, database_url)) as root:
         queue = taskcluster.Queue({"rootUrl": root})
-        pages: list[dict] = []
+        pages: list[dict[str, Any]] = []
         queue.listTaskGroup(GROUP, query={"limit": 5}, paginationHandler=pages.append)
         assert [len(p["tasks"]) for p in pages] == [5, 5, 2]
         assert queue.getTaskGroup(GROUP)["taskGroupId"] == GROUP

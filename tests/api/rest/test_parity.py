@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import jsonschema
@@ -20,6 +21,7 @@ from jsonschema.validators import validator_for
 from referencing import Registry, Resource
 
 from api.rest import replay
+from conftest import FilledDatabase
 from servers import serving
 from tcgraph.api import references
 from tcgraph.config import Settings
@@ -29,7 +31,7 @@ from tcgraph.store.pool import open_pool
 
 
 @pytest.fixture(scope="module")
-def root_url(filled_database) -> Iterator[str]:
+def root_url(filled_database: FilledDatabase) -> Iterator[str]:
     recorded = replay.records()
 
     async def fill(url: str) -> None:
@@ -55,7 +57,8 @@ def _output_schemas(root: str) -> dict[tuple[str, str], jsonschema.protocols.Val
         service, _, name = uri.removeprefix(prefix).partition("/")
         return Resource.from_contents(references.schema_json(root, service, name))
 
-    registry: Registry[Any] = Registry(retrieve=retrieve)
+    # referencing's stub hides Registry's attrs fields (retrieve=...) from mypy.
+    registry: Registry[Any] = Registry(retrieve=retrieve)  # type: ignore[call-arg]
     found = {}
     for service in references.SERVICES.values():
         for entry in service.entries:

@@ -76,7 +76,7 @@ async def test_streams_of_a_replayed_deployment_end_as_queue_status_says(
     await prepare_queue(options)
     # Midway, once every group has had a message: a subscriber that received nothing
     # yet holds no cursor to resume with (it would subscribe afresh instead).
-    firsts = {}
+    firsts: dict[str, int] = {}
     for index, message in enumerate(recording.messages):
         parts = message.routing_key.split(".")
         if len(parts) > 8:  # a task's message (not a task group's)

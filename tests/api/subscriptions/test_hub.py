@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -48,9 +49,9 @@ async def statements_per_burst(url: str, pool: asyncpg.Pool, tasks: list[FakeTas
     return (total_after - total) / (bursts_after - bursts)
 
 
-async def changes_any(client: Client, count: int) -> list[dict]:
+async def changes_any(client: Client, count: int) -> list[dict[str, Any]]:
     """The next `count` TaskChanges on `client`, whichever operation they belong to."""
-    found = []
+    found: list[dict[str, Any]] = []
     while len(found) < count:
         message = await client.receive()
         assert message["type"] == "next", message

@@ -20,7 +20,7 @@ from tcgraph.store.queries.task_changes import Position
 
 async def changes(client: Client, op_id: str, count: int) -> list[dict[str, Any]]:
     """The next `count` TaskChanges of operation `op_id` (any other message fails)."""
-    found = []
+    found: list[dict[str, Any]] = []
     while len(found) < count:
         message = await client.receive()
         assert message.get("id") == op_id, message
@@ -150,7 +150,8 @@ async def test_bad_future_and_expired_cursors_are_coded_errors(
             future = encode(Position(2**62, 1))
             await client.subscribe("f", GROUP_CHANGES, g="g", after=future)
             assert (await error_of(client, "f"))["code"] == "BAD_CURSOR"
-            await client.subscribe("s", GROUP_CHANGES, g="g", after=encode(Snapshot(5, 2**62, frozenset())))
+            beyond = encode(Snapshot(5, 2**62, frozenset()))
+            await client.subscribe("s", GROUP_CHANGES, g="g", after=beyond)
             assert (await error_of(client, "s"))["code"] == "BAD_CURSOR"
             # A cursor from before what the log retains.
             await client.subscribe("a", GROUP_CHANGES, g="g")

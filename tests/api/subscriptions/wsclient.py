@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -23,7 +24,9 @@ subscription($g: ID!, $after: String) {
 
 TASK_CHANGES = """
 subscription($ids: [ID!]!, $after: String) {
-  taskChanges(taskIds: $ids, after: $after) { cursor taskId task { taskId status { state runs { runId state } } } }
+  taskChanges(taskIds: $ids, after: $after) {
+    cursor taskId task { taskId status { state runs { runId state } } }
+  }
 }"""
 
 
