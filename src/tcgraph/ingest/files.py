@@ -25,7 +25,7 @@ import asyncpg
 
 from tcgraph.ingest import batches, checkpoints, documents, jsontext, shapes
 from tcgraph.ingest.progress import Progress
-from tcgraph.store import writes
+from tcgraph.store import failures, writes
 from tcgraph.store.pool import CONNECTION_ERRORS
 
 _JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
@@ -71,7 +71,7 @@ class ImportInterrupted(ImportFailed):
 
 
 class ImportRefused(ImportFailed):
-    """PostgreSQL refused rows of `source` for what they hold (store.writes.outage says
+    """PostgreSQL refused rows of `source` for what they hold (store.failures.outage says
     it was no outage): nothing from it was written, and importing it again fails again."""
 
     def __init__(self, source: str, problem: str) -> None:
@@ -137,9 +137,9 @@ async def import_source(
     except ImportFailed:
         raise
     except asyncpg.PostgresError as e:
-        if writes.outage(e):
+        if failures.outage(e):
             raise ImportInterrupted(name, _database_problem(e)) from e
-        raise ImportRefused(name, writes.refusal(e)) from e
+        raise ImportRefused(name, failures.refusal(e)) from e
     except (*CONNECTION_ERRORS, asyncpg.InternalClientError) as e:
         raise ImportInterrupted(name, _database_problem(e)) from e
     checkpoints.reached("committed")
