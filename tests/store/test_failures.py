@@ -36,6 +36,7 @@ async def test_an_outage_is_told_apart_from_rows_the_store_refuses(
                          "VALUES ('', '', '', '')"),  # 25006
         ]
         await conn.execute("ROLLBACK")
+        away.append(await _error(conn, "SELECT * FROM no_such_table"))  # 42P01: not migrated
         pid = await conn.fetchval("SELECT pg_backend_pid()")
         await other.execute("SELECT pg_terminate_backend($1)", pid)
         away.append(await _error(conn, "SELECT 1"))  # 57P01, or the connection gone

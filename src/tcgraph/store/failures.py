@@ -15,15 +15,18 @@ from tcgraph.store.pool import CONNECTION_ERRORS
 # whatever was being written: 08 connection exception, 40 transaction rollback
 # (a deadlock or serialization conflict that outlived in_transaction's
 # attempts), 53 insufficient resources, 57 operator intervention (shutdown,
-# cancel, statement timeout), 58 system error (I/O); and two codes: a hot
-# standby or read-only database (25006), a lock not granted in time (55P03).
-_OUTAGE_CLASSES = ("08", "40", "53", "57", "58")
+# cancel, statement timeout), 58 system error (I/O); 42, a table, column or
+# privilege the statements need is missing (a deployment fault an operator
+# mends: rows cannot cause it, as every value is a parameter); and two codes:
+# a hot standby or read-only database (25006), a lock not granted in time (55P03).
+_OUTAGE_CLASSES = ("08", "40", "42", "53", "57", "58")
 _OUTAGE_CODES = ("25006", "55P03")
 
 
 def outage(error: BaseException) -> bool:
-    """Whether `error` is the database being away, overloaded or shutting down
-    (trying again later may work), rather than refusing what was written.
+    """Whether `error` is the database being away, overloaded, shutting down or
+    missing what the statements need (trying again later may work), rather than
+    refusing what was written.
 
     Any other error, whatever its SQLSTATE class (a value out of range, an index
     row over PostgreSQL's size limit, ...), comes from the rows written and
