@@ -8,9 +8,9 @@ PostgreSQL; both must keep the same row.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
-from typing import Sequence
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
@@ -19,9 +19,9 @@ from tcgraph.model import RUN_STATES, IndexEntryRow, StatusRow, TaskRow
 from tcgraph.precedence import entry_replaces, status_rank, status_replaces
 from tcgraph.store import writes
 
-T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
-LATER = datetime(2099, 1, 1, tzinfo=timezone.utc)
-LONG_AGO = datetime(2001, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+LATER = datetime(2099, 1, 1, tzinfo=UTC)
+LONG_AGO = datetime(2001, 1, 1, tzinfo=UTC)
 
 # Every sequence of up to two runs: 31 sequences, 961 ordered pairs.
 SEQUENCES: list[tuple[str, ...]] = [
@@ -69,9 +69,9 @@ async def _stored_runs(conn: asyncpg.Connection, table: str) -> dict[str, list[s
 async def test_every_status_statement_keeps_what_status_replaces_keeps(
         pool: asyncpg.Pool) -> None:
     ids = [_task_id(i) for i in range(len(PAIRS))]
-    expected = {task_id: _kept(old, new) for task_id, (old, new) in zip(ids, PAIRS)}
-    olds = [_status(t, old) for t, (old, _) in zip(ids, PAIRS)]
-    news = [_status(t, new) for t, (_, new) in zip(ids, PAIRS)]
+    expected = {task_id: _kept(old, new) for task_id, (old, new) in zip(ids, PAIRS, strict=True)}
+    olds = [_status(t, old) for t, (old, _) in zip(ids, PAIRS, strict=True)]
+    news = [_status(t, new) for t, (_, new) in zip(ids, PAIRS, strict=True)]
     async with pool.acquire() as conn:
         # upsert_tasks_with_statuses over a stored status.
         await writes.upsert_tasks_with_statuses(conn, [(_task(s.task_id), s) for s in olds])
@@ -120,11 +120,11 @@ async def test_the_entry_statement_keeps_what_entry_replaces_keeps(pool: asyncpg
         stored = {r["name"]: (r["task_id"], r["rank"], r["resolved"], r["expires"])
                   for r in await conn.fetch("SELECT * FROM index_entries")}
     expected = {}
-    for old, new in zip(olds, news):
+    for old, new in zip(olds, news, strict=True):
         won = new if entry_replaces(new, old, now) else old
         expected[old.name] = (won.task_id, won.rank, won.resolved, won.expires)
     assert stored == expected
     # The pairs cover each outcome of each term.
-    outcomes = {entry_replaces(new, old, now) for old, new in zip(olds, news)
+    outcomes = {entry_replaces(new, old, now) for old, new in zip(olds, news, strict=True)
                 if old.rank == new.rank and old.expires > now}
     assert outcomes == {True, False}

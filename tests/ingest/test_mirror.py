@@ -10,9 +10,9 @@ calls a given number of fetch rounds cost.
 from __future__ import annotations
 
 import copy
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 import asyncpg
 import orjson
@@ -29,8 +29,8 @@ from services.rabbitmq import RabbitMQ
 from services.replay import Recording
 from services.replay import upstream_app as replay_upstream
 from tcgraph.ingest import shapes
-from tcgraph.ingest.mirror import Delivery, Mirror
 from tcgraph.ingest.events import EXCHANGE_PREFIX
+from tcgraph.ingest.mirror import Delivery, Mirror
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.store import writes
 
@@ -64,7 +64,7 @@ async def mirror_of(pool: asyncpg.Pool) -> AsyncIterator[Callable[[str], Mirror]
     def make(url: str) -> Mirror:
         opened.append(Upstream(url, max_retries=0))
         return Mirror(pool, opened[-1], queue_name="q", backfill=False,
-                      started=datetime.now(timezone.utc), retry_min_s=RETRY_MIN_S,
+                      started=datetime.now(UTC), retry_min_s=RETRY_MIN_S,
                       retry_max_s=RETRY_MAX_S)
 
     yield make
