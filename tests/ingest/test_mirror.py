@@ -34,7 +34,7 @@ from tcgraph.ingest.mirror import Delivery, Mirror
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.store import writes
 
-Answer = Callable[[list[str]], list[dict]]
+Answer = Callable[[list[str]], list[object]]
 VICTIM, ASKED, OTHER = tid(1), tid(2), tid(3)
 ROUNDS = 50
 # Long enough that no round of a test comes after the next attempt is due.
@@ -191,3 +191,15 @@ async def test_a_definition_with_non_string_routes_or_metadata_is_not_stored_by_
         await conn.close()
     assert problem is not None and f"routes[{len(bad['routes']) - 2}]: expected a string, " \
         "got the number 5" in problem, problem
+
+
+async def test_odd_items_in_an_answer_are_skipped_and_the_asked_ones_stored(
+        pool: asyncpg.Pool, mirror_of: Callable[[str], Mirror]) -> None:
+    await wait_for_definition(pool, ASKED)
+    odd: list[object] = [["a list"], "text", {"taskId": ["unhashable"]}, {"taskId": None},
+                         {"taskId": ASKED, "task": definition()}]
+    calls = Calls()
+    with serving(upstream_app(lambda ids: odd, calls)) as url:
+        assert await mirror_of(url).fetch_waiting() == 1
+    assert await pool.fetchval("SELECT array_agg(task_id) FROM tasks") == [ASKED]
+    assert await pool.fetchval("SELECT count(*) FROM mirror_waiting") == 0
