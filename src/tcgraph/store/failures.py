@@ -49,7 +49,12 @@ def outage(error: BaseException) -> bool:
 
 
 def refusal(error: BaseException) -> str:
-    """What the store said when it refused rows: the error's type, SQLSTATE and text."""
-    state = getattr(error, "sqlstate", None)
-    code = f" (SQLSTATE {state})" if isinstance(error, asyncpg.PostgresError) and state else ""
-    return f"{type(error).__name__}{code}: {error}"
+    """What the store said when it refused rows: the type, SQLSTATE and text of the
+    PostgreSQL error `error` is or arose from (else of `error` itself)."""
+    current: BaseException | None = error
+    while current is not None and not isinstance(current, asyncpg.PostgresError):
+        current = current.__cause__ or current.__context__
+    said = current if current is not None else error
+    state = getattr(said, "sqlstate", None)
+    code = f" (SQLSTATE {state})" if isinstance(said, asyncpg.PostgresError) and state else ""
+    return f"{type(said).__name__}{code}: {said}"
