@@ -9,8 +9,8 @@ generated set through both and checks that they agree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 from tcgraph.model import IndexEntryRow, State
 

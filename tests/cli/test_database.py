@@ -14,8 +14,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import psutil
@@ -59,7 +60,15 @@ def frozen_at(point: str, data_dir: Path, *args: str) -> subprocess.Popen[str]:
     process = subprocess.Popen([sys.executable, "-m", "tcgraph", *args, "--data-dir",
                                 str(data_dir)], env=env, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stopped = os.waitid(os.P_PID, process.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+    waiting = ThreadPoolExecutor(1)
+    try:
+        stopped = waiting.submit(os.waitid, os.P_PID, process.pid,
+                                 os.WSTOPPED | os.WEXITED | os.WNOWAIT).result(TIMEOUT_S)
+    except TimeoutError:
+        process.kill()  # it never reached the point: end the wait, and the test
+        raise
+    finally:
+        waiting.shutdown()
     assert stopped is not None and stopped.si_code == os.CLD_STOPPED, \
         process.communicate(timeout=TIMEOUT_S)
     return process

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import asyncpg
 import orjson
@@ -22,9 +22,9 @@ from starlette.routing import Mount, Route
 from waiting import eventually_async
 from ingest.conftest import follow_options, following, prepare_queue
 from ingest.test_pulse import ALL_EXCHANGES
+from servers import serving
 from services.rabbitmq import RabbitMQ
 from services.replay import Message, Recording, declare_exchanges, publish, upstream_app
-from servers import serving
 from tcgraph.ingest import backfill
 from tcgraph.ingest.events import EXCHANGE_PREFIX
 from tcgraph.ingest.upstream import MAX_EMPTY_PAGES, Upstream, UpstreamMisbehaved

@@ -11,9 +11,9 @@ import asyncpg
 import orjson
 import pytest
 
-from ingest.dumps import (GROUP, TASK_A, TASK_B, completed, counts, definition, entry,
-                          group_page, run, snapshot, status, tid, write, write_lines)
-from tcgraph.ingest.files import ImportFailed, import_source
+from ingest.dumps import (GROUP, LONG_LABEL, TASK_A, TASK_B, completed, counts, definition,
+                          entry, group_page, run, snapshot, status, tid, write, write_lines)
+from tcgraph.ingest.files import ImportFailed, ImportRefused, import_source
 
 BIG = 2**70
 
@@ -61,6 +61,19 @@ async def test_what_the_api_serves_as_strings_must_be_strings(
     error = await refused(pool, write(tmp_path / "t.json", task_page(**changes)))
     expected = "a list of strings" if where.endswith("routes") else "a string"
     assert (error.where, error.problem) == (where, f"expected {expected}, got {problem}")
+
+
+async def test_a_row_postgresql_refuses_is_named(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    # An index path over PostgreSQL's index row limit for index_entries_pkey.
+    long = ".".join(["ns", LONG_LABEL[:1500]])
+    path = write(tmp_path / "entries.json", {"tasks": [
+        entry("ns.a", TASK_A), entry(long, TASK_A), entry("ns.b", TASK_A)]})
+    with pytest.raises(ImportRefused) as failed:
+        await import_source(pool, path, batch_size=2)
+    assert failed.value.where == "tasks[1]"
+    assert failed.value.problem.startswith(
+        "PostgreSQL refused it: ProgramLimitExceededError (SQLSTATE 54000): index row")
+    assert await counts(pool) == (0, 0, 0, 0)
 
 
 async def test_an_escaped_backslash_u0000_is_text_not_a_nul(

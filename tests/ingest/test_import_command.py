@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from ingest.dumps import LONG_LABEL, definition, entry, run, status, tid, write
+from ingest.dumps import LONG_LABEL, definition, entry, run, status, tid, write, write_lines
 from services.postgres import connected
 from waiting import eventually_async
 
@@ -80,16 +80,20 @@ async def test_each_file_says_what_happened_and_the_rest_waits(
 
 async def test_a_row_postgresql_refuses_is_reported_as_bad_input_and_the_rest_imported(
         database_url: str, tmp_path: Path) -> None:
-    long = write(tmp_path / "long.json", {"taskId": tid(1), "task": definition(
-        tags={"kind": "build", "label": LONG_LABEL}), "status": status(tid(1), [run(0)])})
+    # Its first batch holds the long label among others: the row at fault is found.
+    long = write_lines(tmp_path / "long.jsonl", [
+        {"taskId": tid(n), "task": definition(
+            tags={"kind": "build", "label": LONG_LABEL if n == 1 else f"t{n}"}),
+         "status": status(tid(n), [run(0)])} for n in range(3)])
     good = entries_file(tmp_path / "good.json", "good")
     code, stderr = finish(tcgraph("import", "--database-url", database_url, "--keep-going",
                                   long, good))
     assert code == 1 and "Traceback" not in stderr, stderr
     refused, committed = stderr.strip().splitlines()[-2:]
-    # Said to be what the file holds (importing it again fails again), not an outage.
-    assert refused.startswith(f"tcgraph import: {long}: store: PostgreSQL refused a row of "
-                              "this file: ProgramLimitExceededError (SQLSTATE 54000): "), refused
+    # Said to be what the file holds (importing it again fails again), not an outage,
+    # and where it is.
+    assert refused.startswith(f"tcgraph import: {long}: line 2, task: PostgreSQL refused it: "
+                              "ProgramLimitExceededError (SQLSTATE 54000): "), refused
     assert "index row" in refused
     assert refused.endswith("(nothing from this file was written)")
     assert committed.startswith(f"tcgraph import: {good}: committed")

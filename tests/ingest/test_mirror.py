@@ -10,9 +10,9 @@ calls a given number of fetch rounds cost.
 from __future__ import annotations
 
 import copy
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 import asyncpg
 import orjson
@@ -29,12 +29,12 @@ from services.rabbitmq import RabbitMQ
 from services.replay import Recording
 from services.replay import upstream_app as replay_upstream
 from tcgraph.ingest import shapes
-from tcgraph.ingest.mirror import Delivery, Mirror
 from tcgraph.ingest.events import EXCHANGE_PREFIX
+from tcgraph.ingest.mirror import Delivery, Mirror
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.store import writes
 
-Answer = Callable[[list[str]], list[dict[str, Any]]]
+Answer = Callable[[list[str]], list[object]]
 VICTIM, ASKED, OTHER = tid(1), tid(2), tid(3)
 ROUNDS = 50
 # Long enough that no round of a test comes after the next attempt is due.
@@ -64,7 +64,7 @@ async def mirror_of(pool: asyncpg.Pool) -> AsyncIterator[Callable[[str], Mirror]
     def make(url: str) -> Mirror:
         opened.append(Upstream(url, max_retries=0))
         return Mirror(pool, opened[-1], queue_name="q", backfill=False,
-                      started=datetime.now(timezone.utc), retry_min_s=RETRY_MIN_S,
+                      started=datetime.now(UTC), retry_min_s=RETRY_MIN_S,
                       retry_max_s=RETRY_MAX_S)
 
     yield make
@@ -191,3 +191,15 @@ async def test_a_definition_with_non_string_routes_or_metadata_is_not_stored_by_
         await conn.close()
     assert problem is not None and f"routes[{len(bad['routes']) - 2}]: expected a string, " \
         "got the number 5" in problem, problem
+
+
+async def test_odd_items_in_an_answer_are_skipped_and_the_asked_ones_stored(
+        pool: asyncpg.Pool, mirror_of: Callable[[str], Mirror]) -> None:
+    await wait_for_definition(pool, ASKED)
+    odd: list[object] = [["a list"], "text", {"taskId": ["unhashable"]}, {"taskId": None},
+                         {"taskId": ASKED, "task": definition()}]
+    calls = Calls()
+    with serving(upstream_app(lambda ids: odd, calls)) as url:
+        assert await mirror_of(url).fetch_waiting() == 1
+    assert await pool.fetchval("SELECT array_agg(task_id) FROM tasks") == [ASKED]
+    assert await pool.fetchval("SELECT count(*) FROM mirror_waiting") == 0

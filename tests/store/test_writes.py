@@ -68,48 +68,6 @@ async def test_a_namespace_expiry_is_only_extended(pool: asyncpg.Pool) -> None:
     assert await pool.fetchval("SELECT expires FROM index_namespaces") == T0 + timedelta(8)
 
 
-async def _error(conn: asyncpg.Connection, *statements: str) -> BaseException:
-    try:
-        for sql in statements:
-            await conn.execute(sql)
-    except Exception as e:
-        return e
-    raise AssertionError(f"{statements} did not fail")
-
-
-async def test_an_outage_is_told_apart_from_rows_the_store_refuses(
-        database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    other = await asyncpg.connect(database_url)
-    try:
-        refused = [
-            await _error(conn, "SELECT 1 / 0"),  # 22012
-            await _error(conn, "SELECT 'x'::int"),  # 22P02
-            # 54000: an index row over PostgreSQL's limit, as a long label gives.
-            await _error(conn, "CREATE TEMP TABLE big (t text PRIMARY KEY)",
-                         "INSERT INTO big SELECT string_agg(md5(i::text), '') "
-                         "FROM generate_series(1, 200) i"),
-        ]
-        away = [
-            await _error(conn, "SET statement_timeout = 1", "SELECT pg_sleep(5)"),  # 57014
-            await _error(conn, "RESET statement_timeout", "BEGIN READ ONLY",
-                         "INSERT INTO mirror_rejected (exchange, routing_key, problem, body) "
-                         "VALUES ('', '', '', '')"),  # 25006
-        ]
-        await conn.execute("ROLLBACK")
-        pid = await conn.fetchval("SELECT pg_backend_pid()")
-        await other.execute("SELECT pg_terminate_backend($1)", pid)
-        away.append(await _error(conn, "SELECT 1"))  # 57P01, or the connection gone
-    finally:
-        await conn.close()
-        await other.close()
-    assert [getattr(e, "sqlstate", None) for e in refused] == ["22012", "22P02", "54000"]
-    assert not any(writes.outage(e) for e in refused), refused
-    assert all(writes.outage(e) for e in away), away
-    assert writes.refusal(refused[2]).startswith(
-        "ProgramLimitExceededError (SQLSTATE 54000): index row")
-
-
 async def test_a_transaction_aborted_for_a_conflict_is_run_again_a_bounded_number_of_times(
         pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
     attempts: list[int] = []

@@ -17,7 +17,7 @@ import asyncpg
 from tcgraph.ingest import checkpoints, index_rules
 from tcgraph.model import IndexEntryRow, StatusRow, TaskRow
 from tcgraph.precedence import entry_replaces, status_replaces
-from tcgraph.store import writes
+from tcgraph.store import failures, writes
 
 # Rows per write statement by default: large enough that round trips do not
 # dominate, small enough that one statement stays well inside the statement
@@ -31,6 +31,55 @@ class Held:
 
     status: StatusRow
     origin: object
+
+
+class RowRefused(Exception):
+    """PostgreSQL refused one row for what it holds (the error is the cause); `origin`
+    is the note the caller added the row with."""
+
+    def __init__(self, origin: object, error: BaseException) -> None:
+        super().__init__(failures.refusal(error))
+        self.origin = origin
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """The rows of one batch, and the caller's notes of where each came from."""
+
+    alone: list[TaskRow]
+    with_status: list[tuple[TaskRow, StatusRow]]
+    statuses: list[Held]
+    entries: list[IndexEntryRow]
+    origins: dict[tuple[str, object], object]  # ("task", id) / ("entry", key) -> origin
+
+    def rows(self) -> list[tuple[object, _Row]]:
+        """Each row alone, with its origin."""
+        found: list[tuple[object, _Row]] = []
+        found += [(self.origins.get(("task", t.task_id)), t) for t in self.alone]
+        found += [(self.origins.get(("task", p[0].task_id)), p) for p in self.with_status]
+        found += [(held.origin, held.status) for held in self.statuses]
+        found += [(self.origins.get(("entry", (e.namespace, e.name))), e) for e in self.entries]
+        return found
+
+
+# One row of a batch: a definition, a definition with its status, a status, an entry.
+_Row = TaskRow | tuple[TaskRow, StatusRow] | StatusRow | IndexEntryRow
+
+
+async def _write_row(conn: asyncpg.Connection, row: _Row) -> None:
+    if isinstance(row, TaskRow):
+        await writes.upsert_tasks(conn, [row])
+    elif isinstance(row, tuple):
+        await writes.upsert_tasks_with_statuses(conn, [row])
+    elif isinstance(row, StatusRow):
+        await writes.update_statuses(conn, [row])
+    else:
+        await _write_entries(conn, [row])
+
+
+async def _write_entries(conn: asyncpg.Connection, entries: list[IndexEntryRow]) -> None:
+    await writes.upsert_index_entries(conn, entries)
+    await writes.upsert_namespaces(conn, index_rules.namespaces(entries))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +104,9 @@ class BatchWriter:
 
     A batch is written while the next one is read: PostgreSQL works on one
     while Python parses the other. Batches are still written one at a time,
-    in order.
+    in order, each under a savepoint: when PostgreSQL refuses a batch for what
+    it holds, its rows are written one by one to find the one at fault, which
+    is raised as RowRefused with the origin it was added with.
     """
 
     def __init__(self, conn: asyncpg.Connection, batch_size: int = BATCH_SIZE) -> None:
@@ -68,6 +119,8 @@ class BatchWriter:
         self.entries: dict[tuple[str, str], IndexEntryRow] = {}
         # Statuses whose task was not stored when their batch was written.
         self.waiting: dict[str, Held] = {}
+        # Where the buffered definitions and entries came from (statuses: Held).
+        self.origins: dict[tuple[str, object], object] = {}
         self._tasks = self._statuses = self._entries = 0
         self.writing: asyncio.Task[None] | None = None
         # The time at which entries expire for precedence, as now() in the statements.
@@ -86,11 +139,13 @@ class BatchWriter:
     def add(self, row: TaskRow | StatusRow | IndexEntryRow, origin: object = None) -> bool:
         """Buffer one row; True when a batch is full and `flush` is due.
 
-        `origin` comes back with a status that `finish` finds has no task.
+        `origin` comes back with a status that `finish` finds has no task, and
+        with a row PostgreSQL refuses (RowRefused).
         """
         if isinstance(row, TaskRow):
             self._tasks += 1
             self.tasks[row.task_id] = row
+            self.origins[("task", row.task_id)] = origin
             return len(self.tasks) >= self.batch_size
         if isinstance(row, StatusRow):
             self._statuses += 1
@@ -106,6 +161,7 @@ class BatchWriter:
         entry = self.entries.get(key)
         if entry is None or entry_replaces(row, entry, self.now):
             self.entries[key] = row
+            self.origins[("entry", key)] = origin
         return len(self.entries) >= self.batch_size
 
     async def flush(self, everything: bool = False) -> None:
@@ -136,7 +192,13 @@ class BatchWriter:
             entries = list(self.entries.values())
             self.entries = {}
         if alone or with_status or statuses or entries:
-            self.writing = asyncio.create_task(self._write(alone, with_status, statuses, entries))
+            keys: list[tuple[str, object]] = [
+                *(("task", t.task_id) for t in alone),
+                *(("task", t.task_id) for t, _ in with_status),
+                *(("entry", (e.namespace, e.name)) for e in entries)]
+            origins = {key: self.origins.pop(key, None) for key in keys}
+            batch = _Batch(alone, with_status, statuses, entries, origins)
+            self.writing = asyncio.create_task(self._write(batch))
             await asyncio.sleep(0)  # let it send its first statement before parsing goes on
 
     async def wait(self) -> None:
@@ -152,12 +214,34 @@ class BatchWriter:
             with contextlib.suppress(Exception):
                 await writing
 
-    async def _write(self, alone: list[TaskRow], with_status: list[tuple[TaskRow, StatusRow]],
-                     statuses: list[Held], entries: list[IndexEntryRow]) -> None:
-        if alone:
-            await writes.upsert_tasks(self.conn, alone)
-        if with_status:
-            await writes.upsert_tasks_with_statuses(self.conn, with_status)
+    async def _write(self, batch: _Batch) -> None:
+        try:
+            async with self.conn.transaction():  # a savepoint in the caller's transaction
+                await self._statements(batch)
+        except asyncpg.PostgresError as e:
+            if not failures.outage(e):
+                await self._refused_row(batch)
+            raise
+        checkpoints.reached("batch-written")
+
+    async def _refused_row(self, batch: _Batch) -> None:
+        """Write the rows of a refused batch one by one; raise RowRefused for the first
+        that PostgreSQL refuses (none may be: then the batch's error stands)."""
+        for origin, row in batch.rows():
+            try:
+                async with self.conn.transaction():
+                    await _write_row(self.conn, row)
+            except asyncpg.PostgresError as e:
+                if failures.outage(e):
+                    raise
+                raise RowRefused(origin, e) from e
+
+    async def _statements(self, batch: _Batch) -> None:
+        if batch.alone:
+            await writes.upsert_tasks(self.conn, batch.alone)
+        if batch.with_status:
+            await writes.upsert_tasks_with_statuses(self.conn, batch.with_status)
+        statuses = batch.statuses
         if statuses:
             missing = await writes.update_statuses(self.conn, [h.status for h in statuses])
             by_id = {held.status.task_id: held for held in statuses}
@@ -171,10 +255,8 @@ class BatchWriter:
                         later is None or not status_replaces(later.status.rank,
                                                              held.status.rank)):
                     self.waiting[task_id] = held
-        if entries:
-            await writes.upsert_index_entries(self.conn, entries)
-            await writes.upsert_namespaces(self.conn, index_rules.namespaces(entries))
-        checkpoints.reached("batch-written")
+        if batch.entries:
+            await _write_entries(self.conn, batch.entries)
 
     async def finish(self) -> list[Held]:
         """Write everything left, then the statuses that waited for their task.

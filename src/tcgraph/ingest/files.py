@@ -25,7 +25,7 @@ import asyncpg
 
 from tcgraph.ingest import batches, checkpoints, documents, jsontext, shapes
 from tcgraph.ingest.progress import Progress
-from tcgraph.store import writes
+from tcgraph.store import failures, writes
 from tcgraph.store.pool import CONNECTION_ERRORS
 
 _JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
@@ -71,11 +71,9 @@ class ImportInterrupted(ImportFailed):
 
 
 class ImportRefused(ImportFailed):
-    """PostgreSQL refused rows of `source` for what they hold (store.writes.outage says
-    it was no outage): nothing from it was written, and importing it again fails again."""
-
-    def __init__(self, source: str, problem: str) -> None:
-        super().__init__(source, "store", f"PostgreSQL refused a row of this file: {problem}")
+    """PostgreSQL refused a row of `source` for what it holds (store.failures.outage says
+    it was no outage): nothing from it was written, and importing it again fails again.
+    `where` is the row's element, or `store` when the row is not known."""
 
 
 async def import_source(
@@ -136,10 +134,15 @@ async def import_source(
         summary = await writes.in_transaction(pool, work)
     except ImportFailed:
         raise
+    except batches.RowRefused as e:
+        location, path = cast(tuple[str, shapes.Path], e.origin)
+        raise ImportRefused(name, shapes.where(location, path),
+                            f"PostgreSQL refused it: {failures.refusal(e)}") from e
     except asyncpg.PostgresError as e:
-        if writes.outage(e):
+        if failures.outage(e):
             raise ImportInterrupted(name, _database_problem(e)) from e
-        raise ImportRefused(name, writes.refusal(e)) from e
+        raise ImportRefused(name, "store", "PostgreSQL refused a row of this file: "
+                            f"{failures.refusal(e)}") from e
     except (*CONNECTION_ERRORS, asyncpg.InternalClientError) as e:
         raise ImportInterrupted(name, _database_problem(e)) from e
     checkpoints.reached("committed")

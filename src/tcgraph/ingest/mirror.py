@@ -10,7 +10,7 @@ Every step is idempotent, so a batch written twice (redelivered after a crash
 between commit and acknowledgement) changes nothing the second time.
 
 A batch that fails for anything but an outage of the database
-(store.writes.outage: a lost connection, a shutdown, resources exhausted)
+(store.failures.outage: a lost connection, a shutdown, resources exhausted)
 failed for what it holds, whatever the error's SQLSTATE class (a value out of
 range, a label over PostgreSQL's index row limit, ...), and would fail again
 every time: it is split in halves, each written on its own, until the
@@ -34,7 +34,7 @@ from tcgraph.ingest.batches import BATCH_SIZE, BatchWriter
 from tcgraph.ingest.upstream import Upstream
 from tcgraph.model import StatusRow, TaskRow
 from tcgraph.precedence import status_replaces
-from tcgraph.store import writes
+from tcgraph.store import failures, writes
 from tcgraph.store.queries import mirror as queries
 from tcgraph.timefmt import format_time, parse_time
 
@@ -252,9 +252,9 @@ class Mirror:
         try:
             return await self.apply(deliveries)
         except Exception as e:
-            if writes.outage(e):
+            if failures.outage(e):
                 raise
-            problem = f"the store refused it: {writes.refusal(e)}"
+            problem = f"the store refused it: {failures.refusal(e)}"
         if len(deliveries) == 1:
             return await self.set_aside(deliveries[0], problem)
         log.warning("a batch of %d messages was refused (%s); writing it in halves",
@@ -346,12 +346,12 @@ class Mirror:
             await writes.in_transaction(self.pool, work)
             return {}
         except Exception as e:
-            if writes.outage(e):
+            if failures.outage(e):
                 raise
             if len(rows) == 1:
                 log.warning("definition of %s refused by the store: %s", rows[0].task_id,
-                            writes.refusal(e))
-                return {rows[0].task_id: f"the store refused it: {writes.refusal(e)}"}
+                            failures.refusal(e))
+                return {rows[0].task_id: f"the store refused it: {failures.refusal(e)}"}
         refused: dict[str, str] = {}
         for row in rows:
             refused.update(await self._store_definitions([row]))

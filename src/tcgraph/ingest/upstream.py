@@ -130,7 +130,8 @@ class Upstream:
             for i, item in enumerate(listed):
                 where = f"queue.tasks tasks[{i}]"
                 task_id = item.get("taskId") if isinstance(item, dict) else None
-                if not isinstance(item, dict) or task_id not in asked:
+                if not isinstance(item, dict) or not isinstance(task_id, str) \
+                        or task_id not in asked:
                     # Stored under its id, it would overwrite a task nobody asked about.
                     log.warning("%s: %s was not asked for (skipped)", where,
                                 shapes.describe(task_id))

@@ -31,7 +31,6 @@ from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type,
 
 from tcgraph.model import IndexEntryRow, NamespaceRow, StatusRow, TaskRow
 from tcgraph.precedence import entry_replaces_sql, status_replaces_sql
-from tcgraph.store.pool import CONNECTION_ERRORS
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,47 +39,6 @@ T = TypeVar("T")
 # serialization conflict; each one waits a little longer for the other writer.
 TRANSACTION_ATTEMPTS = 5
 _RETRY_PAUSE_S = 0.05
-
-
-# SQLSTATE classes of a database that is away, overloaded or shutting down,
-# whatever was being written: 08 connection exception, 40 transaction rollback
-# (a deadlock or serialization conflict that outlived in_transaction's
-# attempts), 53 insufficient resources, 57 operator intervention (shutdown,
-# cancel, statement timeout), 58 system error (I/O); and two codes: a hot
-# standby or read-only database (25006), a lock not granted in time (55P03).
-_OUTAGE_CLASSES = ("08", "40", "53", "57", "58")
-_OUTAGE_CODES = ("25006", "55P03")
-
-
-def outage(error: BaseException) -> bool:
-    """Whether `error` is the database being away, overloaded or shutting down
-    (trying again later may work), rather than refusing what was written.
-
-    Any other error, whatever its SQLSTATE class (a value out of range, an index
-    row over PostgreSQL's size limit, ...), comes from the rows written and
-    comes back every time they are written: the writer sets them aside. The
-    errors the first one arose from count too (a lost connection fails the
-    statement, then the rollback).
-    """
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and not any(current is e for e in seen):
-        seen.append(current)
-        if isinstance(current, asyncpg.PostgresError):
-            state = str(current.sqlstate or "")
-            if state[:2] in _OUTAGE_CLASSES or state in _OUTAGE_CODES:
-                return True
-        elif isinstance(current, (*CONNECTION_ERRORS, asyncpg.InternalClientError)):
-            return True  # OSError includes TimeoutError
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def refusal(error: BaseException) -> str:
-    """What the store said when it refused rows: the error's type, SQLSTATE and text."""
-    state = getattr(error, "sqlstate", None)
-    code = f" (SQLSTATE {state})" if isinstance(error, asyncpg.PostgresError) and state else ""
-    return f"{type(error).__name__}{code}: {error}"
 
 
 def _aborted(state: RetryCallState) -> None:
