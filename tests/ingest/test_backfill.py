@@ -31,7 +31,7 @@ from tcgraph.ingest.upstream import MAX_EMPTY_PAGES, Upstream, UpstreamMisbehave
 from tcgraph.store import writes
 
 # Sorts before every recorded group, so it is queued (and tried) first.
-BAD_GROUP = "-BadGroup-BadGroup-Bad"
+BAD_GROUP = "BadGroupQxCBadGroupxxA"
 RETRY = writes.GroupRetry(attempts=3, first_s=0.0, failed_every_s=3600.0)
 
 
@@ -170,7 +170,7 @@ async def test_the_follower_backfills_later_groups_while_the_first_keeps_failing
         options = follow_options(broker.url, url, backfill=True)
         await prepare_queue(options)
         # The unreadable group is seen first.
-        await publish(broker.url, [pending("BadTaskBadTaskBadTask0", BAD_GROUP), *later])
+        await publish(broker.url, [pending("BadTaskXQxCBadTaskXxxA", BAD_GROUP), *later])
         async with following(database_url, options) as pool:
             await eventually_async(lambda: _all_backfilled(pool, groups), what="the later groups")
             held = await pool.fetchrow("SELECT attempts, backfilled, problem FROM mirror_groups "

@@ -220,7 +220,7 @@ BAD_INPUT = [
                                                 "task": definition()})),
                  "tasks[0].status.runs[0].runId", "runId 1 at position 0", id="run-order"),
     pytest.param("bad.json", orjson.dumps({"taskId": "short", "task": definition()}),
-                 "taskId", "'short' is not a taskId", id="bad-task-id"),
+                 "taskId", "'short' is not a slugid", id="bad-task-id"),
     pytest.param("bad.json", orjson.dumps([group_page(completed(1)), {"statuses": [
         {"taskId": TASK_A, "status": status(TASK_A, [run(0)])}]}]),
                  "[1].statuses[0].status", f"no task definition for the status of {TASK_A}: "

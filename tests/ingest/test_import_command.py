@@ -65,7 +65,7 @@ async def test_each_file_says_what_happened_and_the_rest_waits(
     assert code == 1
     lines = stderr.strip().splitlines()[-3:]
     assert lines[0] == f"tcgraph import: {a}: committed: 0 tasks, 0 statuses, 1 index entries"
-    assert lines[1].startswith(f"tcgraph import: {bad}: taskId: 'nope' is not a taskId")
+    assert lines[1].startswith(f"tcgraph import: {bad}: taskId: 'nope' is not a slugid")
     assert lines[1].endswith("(nothing from this file was written)")
     assert lines[2].startswith(f"tcgraph import: {c}: not attempted")
     assert "Traceback" not in stderr

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 
 import asyncpg
-import pytest
 
 from services.postgres import connected
 from tcgraph.store.migrate import migrate, migrations
@@ -114,15 +115,16 @@ async def test_a_concurrent_run_waits_for_the_first_and_then_applies_nothing(
 
 
 async def test_dry_run_says_what_each_pending_migration_does_and_applies_nothing(
-        database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from tcgraph.cli import main
-
+        database_url: str) -> None:
     async with connected(database_url) as conn:
         await conn.execute("DELETE FROM schema_migrations WHERE version >= '0014'")
         await conn.execute("DROP INDEX tasks_expires_task_id")
-    assert await asyncio.to_thread(main, ["migrate", "--dry-run", "--database-url",
-                                          database_url]) == 0
-    out = capsys.readouterr().out
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "tcgraph", "migrate", "--dry-run",
+                         "--database-url", database_url],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     assert out.splitlines()[0].startswith("0014_tasks_expires_task_id: outside a transaction")
     assert "SHARE UPDATE EXCLUSIVE on tasks: reads and writes go on" in out
     assert "0015_expiry_upkeep" in out and "0001_init" not in out

@@ -150,18 +150,42 @@ LABELS_RESPONSE = _object(
 
 _NULLABLE_TIME = {"oneOf": [TIMESTAMP, {"type": "null"}]}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
+_INTEGER = {"type": "integer"}
+_NULLABLE_INTEGER = {"type": ["integer", "null"]}
+MIRROR_GAP = _object(
+    {
+        "started": TIMESTAMP, "ended": _NULLABLE_TIME, "reason": STRING,
+        "follower": _NULLABLE_TEXT, "detail": _NULLABLE_TEXT, "repairedAt": _NULLABLE_TIME,
+        "tasksRepaired": _NULLABLE_INTEGER,
+    },
+    title="Mirror Gap",
+    description="A period in which messages may have been lost, and its repair.",
+)
+MIRROR_FOLLOWER = _object(
+    {
+        "name": STRING, "queueName": STRING, "started": TIMESTAMP, "lastSeen": TIMESTAMP,
+        "consuming": {"type": "boolean"}, "messages": _INTEGER,
+    },
+    title="Mirror Follower",
+)
 MIRROR_RESPONSE = _object(
     {
         "queueName": STRING, "started": TIMESTAMP, "lastMessage": _NULLABLE_TIME,
         "lastStatusTime": _NULLABLE_TIME, "lastExchange": _NULLABLE_TEXT,
         "lastRoutingKey": _NULLABLE_TEXT, "lagMs": {"type": ["number", "null"]},
-        "messages": {"type": "integer"}, "errors": {"type": "integer"},
-        "batches": {"type": "integer"}, "waitingDefinitions": {"type": "integer"},
+        "messages": _INTEGER, "errors": _INTEGER,
+        "batches": _INTEGER, "waitingDefinitions": _INTEGER,
+        "verified": {"type": "boolean", "description": "The last verification found nothing "
+                     "and no gap is unrepaired: a decision task may trust this mirror."},
+        "lastVerified": _NULLABLE_TIME, "drift": _NULLABLE_INTEGER,
+        "differences": STRINGS, "gapCount": _INTEGER, "unrepairedGaps": _INTEGER,
+        "lastReconciled": _NULLABLE_TIME, "reconcilePasses": _INTEGER,
+        "reconcileCalls": _INTEGER, "tasksRepaired": _INTEGER, "tasksUnknown": _INTEGER,
+        "gaps": {"type": "array", "items": MIRROR_GAP},
+        "followers": {"type": "array", "items": MIRROR_FOLLOWER},
     },
-    required=["queueName", "started", "lastMessage", "lastStatusTime", "lastExchange",
-              "lastRoutingKey", "lagMs", "messages", "errors", "batches", "waitingDefinitions"],
     title="Mirror State",
-    description="How fresh a mirror is, as `tcgraph follow` recorded it.",
+    description="How fresh and how complete a mirror is, as `tcgraph follow` recorded it.",
 )
 
 

@@ -162,7 +162,7 @@ def slugid(obj: Mapping[str, object], key: str) -> str:
     """A taskId (or taskGroupId) field."""
     value = text(obj, key)
     if not SLUGID.fullmatch(value):
-        raise Invalid(f"{value!r} is not a taskId (22 characters of A-Z a-z 0-9 _ -)", (key,))
+        raise Invalid(f"{value!r} is not a slugid (Taskcluster's slugid-pattern)", (key,))
     return value
 
 
