@@ -186,12 +186,16 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
 
     rec = Recording.load()
     traffic = Traffic(rec)
-    per_copy = len({m.routing_key.split(".")[8] for m in rec.messages
-                    if len(m.routing_key.split(".")) > 8})
-    copies = [traffic.copy() for _ in range(-(-groups // per_copy))]
-    paced = _interleave(copies)[:int(rate * seconds)]
-    group_ids = sorted({m.routing_key.split(".")[8] for m in paced
-                        if len(m.routing_key.split(".")) > 8})
+    # Copies until `groups` groups have messages within the run (not every group of a
+    # copy has its messages early in it).
+    copies: list[list[Any]] = []
+    group_ids: list[str] = []
+    while len(group_ids) < groups and len(copies) < 4 * groups:
+        copies.append(traffic.copy())
+        paced = _interleave(copies)[:int(rate * seconds)]
+        group_ids = sorted({m.routing_key.split(".")[8] for m in paced
+                            if len(m.routing_key.split(".")) > 8})
+    group_ids = group_ids[:groups]
     watched = [group_ids[i % len(group_ids)] for i in range(subscribers)]
     connections = -(-subscribers // per_connection)
     served = Recording(messages=[], definitions=traffic.definitions)
