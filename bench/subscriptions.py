@@ -53,6 +53,7 @@ DOCUMENT = """subscription($g: ID!) {
   taskGroupChanges(taskGroupId: $g) { cursor taskId task { label status { state runs { state } } } }
 }"""
 BURST = "tcgraph_subscription_burst_sql_statements"
+EVENTS = "tcgraph_subscription_events_total"
 
 
 @dataclass(frozen=True)
@@ -240,13 +241,19 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
             publisher = context.Process(target=_paced_publisher,
                                         args=(str(plan), broker.url, rate, sender))
             publisher.start()
-            start = await asyncio.to_thread(receiver.recv)
+            await asyncio.to_thread(receiver.recv)  # the publisher has started
             await asyncio.to_thread(publisher.join)
-            # Let the last commits reach the subscribers: until no frame has come for a while.
-            await asyncio.sleep(5)
+            # Until the server has handed every change out: its count of events stops
+            # moving (then a moment for the last frames to cross the loopback).
+            sent, still = -1.0, 0
+            while still < 3:
+                await asyncio.sleep(1)
+                now_sent = await asyncio.to_thread(_metric, base, EVENTS)
+                still = still + 1 if now_sent == sent else 0
+                sent = now_sent
+            await asyncio.sleep(2)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        end = time.time()
         bursts_sum = _metric(base, BURST + "_sum") - bursts_sum
         bursts_count = _metric(base, BURST + "_count") - bursts_count
         for _, _, go_s in workers:
@@ -266,7 +273,9 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
         server.wait(timeout=60)
     latencies = [(received - committed[_xid(cursor)]) * 1000 for received, cursor in frames
                  if committed.get(_xid(cursor)) is not None]
-    duration = end - start
+    # Events per second over the publishing time (the frames of its last second may
+    # arrive a little after it).
+    duration = len(paced) / rate
     figures = SubscriptionFigures(
         subscribers=subscribers, groups=len(group_ids), connections=connections, rate=rate,
         seconds=seconds, events=len(frames), events_per_s=round(len(frames) / duration, 1),
