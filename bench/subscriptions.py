@@ -8,8 +8,9 @@ memory is measured), the follower in this process (its batch hook timestamps eac
 commit), the publisher and the subscribers in processes of their own. Each
 subscriber's `taskGroupChanges` starts before the first message.
 
-Reported: the latency from the follower's commit of a task's change to the frame
-carrying it at the client (p50, p99), the events per second delivered, the server's
+Reported: the latency from the commit of a task's change to the frame carrying it at
+the client (p50, p99; the commit time is PostgreSQL's own, `track_commit_timestamp`,
+which the series turns on for its run, of the transaction the frame's cursor names), the events per second delivered, the server's
 memory per subscriber (its RSS with every subscriber connected, less its RSS before
 any, over S), and the SQL statements per notification burst (the server's
 /metrics), at S and at a small S for comparison.
@@ -37,9 +38,10 @@ from bench.follow import (Traffic, _declare_queue, _fresh_database, _options,
                           _paced_publisher, _percentile)
 from tcgraph.config import Settings
 from tcgraph.ingest.events import EXCHANGE_PREFIX, EXCHANGES
+from tcgraph.api.subscriptions.cursors import decode
 from tcgraph.ingest.follow import follow
-from tcgraph.ingest.mirror import BatchResult, Delivery
 from tcgraph.store.pool import open_pool
+from tcgraph.store.queries.task_changes import Position
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -51,6 +53,7 @@ DOCUMENT = """subscription($g: ID!) {
   taskGroupChanges(taskGroupId: $g) { cursor taskId task { label status { state runs { state } } } }
 }"""
 BURST = "tcgraph_subscription_burst_sql_statements"
+EVENTS = "tcgraph_subscription_events_total"
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class SubscriptionFigures:
 def _client_process(url: str, groups: list[str], per_connection: int, ready: Any,
                     go: Any, out: str) -> None:
     """Subscribe (one subscription per group in `groups`, `per_connection` per connection),
-    say so on `ready`, then record (receive time, task id) for every frame until `go`
+    say so on `ready`, then record (receive time, cursor) for every frame until `go`
     says stop; write them to `out`."""
 
     async def run() -> None:
@@ -104,7 +107,7 @@ def _client_process(url: str, groups: list[str], per_connection: int, ready: Any
                     message = orjson.loads(raw)
                     if message.get("type") == "next":
                         received.append((now, message["payload"]["data"]
-                                         ["taskGroupChanges"]["taskId"]))
+                                         ["taskGroupChanges"]["cursor"]))
 
         opened: list[int] = []
         chunks = [groups[i:i + per_connection] for i in range(0, len(groups), per_connection)]
@@ -154,6 +157,22 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("tcgraph serve did not become ready")
 
 
+def _xid(cursor: str) -> int | None:
+    """The transaction a live change's cursor names (None for a snapshot's)."""
+    decoded = decode(cursor)
+    return decoded.xid if isinstance(decoded, Position) else None
+
+
+async def _commit_times(pool: Any, xids: set[int | None]) -> dict[int | None, float]:
+    """When each transaction committed (epoch seconds), as PostgreSQL recorded it."""
+    known = sorted(x for x in xids if x is not None)
+    rows = await pool.fetch("""
+        SELECT x::bigint AS xid,
+               extract(epoch FROM pg_xact_commit_timestamp(xid(x::text::xid8)))::float8 AS at
+        FROM unnest($1::bigint[]) AS x""", known)
+    return {r["xid"]: r["at"] for r in rows}
+
+
 def _interleave(copies: Sequence[list[Any]]) -> list[Any]:
     """Round-robin over the copies, so that every group has traffic from the start."""
     longest = max(len(c) for c in copies)
@@ -168,12 +187,16 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
 
     rec = Recording.load()
     traffic = Traffic(rec)
-    per_copy = len({m.routing_key.split(".")[8] for m in rec.messages
-                    if len(m.routing_key.split(".")) > 8})
-    copies = [traffic.copy() for _ in range(-(-groups // per_copy))]
-    paced = _interleave(copies)[:int(rate * seconds)]
-    group_ids = sorted({m.routing_key.split(".")[8] for m in paced
-                        if len(m.routing_key.split(".")) > 8})
+    # Copies until `groups` groups have messages within the run (not every group of a
+    # copy has its messages early in it).
+    copies: list[list[Any]] = []
+    group_ids: list[str] = []
+    while len(group_ids) < groups and len(copies) < 4 * groups:
+        copies.append(traffic.copy())
+        paced = _interleave(copies)[:int(rate * seconds)]
+        group_ids = sorted({m.routing_key.split(".")[8] for m in paced
+                            if len(m.routing_key.split(".")) > 8})
+    group_ids = group_ids[:groups]
     watched = [group_ids[i % len(group_ids)] for i in range(subscribers)]
     connections = -(-subscribers // per_connection)
     served = Recording(messages=[], definitions=traffic.definitions)
@@ -204,21 +227,12 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
             f"{connections} connections; server RSS {rss_before / 2**20:.0f} -> "
             f"{rss_after / 2**20:.0f} MiB")
         bursts_sum, bursts_count = _metric(base, BURST + "_sum"), _metric(base, BURST + "_count")
-        commits: dict[str, list[float]] = {}
         with running_rabbitmq() as broker, serving(upstream_app(served)) as upstream:
             await declare_exchanges(broker.url, [EXCHANGE_PREFIX + e for e in EXCHANGES])
             options = _options(broker.url, upstream)
             await _declare_queue(options)
-
-            async def committed(deliveries: Sequence[Delivery], result: BatchResult) -> None:
-                now = time.time()
-                for d in deliveries:
-                    parts = d.routing_key.split(".")
-                    if len(parts) > 8:
-                        commits.setdefault(parts[1], []).append(now)
-
             pool = await open_pool(url, Settings(pool_min_size=1, pool_max_size=4))
-            task = asyncio.create_task(follow(pool, options, on_batch=committed))
+            task = asyncio.create_task(follow(pool, options))
             plan = Path(tempfile.mkdtemp(prefix="tcgraph-bench-")) / "paced.jsonl"
             plan.write_bytes(b"".join(orjson.dumps([m.exchange, m.routing_key, list(m.cc),
                                                     m.body.decode()]) + b"\n" for m in paced))
@@ -227,14 +241,19 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
             publisher = context.Process(target=_paced_publisher,
                                         args=(str(plan), broker.url, rate, sender))
             publisher.start()
-            start = await asyncio.to_thread(receiver.recv)
+            await asyncio.to_thread(receiver.recv)  # the publisher has started
             await asyncio.to_thread(publisher.join)
-            # Let the last commits reach the subscribers: until no frame has come for a while.
-            await asyncio.sleep(5)
+            # Until the server has handed every change out: its count of events stops
+            # moving (then a moment for the last frames to cross the loopback).
+            sent, still = -1.0, 0
+            while still < 3:
+                await asyncio.sleep(1)
+                now_sent = await asyncio.to_thread(_metric, base, EVENTS)
+                still = still + 1 if now_sent == sent else 0
+                sent = now_sent
+            await asyncio.sleep(2)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            await pool.close()
-        end = time.time()
         bursts_sum = _metric(base, BURST + "_sum") - bursts_sum
         bursts_count = _metric(base, BURST + "_count") - bursts_count
         for _, _, go_s in workers:
@@ -244,19 +263,19 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
         frames: list[tuple[float, str]] = []
         for out in outs:
             frames += [tuple(f) for f in orjson.loads(out.read_bytes())]  # type: ignore[misc]
+        committed = await _commit_times(pool, {_xid(cursor) for _, cursor in frames})
+        await pool.close()
     finally:
         for process, _, _ in workers:
             if process.is_alive():
                 process.terminate()
         server.terminate()
         server.wait(timeout=60)
-    latencies = []
-    for received, task_id in frames:
-        # The newest commit of that task's messages before the frame arrived.
-        before = [c for c in commits.get(task_id, ()) if c <= received]
-        if before:
-            latencies.append((received - before[-1]) * 1000)
-    duration = end - start
+    latencies = [(received - committed[_xid(cursor)]) * 1000 for received, cursor in frames
+                 if committed.get(_xid(cursor)) is not None]
+    # Events per second over the publishing time (the frames of its last second may
+    # arrive a little after it).
+    duration = len(paced) / rate
     figures = SubscriptionFigures(
         subscribers=subscribers, groups=len(group_ids), connections=connections, rate=rate,
         seconds=seconds, events=len(frames), events_per_s=round(len(frames) / duration, 1),
@@ -268,6 +287,25 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
         bursts=int(bursts_count), load_average=round(os.getloadavg()[0], 2))
     log(figures.line())
     return figures
+
+
+def _commit_timestamps(pg: Any, value: str | None) -> None:
+    """Turn PostgreSQL's commit timestamps on (or back to the default) and restart it."""
+    import asyncpg
+
+    async def alter() -> None:
+        conn = await asyncpg.connect(pg.url("postgres"))
+        try:
+            if value is None:
+                await conn.execute("ALTER SYSTEM RESET track_commit_timestamp")
+            else:
+                await conn.execute(f"ALTER SYSTEM SET track_commit_timestamp = {value}")
+        finally:
+            await conn.close()
+
+    asyncio.run(alter())
+    pg.stop()
+    pg.start()
 
 
 def series(data_dir: Path, out: Path, *, quick: bool = False, subscribers: int | None = None,
@@ -282,6 +320,7 @@ def series(data_dir: Path, out: Path, *, quick: bool = False, subscribers: int |
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     pg = BenchPostgres(data_dir)
     pg.start()
+    _commit_timestamps(pg, "on")
     runs = []
     try:
         for count in sorted({max(10, subscribers // 50), subscribers}):
@@ -289,6 +328,7 @@ def series(data_dir: Path, out: Path, *, quick: bool = False, subscribers: int |
                 pg.url("postgres"), pg.url, log, subscribers=count, groups=groups, rate=rate,
                 seconds=seconds, per_connection=per_connection, clients=clients)))
     finally:
+        _commit_timestamps(pg, None)
         pg.stop()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
@@ -303,8 +343,8 @@ def series(data_dir: Path, out: Path, *, quick: bool = False, subscribers: int |
     top = runs[-1]
     met = (top.latency_p99_ms < 250 and top.server_kb_per_subscriber < 20
            and runs[0].statements_per_burst == top.statements_per_burst)
-    print(f"targets: 5,000 subscribers on 100 groups at 300 msg/s, p99 < 250 ms, < 20 KB per "
-          f"subscriber, statements per burst independent of S: "
+    print("targets: 5,000 subscribers on 100 groups at 300 msg/s, p99 < 250 ms, < 20 KB per "
+          "subscriber, statements per burst independent of S: "
           + ("met" if met and top.subscribers >= 5_000 else "NOT met")
           + (f" (measured at {top.subscribers:,})" if top.subscribers < 5_000 else ""))
     return 0

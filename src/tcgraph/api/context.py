@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -35,6 +35,6 @@ class Context:
 
     def for_operation(self) -> "Context":
         """A context of its own for one operation of a WebSocket connection: its own
-        loaders and compiled selections, the connection's settings and request."""
-        return Context.create(self.db.pool, self.settings, request=self.request,
-                              response=self.response)
+        compiled selections; its loaders are replaced with fresh ones for each event
+        (api/subscriptions/), so the connection's are only a starting point."""
+        return replace(self, plans={})

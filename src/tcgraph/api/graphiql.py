@@ -58,7 +58,7 @@ function remember(name, value) {
   const search = params.toString();
   history.replaceState(null, "", window.location.pathname + (search ? "?" + search : ""));
 }
-// Subscriptions go over graphql-transport-ws on the same path (docs/subscriptions.md).
+/* Subscriptions: graphql-transport-ws on the same path (docs/subscriptions.md). */
 const socketUrl = new URL(window.location.pathname, window.location.href);
 socketUrl.protocol = socketUrl.protocol === "https:" ? "wss:" : "ws:";
 const fetcher = GraphiQL.createFetcher({

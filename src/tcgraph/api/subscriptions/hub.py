@@ -69,7 +69,7 @@ class Delivery:
     task_id: str
     task: str | Task | None
     loaders: Loaders
-    rendered: dict[object, orjson.Fragment] = field(default_factory=dict)
+    rendered: dict[object, str] = field(default_factory=dict)
 
 
 Closer = Callable[[int, str], Coroutine[Any, Any, None]]

@@ -22,7 +22,7 @@ from tcgraph.store.sqlfrag import SqlFragment
 from tcgraph.api.subscriptions import cursors
 from tcgraph.api.subscriptions.cursors import Snapshot, decode, encode
 from tcgraph.api.subscriptions.hub import Closer, Delivery, Hub, Subscriber, load_tasks
-from tcgraph.errors import DatabaseUnavailable
+from tcgraph.errors import DatabaseUnavailable, StatementTimeout
 from tcgraph.loaders import JsonListKey, JsonPageKey, Loaders
 from tcgraph.model import JsonNode, Task
 from tcgraph.store.pool import CONNECTION_ERRORS, Database, SqlStats
@@ -138,6 +138,9 @@ async def read_snapshot(hub: Hub, key: Key, shape: SqlFragment | None
                     found = await _group_tasks(loaders, key.group, shape)
                 else:
                     found = await _listed_tasks(loaders, key.task_ids, shape)
+    except asyncpg.QueryCanceledError:
+        raise StatementTimeout("the database cancelled the snapshot's read: it ran too long") \
+            from None
     except _UNAVAILABLE:
         raise DatabaseUnavailable("the database is unavailable") from None
     cursor = encode(snapshot)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
 from typing import Any, Mapping
 
 import orjson
@@ -22,7 +23,7 @@ from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
+    BaseGraphQLTransportWSHandler, Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 
@@ -32,6 +33,13 @@ from tcgraph.config import Settings
 from tcgraph.errors import LimitExceeded
 
 CLOSE_TOO_MANY = 4503  # graphql-transport-ws leaves 4xxx codes to the server
+# The id of the operation whose task is running (each operation runs in a task of its own).
+_operation_id: ContextVar[str | None] = ContextVar("tcgraph_operation_id", default=None)
+
+
+def operation_id() -> str | None:
+    """The graphql-transport-ws id of the operation being run, if any."""
+    return _operation_id.get()
 
 
 class _PerOperation:
@@ -66,6 +74,10 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.schema = _PerOperation(self.schema)  # type: ignore[assignment]
+
+    async def run_operation(self, operation: Operation[Any, Any]) -> None:
+        _operation_id.set(operation.id)
+        await super().run_operation(operation)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         maximum = self.max_subscriptions_per_connection

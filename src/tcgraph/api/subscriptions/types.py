@@ -8,6 +8,7 @@ from typing import Any, AsyncGenerator, AsyncIterator, Optional
 import orjson
 import strawberry
 from orjson import Fragment
+from starlette.websockets import WebSocketDisconnect
 from strawberry.types import Info
 
 from tcgraph import metrics
@@ -16,6 +17,7 @@ from tcgraph.api.context import Context
 from tcgraph.api.sqljson import plan_field, response_keys
 from tcgraph.api.subscriptions.hub import Delivery, Hub
 from tcgraph.api.subscriptions.streams import Key, open_stream
+from tcgraph.api.subscriptions.transport import operation_id
 from tcgraph.api.types.tasks import Task, storable
 from tcgraph.errors import LimitExceeded
 
@@ -55,7 +57,7 @@ def _template(info: Info[Context, Any], shape: SqlFragment | None) -> Template |
     return tuple((orjson.dumps(key).decode(), name) for key, name, _ in keys)
 
 
-def _render(template: Template, delivery: Delivery) -> Fragment:
+def _render(template: Template, delivery: Delivery) -> str:
     rendered = delivery.rendered.get(template)
     if rendered is None:
         parts = []
@@ -69,7 +71,7 @@ def _render(template: Template, delivery: Delivery) -> Fragment:
             else:
                 value = '"TaskChange"'
             parts.append(f"{key}:{value}")
-        rendered = delivery.rendered[template] = Fragment("{" + ",".join(parts) + "}")
+        rendered = delivery.rendered[template] = "{" + ",".join(parts) + "}"
     return rendered
 
 
@@ -91,17 +93,32 @@ async def _changes(info: Info[Context, Any], key: Key,
     # that shares it with one statement per burst.
     shape = plan_field(info, "task", "Task", "t")
     template = _template(info, shape)
+    frame = None
+    op_id = operation_id()
+    if template is not None and op_id is not None:
+        # A rendered change goes out as the whole `next` message, written here:
+        # nothing is executed per subscriber and event.
+        frame = ('{"id":' + orjson.dumps(op_id).decode() + ',"type":"next","payload":{"data":{'
+                 + orjson.dumps(info.path.key).decode() + ":", "}}}")
     deliveries = await open_stream(_hub(info), key, shape, after, close)
-    return _task_changes(context, deliveries, template)
+    return _task_changes(context, deliveries, template, frame)
 
 
 async def _task_changes(context: Context, deliveries: AsyncGenerator[Delivery, None],
-                        template: Template | None) -> AsyncIterator[TaskChange | Fragment]:
+                        template: Template | None, frame: tuple[str, str] | None
+                        ) -> AsyncIterator[TaskChange | Fragment]:
+    websocket = context.request
     try:
         async for delivery in deliveries:
             metrics.subscription_events()
+            if template is not None and frame is not None:
+                try:
+                    await websocket.send_text(frame[0] + _render(template, delivery) + frame[1])
+                except (WebSocketDisconnect, RuntimeError):
+                    return  # the connection is ending; its handler ends the operation
+                continue
             if template is not None:
-                yield _render(template, delivery)
+                yield Fragment(_render(template, delivery))
                 continue
             # The resolvers of a selection that is not compiled read through
             # loaders as fresh as the change.
