@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 import httpx
@@ -106,7 +106,8 @@ class Resolution:
 _FRAGMENT = "fragment Status on TaskStatus { taskId state expires }"
 _PARTS = {
     "indexPaths": ("$indexPaths: [String!]!",
-                   "indexedTasks(indexPaths: $indexPaths) { taskId task { status { ...Status } } }"),
+                   "indexedTasks(indexPaths: $indexPaths) "
+                   "{ taskId task { status { ...Status } } }"),
     "labels": ("$labels: [String!]!, $filter: TaskFilter",
                "labels(labels: $labels, filter: $filter) { latest { status { ...Status } } }"),
     "taskIds": ("$taskIds: [ID!]!", "statuses(taskIds: $taskIds) { ...Status }"),
@@ -154,7 +155,7 @@ def _status(value: dict[str, Any] | None) -> StatusResult | None:
     except ValueError as e:
         raise TcGraphError(f"task {value['taskId']}: its status' `expires` is not a "
                            f"timestamp: {e}") from None
-    return StatusResult(value["taskId"], value["state"].lower(), expires.astimezone(timezone.utc))
+    return StatusResult(value["taskId"], value["state"].lower(), expires.astimezone(UTC))
 
 
 def _collect(resolution: Resolution, request: _Request, data: dict[str, Any]) -> None:
@@ -163,7 +164,7 @@ def _collect(resolution: Resolution, request: _Request, data: dict[str, Any]) ->
         if not isinstance(found, list) or len(found) != len(keys):
             raise TcGraphError(
                 f"the answer's `{_FIELDS[kind]}` does not match the keys asked for")
-        for key, value in zip(keys, found):
+        for key, value in zip(keys, found, strict=False):
             if kind == "indexPaths":
                 resolution.index_paths[key] = None if value is None else IndexedResult(
                     value["taskId"], _status((value["task"] or {}).get("status")))
@@ -289,7 +290,7 @@ class TcGraph(_Base):
         """Close the connection."""
         self._client.close()
 
-    def __enter__(self) -> "TcGraph":
+    def __enter__(self) -> TcGraph:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -329,7 +330,7 @@ class AsyncTcGraph(_Base):
         """Close the connection."""
         await self._client.aclose()
 
-    async def __aenter__(self) -> "AsyncTcGraph":
+    async def __aenter__(self) -> AsyncTcGraph:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

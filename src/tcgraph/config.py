@@ -19,7 +19,8 @@ import types
 import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from tcgraph.keys import DEFAULT_MAX_KEYS, DEFAULT_MAX_PAGE_SIZE
@@ -150,7 +151,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
                  flags: Mapping[str, object] | None = None,
-                 **overrides: object) -> "Settings":
+                 **overrides: object) -> Settings:
         """Read `TCGRAPH_*` variables, then `flags` (setting name -> the flag's text),
         then the overrides that are not None. SettingError names the bad one."""
         environ = os.environ if environ is None else environ
@@ -178,7 +179,7 @@ class Settings:
                 ("1" if value else "0") if isinstance(value, bool) else str(value))
         return env
 
-    def with_(self, **changes: object) -> "Settings":
+    def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def validate(self) -> None:

@@ -34,8 +34,9 @@ import base64
 import hashlib
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from datetime import datetime, timedelta, UTC
+from typing import Any
+from collections.abc import Iterator
 
 import asyncpg
 
@@ -44,7 +45,7 @@ from tcgraph.timefmt import format_naive_utc
 
 # The newest push; older ones go back from here, so the data never depends on
 # when it is generated.
-BASE_TIME = datetime(2026, 11, 1, tzinfo=timezone.utc)
+BASE_TIME = datetime(2026, 11, 1, tzinfo=UTC)
 PUSHES = 10
 PUSH_INTERVAL = timedelta(hours=4)
 # Index entries outlive the tasks, so that reads (which hide expired entries)
@@ -238,8 +239,8 @@ _NEWEST_OUTCOMES = {
     "repackage": (("completed", 0.4), ("running", 0.3), ("pending", 0.3)),
     "test": (("completed", 0.35), ("failed", 0.03), ("running", 0.3), ("pending", 0.32)),
 }
-_MINUTES = {"decision-task": (4, 6), "toolchain": (10, 30), "build": (25, 70), "signing": (2, 6), "repackage": (4, 12),
-            "test": (5, 45)}
+_MINUTES = {"decision-task": (4, 6), "toolchain": (10, 30), "build": (25, 70),
+            "signing": (2, 6), "repackage": (4, 12), "test": (5, 45)}
 
 
 def _runs(
@@ -348,8 +349,9 @@ def _element(p: _Planned, group_id: str, project: str, revision: str, owner: str
         tags["label"] = spec.label
     if spec.platform is not None:
         tags["os"] = spec.platform.os
-    symbol = {"decision-task": "D", "toolchain": "TL", "build": "B", "signing": "Bs", "repackage": "Rpk"}.get(
-        spec.kind, f"{spec.suite[:2]}{spec.chunk}")
+    symbols = {"decision-task": "D", "toolchain": "TL", "build": "B", "signing": "Bs",
+               "repackage": "Rpk"}
+    symbol = symbols.get(spec.kind, f"{spec.suite[:2]}{spec.chunk}")
     # What the definition and the status both carry, in Taskcluster's key order.
     placement = {
         "provisionerId": provisioner,

@@ -25,7 +25,8 @@ schema needs a value, is refused before execution, with the cost).
 from __future__ import annotations
 
 import weakref
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import strawberry
 from graphql import GraphQLError, GraphQLSchema, GraphQLSyntaxError, build_schema
@@ -148,7 +149,8 @@ def code_error(error: GraphQLError, settings: Settings, validated: bool) -> None
 
 
 class Limits(SchemaExtension):
-    """Refuses documents over `max_cost` or `max_page_size`, reports `extensions.cost`, codes errors."""
+    """Refuses documents over `max_cost` or `max_page_size`, reports `extensions.cost`,
+    codes errors."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

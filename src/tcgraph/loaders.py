@@ -23,7 +23,8 @@ import asyncio
 from collections import defaultdict
 from datetime import datetime
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Coroutine, Hashable, Sequence, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 
 from aiodataloader import DataLoader
 
@@ -71,7 +72,7 @@ JsonFetch = Callable[[list[SqlFragment], list[tuple[tuple[str, ...], int]], Task
 class Loader(DataLoader[Any, Any]):
     """A DataLoader whose waiters can be cancelled one by one (see the module docstring)."""
 
-    def load(self, key: Any) -> "asyncio.Future[Any]":
+    def load(self, key: Any) -> asyncio.Future[Any]:
         return asyncio.shield(super().load(key))
 
 
@@ -115,7 +116,7 @@ async def _by_group(
     answers: list[V] = [None] * len(keys)  # type: ignore[list-item]
     for group, positions in groups.items():
         found = await load(group, [keys[i] for i in positions])
-        for i, value in zip(positions, found):
+        for i, value in zip(positions, found, strict=False):
             answers[i] = value
     return answers
 
@@ -257,15 +258,17 @@ class Loaders:
             if short:
                 shapes = list(dict.fromkeys(k.shape for k in short))
                 number = {shape: i for i, shape in enumerate(shapes)}
-                answers.update(zip(short, await fetch(
-                    shapes, [(k.keys, number[k.shape]) for k in short], found[0].task_filter)))
+                texts = await fetch(shapes, [(k.keys, number[k.shape]) for k in short],
+                                    found[0].task_filter)
+                answers.update(zip(short, texts, strict=True))
             for key in found:
                 if len(key.keys) > self.batch_size:
                     answers[key] = await self._chunked(key, fetch)
             return [answers[key] for key in found]
 
         arrays = await _by_group(keys, lambda k: k.task_filter, one_filter)
-        return [_only(array) if key.single else array for key, array in zip(keys, arrays)]
+        return [_only(array) if key.single else array
+                for key, array in zip(keys, arrays, strict=True)]
 
     async def _chunked(self, key: JsonListKey, fetch: JsonFetch) -> str:
         size = self.batch_size

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from types import TracebackType
 
 import orjson
@@ -52,7 +52,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": format_time(datetime.fromtimestamp(record.created, timezone.utc)),
+            "time": format_time(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
+from collections.abc import Iterator, Mapping
 
 from graphql import (
     GraphQLError, GraphQLField, GraphQLIncludeDirective, GraphQLInterfaceType, GraphQLList,
@@ -184,7 +185,8 @@ class RepeatedField:
 
 def _flatten(selection_set: SelectionSetNode, known: Mapping[str, Counter[str]],
              cap: int) -> Counter[str]:
-    """How often each response key occurs in `selection_set`, fragments included, capped at `cap`."""
+    """How often each response key occurs in `selection_set`, fragments included, capped
+    at `cap`."""
     counts: Counter[str] = Counter()
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
@@ -308,7 +310,8 @@ class _CostWalk:
         except GraphQLError as error:
             self.failed(error)
             return True  # count the selection; the request is refused anyway
-        return not (skip and skip.get("if") is True) and not (include and include.get("if") is False)
+        skipped = bool(skip and skip.get("if") is True)
+        return not skipped and not (include and include.get("if") is False)
 
     def arguments(self, field: GraphQLField, node: FieldNode) -> dict[str, Any]:
         try:
@@ -387,7 +390,8 @@ def operation_demands(schema: GraphQLSchema, document: DocumentNode,
 def document_demands(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
                      given_variables: object, default_page_size: int,
                      hide_suggestions: bool = False) -> Demands | None:
-    """`operation_demands` of the operation the executor will choose, with the variables it will use.
+    """`operation_demands` of the operation the executor will choose, with the variables
+    it will use.
 
     None when the executor will refuse the request before running anything for
     want of an operation (its error says why); variables it cannot coerce are

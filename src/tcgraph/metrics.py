@@ -33,7 +33,8 @@ import contextlib
 import contextvars
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import (REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess)

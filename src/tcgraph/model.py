@@ -174,7 +174,8 @@ class TaskRow:
 
 @dataclass(frozen=True, slots=True)
 class StatusRow:
-    """A task's status as `queue.status` gives it, with its rank (tcgraph.precedence.status_rank)."""
+    """A task's status as `queue.status` gives it, with its rank
+    (tcgraph.precedence.status_rank)."""
 
     task_id: str
     state: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import orjson
 
@@ -81,9 +81,10 @@ def decode_time_key(kind: str, cursor: str | None) -> tuple[datetime, str] | Non
         # Normalised here, where a forged offset can still be refused: year 1
         # at +14:00 or year 9999 at -10:00 falls outside what datetime (and
         # the store) can hold in UTC.
-        return stamp.astimezone(timezone.utc), key[1]
+        return stamp.astimezone(UTC), key[1]
     except (ValueError, OverflowError):
-        raise BadCursor(f"{_NAMES[kind]}: the cursor {cursor!r} is malformed", cursor=cursor) from None
+        raise BadCursor(f"{_NAMES[kind]}: the cursor {cursor!r} is malformed",
+                        cursor=cursor) from None
 
 
 def page_size(first: int | None, settings: Settings) -> int:

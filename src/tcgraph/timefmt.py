@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 # What format_time writes, as a regular expression (unanchored).
 PATTERN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -17,7 +17,7 @@ def format_time(value: datetime | str) -> str:
         return value
     # isoformat pads the year to four digits (strftime's %Y does not) and is
     # about twice as fast; in UTC it always ends in "+00:00".
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def format_naive_utc(value: datetime) -> str:

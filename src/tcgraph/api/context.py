@@ -27,13 +27,13 @@ class Context:
     plans: dict[tuple[str, ...], SqlFragment | None] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, pool: asyncpg.Pool, settings: Settings, **extra: Any) -> "Context":
+    def create(cls, pool: asyncpg.Pool, settings: Settings, **extra: Any) -> Context:
         stats = SqlStats()
         metrics.track_sql(stats)
         db = Database(pool, stats, acquire_timeout=settings.pool_timeout_ms / 1000)
         return cls(settings=settings, db=db, loaders=Loaders(db, settings.batch_size), **extra)
 
-    def for_operation(self) -> "Context":
+    def for_operation(self) -> Context:
         """A context of its own for one operation of a WebSocket connection: its own
         compiled selections; its loaders are replaced with fresh ones for each event
         (api/subscriptions/), so the connection's are only a starting point."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Collection, Iterator
+from collections.abc import Collection, Iterator
 
 from graphql import ASTValidationRule, GraphQLError, GraphQLSchema, validate
 from graphql.language import DocumentNode

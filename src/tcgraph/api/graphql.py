@@ -94,7 +94,8 @@ class GraphQLApp(GraphQL):
             response = error_response(request, status, e.message, e.code)
         await response(scope, receive, send)
 
-    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Any:
+    async def get_context(self, request: Request | WebSocket,
+                          response: Response | WebSocket) -> Any:
         # A fresh context per request: loaders must not share caches across
         # requests (data changes between them) and bind to the running loop.
         request.state.sub_response = response
@@ -112,7 +113,8 @@ class GraphQLApp(GraphQL):
         # file from this server.
         return graphiql.page(request)
 
-    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+    async def process_result(self, request: Request,
+                             result: ExecutionResult) -> GraphQLHTTPResponse:
         processed = await super().process_result(request, result)
         if _accepts_graphql_response_json(request):
             sub_response = request.state.sub_response

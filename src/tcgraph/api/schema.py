@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Callable, Sequence
 
 import orjson
 import strawberry
@@ -125,7 +126,7 @@ class Query:
         found = await info.context.loaders.index_entry.load_many(
             [split_index_path(p) for p in paths])
         return [IndexedTask(_entry=e, _path=p) if e is not None else None
-                for e, p in zip(found, paths)]
+                for e, p in zip(found, paths, strict=False)]
 
     @strawberry.field(description="The history of one label (tags.label, else metadata.name).",
                       graphql_type=LabelHistory)

@@ -21,7 +21,8 @@ compares the answers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
 
 import orjson
 from graphql import GraphQLOutputType

@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from tcgraph import logs
 from tcgraph.cli.database import database, migrated, migration_plan

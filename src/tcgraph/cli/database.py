@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 from types import FrameType
-from typing import Iterator
+from collections.abc import Iterator
 
 import asyncpg
 

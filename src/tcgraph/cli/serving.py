@@ -12,7 +12,8 @@ import signal
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
 
 from tcgraph import logs
 from tcgraph.logs import console
@@ -98,9 +99,9 @@ def _run_server(settings: Settings, follow: FollowOptions | None,
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         # A database that is, or is about to be, a mirror never gets demo data.
-        if (settings.demo or not settings.database_url) and follow is None:
-            if asyncio.run(fill_if_empty(url, settings)):
-                log.info("the database was empty: wrote the demo dataset")
+        if ((settings.demo or not settings.database_url) and follow is None
+                and asyncio.run(fill_if_empty(url, settings))):
+            log.info("the database was empty: wrote the demo dataset")
         console.info("tcgraph: open http://%s:%d/graphql", settings.host, settings.port)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the
         # signal again; ours turns that into a normal exit so the embedded

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Awaitable, Sequence
+from collections.abc import Awaitable, Sequence
 
 import asyncpg
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import asyncpg
 
@@ -124,7 +124,7 @@ class BatchWriter:
         self._tasks = self._statuses = self._entries = 0
         self.writing: asyncio.Task[None] | None = None
         # The time at which entries expire for precedence, as now() in the statements.
-        self.now = datetime.now(timezone.utc)
+        self.now = datetime.now(UTC)
 
     @property
     def counts(self) -> Counts:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path as FilePath
-from typing import Iterator
+from collections.abc import Iterator
 
 from tcgraph.ingest import shapes
 from tcgraph.ingest.shapes import Invalid, Path, describe
@@ -70,7 +70,7 @@ class Reader:
                     for group in self.items(inner):
                         yield [Item(item.row, (i, *item.path)) for item in group]
                 except Invalid as e:
-                    raise e.inside(i)
+                    raise e.inside(i) from None
             return
         if not isinstance(document, dict):
             raise Invalid("unrecognised document: expected a Taskcluster queue or index "
@@ -111,7 +111,7 @@ class Reader:
                         "unrecognised element: expected {'task', 'status'}, {'taskId', 'task'}, "
                         f"{{'taskId', 'status'}} or an index entry, got keys {_keys(element)}")
             except Invalid as e:
-                raise e.inside(key, i)
+                raise e.inside(key, i) from None
 
     def _bare_definition(self, definition: dict[str, object]) -> TaskRow:
         if self.file_task_id is None:
@@ -137,7 +137,7 @@ def _task_items(element: dict[str, object], path: Path) -> list[Item]:
         try:
             task_id = shapes.slugid(status, "taskId")
         except Invalid as e:
-            raise e.inside("status")
+            raise e.inside("status") from None
     else:
         raise Invalid("missing required field 'taskId'")
     items: list[Item] = []
@@ -145,12 +145,12 @@ def _task_items(element: dict[str, object], path: Path) -> list[Item]:
         try:
             items.append(Item(shapes.task_row(task_id, element["task"]), (*path, "task")))
         except Invalid as e:
-            raise e.inside("task")
+            raise e.inside("task") from None
     if "status" in element:
         try:
             items.append(Item(shapes.status_row(status, task_id), (*path, "status")))
         except Invalid as e:
-            raise e.inside("status")
+            raise e.inside("status") from None
     return items
 
 

@@ -83,7 +83,7 @@ def parse(exchange: str, routing_key: str, body: bytes) -> Event:
             row = shapes.status_row(status, task_id)
             expires = shapes.time(status, "expires", None)
         except shapes.Invalid as e:
-            raise e.inside("status")
+            raise e.inside("status") from None
         if "runId" in payload:
             run_id = shapes.count(payload, "runId")
             if run_id >= len(status["runs"]):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import asyncpg
 
@@ -50,7 +50,7 @@ async def expire(pool: asyncpg.Pool, *, now: datetime | None = None,
     history after, when `keep_per_label` is given (0 keeps only the last
     success and failure).
     """
-    before = now or datetime.now(timezone.utc)
+    before = now or datetime.now(UTC)
     counts = {"tasks": await _expire_tasks(pool, before, batch_size, max_batches)}
     for table in ("index_entries", "index_namespaces", "mirror_waiting"):
         counts[table] = 0
@@ -81,7 +81,7 @@ async def expire_changes(pool: asyncpg.Pool, *, retention: timedelta | None = No
     """
     if retention is None:
         retention = timedelta(hours=Settings.from_env().change_retention_hours)
-    before = datetime.now(timezone.utc) - retention
+    before = datetime.now(UTC) - retention
     deleted = 0
     batches = 0
     while max_batches is None or batches < max_batches:

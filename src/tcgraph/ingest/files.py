@@ -3,12 +3,12 @@
 A user dumps a real deployment with the `taskcluster` client and imports the
 files as they are (ingest/documents.py lists the shapes accepted).
 
-One file is one transaction: bad input raises `ImportFailed` naming the file,
-the place and the problem (`ImportRefused` when it is PostgreSQL that refuses
-a row, a label over its index row limit, say); an outage of the database
-raises `ImportInterrupted`; either way nothing from that file is written. A transaction that PostgreSQL aborts to
-break a deadlock with another writer is run again. Importing the same file
-twice changes nothing, and an older status never replaces a newer one.
+One file is one transaction: bad input raises `ImportFailed` naming the file, the place
+and the problem (`ImportRefused` when it is PostgreSQL that refuses a row, a label over
+its index row limit, say); an outage of the database raises `ImportInterrupted`; either
+way nothing from that file is written. A transaction that PostgreSQL aborts to break a
+deadlock with another writer is run again. Importing the same file twice changes
+nothing, and an older status never replaces a newer one.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, cast
+from typing import IO, cast
+from collections.abc import Iterable, Iterator
 
 import asyncpg
 

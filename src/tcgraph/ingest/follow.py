@@ -20,8 +20,8 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Awaitable, Callable, Sequence
+from datetime import datetime, UTC
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -98,7 +98,7 @@ class _Progress:
         if now - self.last >= PROGRESS_EVERY_S:
             lag = ""
             if result.status_time is not None:
-                lag = f", lag {(datetime.now(timezone.utc) - result.status_time).total_seconds():.3f} s"
+                lag = f", lag {(datetime.now(UTC) - result.status_time).total_seconds():.3f} s"
             log.info("follow: %d messages in %d batches (%d set aside) in %.0f s%s",
                      self.messages, self.batches, self.rejected, now - self.last, lag)
             self.messages = self.rejected = self.batches = 0
@@ -109,7 +109,7 @@ async def follow(pool: asyncpg.Pool, options: FollowOptions, *,
                  on_batch: BatchHook | None = None) -> None:
     """Mirror the deployment into `pool`'s database until cancelled."""
     upstream = Upstream(options.root_url)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     mirror = Mirror(pool, upstream, queue_name=options.pulse.queue_name,
                     started=started, backfill=options.backfill)
     gaps = Gaps(pool, follower=options.name, queue_name=options.pulse.queue_name)
@@ -145,7 +145,7 @@ async def follow(pool: asyncpg.Pool, options: FollowOptions, *,
                         batches=totals.batches))
                     await gaps.flush()
                     await mirror_writes.forget_groups(
-                        pool, datetime.now(timezone.utc) - 2 * GROUP_HORIZON)
+                        pool, datetime.now(UTC) - 2 * GROUP_HORIZON)
                 except Exception as e:  # the database is away: next time
                     log.warning("follow: heartbeat not recorded (%s: %s)", type(e).__name__, e)
             # Every few seconds, and at once when the consumer's state changes.
@@ -180,7 +180,7 @@ def _report(deliveries: Sequence[Delivery], result: BatchResult) -> None:
     for _ in range(result.refused):
         metrics.follower_error(REFUSED_BY_STORE)
     if result.status_time is not None:
-        metrics.follower_lag((datetime.now(timezone.utc) - result.status_time).total_seconds())
+        metrics.follower_lag((datetime.now(UTC) - result.status_time).total_seconds())
 
 
 async def _fetch_waiting(mirror: Mirror) -> None:

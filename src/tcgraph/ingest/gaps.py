@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Sequence
+from datetime import datetime, timedelta, UTC
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -62,7 +62,7 @@ class OpenGap:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def task_runs(deliveries: Sequence[Delivery]) -> dict[str, int]:

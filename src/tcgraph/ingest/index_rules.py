@@ -15,8 +15,8 @@ write what they return through store.writes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping
+from datetime import datetime, timedelta, UTC
+from collections.abc import Iterable, Mapping
 
 from tcgraph.ingest import shapes
 from tcgraph.keys import INDEX_PATH
@@ -26,7 +26,7 @@ ROUTE_PREFIX = "index."
 # The index service's pattern for a path (and its length limit).
 _MAX_PATH = 255
 _DAY = timedelta(days=1)
-_LAST_MIDNIGHT = datetime(9999, 12, 31, tzinfo=timezone.utc)
+_LAST_MIDNIGHT = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +114,7 @@ def next_midnight(value: datetime) -> datetime:
     """Midnight (UTC) after `value`: a day on when `value` is midnight already,
     as the index service rounds a namespace's expiry (capped at the last
     midnight a timestamp here can hold)."""
-    day = value.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = value.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if day >= _LAST_MIDNIGHT:
         return _LAST_MIDNIGHT
     return day + _DAY

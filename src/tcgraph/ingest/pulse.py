@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -78,7 +78,8 @@ def bindings(patterns: Sequence[str] = ()) -> tuple[Binding, ...]:
                 raise ValueError(f"--binding {pattern!r}: {n!r} is not an exchange tcgraph "
                                  f"follows (one of {', '.join(EXCHANGES)})")
             topic = methods[n](key)
-            found.append(Binding(exchange=topic["exchange"], routing_key=topic["routingKeyPattern"]))
+            found.append(Binding(exchange=topic["exchange"],
+                                 routing_key=topic["routingKeyPattern"]))
     return tuple(dict.fromkeys(found))
 
 

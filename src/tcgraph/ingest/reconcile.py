@@ -1,20 +1,19 @@
 """Reconciliation: what the mirror may have missed, re-read from the upstream's REST API.
 
 A pass re-reads, in this order: what decision tasks asked tcgraph about lately
-(api/recent_reads.py: the entries at the index paths they read, with
-`findTasksAtIndex`, and the unresolved tasks of the labels they read), the
-tasks something pointed at (messages that skipped runs, differences a
-verification found), every unresolved task
-(unscheduled, pending, running; `queue.statuses`, 1,000 ids a call), and the
-task groups that had messages since the previous pass began (any follower's,
-mirror_active_groups) with `listTaskGroup`, which also brings the tasks whose
-every message was lost. After a gap, the groups walked are also those that had
-messages in the day before it began (a task's default deadline: a group older
-than that no longer changes) and every group holding an unresolved task. Whatever comes back goes through the
-follower's write path (ingest.mirror.write_tasks): a status is written only
-when it ranks above the stored one, and the write path's rank rule holds
-besides, so an answer older than a message never rolls a task back. A task
-that completes this way is indexed as a message would have indexed it.
+(api/recent_reads.py: the entries at the index paths they read, with `findTasksAtIndex`,
+and the unresolved tasks of the labels they read), the tasks something pointed at
+(messages that skipped runs, differences a verification found), every unresolved task
+(unscheduled, pending, running; `queue.statuses`, 1,000 ids a call), and the task groups
+that had messages since the previous pass began (any follower's, mirror_active_groups)
+with `listTaskGroup`, which also brings the tasks whose every message was lost. After a
+gap, the groups walked are also those that had messages in the day before it began (a
+task's default deadline: a group older than that no longer changes) and every group
+holding an unresolved task. Whatever comes back goes through the follower's write path
+(ingest.mirror.write_tasks): a status is written only when it ranks above the stored
+one, and the write path's rank rule holds besides, so an answer older than a message
+never rolls a task back. A task that completes this way is indexed as a message would
+have indexed it.
 
 Passes run continuously: one starts `every_s` after the last ended, or at once
 when a gap is recorded; the gaps that ended before a complete pass started are
@@ -34,11 +33,13 @@ deletes it here too; one that is not past its expiry is counted as unknown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Awaitable, Callable, Collection, Sequence, TypeVar
+from typing import TypeVar
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import aiohttp
 import asyncpg
@@ -272,10 +273,9 @@ class Reconciler:
             async def fetch() -> dict[str, TaskRow]:
                 return await self.upstream.definitions(missing)
 
-            try:
+            # Without their definitions, their statuses are written when those come.
+            with contextlib.suppress(CallFailed):
                 definitions = list((await self._call(done, fetch)).values())
-            except CallFailed:
-                pass  # their statuses are written when the definitions come
         newer += [GroupStatus(group=d.task_group_id, status=answered[d.task_id],
                               expires=d.expires) for d in definitions]
         await self._write(done, definitions, newer)
@@ -289,7 +289,8 @@ class Reconciler:
             theirs: dict[str, str] = {}  # path -> task id
             query: dict[str, object] = {"limit": PAGE_LIMIT}
             while True:
-                async def call(query: dict[str, object] = query) -> dict[str, object]:
+                async def call(query: dict[str, object] = query,
+                               chunk: list[str] = chunk) -> dict[str, object]:
                     answer: dict[str, object] = await self.upstream.index.findTasksAtIndex(
                         payload={"indexes": chunk}, query=query)
                     return answer

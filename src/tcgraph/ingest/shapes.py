@@ -5,10 +5,10 @@ answers through these functions, so each field is checked in one place. A
 problem raises `Invalid` with the path of the bad element inside the value
 given; callers prefix where that value came from (`where`).
 
-Everything accepted here can be stored as it is and comes back unchanged:
-integers of any size (`ingest.jsontext.loads` parses them, `json_text` writes them), no NUL characters (PostgreSQL's
-text and jsonb cannot hold them), timestamps PostgreSQL and Python can both
-represent, and counts that fit the store's integer columns.
+Everything accepted here can be stored as it is and comes back unchanged: integers of
+any size (`ingest.jsontext.loads` parses them, `json_text` writes them), no NUL
+characters (PostgreSQL's text and jsonb cannot hold them), timestamps PostgreSQL and
+Python can both represent, and counts that fit the store's integer columns.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from datetime import datetime, UTC
+from collections.abc import Mapping, Sequence
 
 import orjson
 
@@ -188,7 +188,7 @@ def time(obj: Mapping[str, object], key: str,
     except ValueError as problem:
         raise Invalid(str(problem), (key,)) from None
     try:
-        parsed = parsed.astimezone(timezone.utc)
+        parsed = parsed.astimezone(UTC)
     except OverflowError:
         raise Invalid(f"{value!r} is outside the years 1 to 9999 in UTC", (key,)) from None
     if parsed.microsecond % 1000:
@@ -237,13 +237,13 @@ def task_row(task_id: str, definition: object) -> TaskRow:
         for key in tags:
             text(tags, key)
     except Invalid as e:
-        raise e.inside("tags")
+        raise e.inside("tags") from None
     try:
         for key in METADATA_FIELDS:
             if key in metadata:
                 text(metadata, key)  # null too: the API serves them as String!
     except Invalid as e:
-        raise e.inside("metadata")
+        raise e.inside("metadata") from None
     label = text(tags, "label", None)  # both checked above
     if label is None:
         label = text(metadata, "name", None)
@@ -301,7 +301,7 @@ def status_row(status: object, task_id: str) -> StatusRow:
         try:
             runs.append(_run(run, i))
         except Invalid as e:
-            raise e.inside("runs", i)
+            raise e.inside("runs", i) from None
     states: Sequence[str] = [run["state"] for run in runs]  # type: ignore[misc]
     return StatusRow(task_id=task_id, state=states[-1] if runs else State.UNSCHEDULED.value,
                      runs=json_text(runs), retries_left=retries_left, rank=status_rank(states))
@@ -372,7 +372,7 @@ def entry_row(entry: object) -> IndexEntryRow:
     try:
         data_text = json_text(data)
     except Invalid as e:
-        raise e.inside("data")
+        raise e.inside("data") from None
     expires, _ = time(entry, "expires")  # type: ignore[misc]
     return IndexEntryRow(namespace=namespace, name=name, task_id=task_id, rank=entry_rank,
                          data=data_text, expires=expires)

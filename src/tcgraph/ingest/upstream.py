@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 
 import aiohttp
 import taskcluster.aio

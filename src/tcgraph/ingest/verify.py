@@ -21,7 +21,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
+from collections.abc import Sequence
 
 import asyncpg
 import orjson

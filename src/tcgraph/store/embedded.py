@@ -22,7 +22,8 @@ import pwd
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import psutil
 
@@ -51,7 +52,7 @@ class User:
     started: float
 
     @classmethod
-    def current(cls) -> "User":
+    def current(cls) -> User:
         return cls(os.getpid(), psutil.Process().create_time())
 
     def alive(self) -> bool:

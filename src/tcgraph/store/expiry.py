@@ -7,8 +7,8 @@ batch, so that a pass never holds many locks, nor holds them long.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Sequence
+from datetime import datetime, UTC
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -73,8 +73,8 @@ class TaskKey:
     task_id: str
 
     @classmethod
-    def start(cls) -> "TaskKey":
-        return cls(datetime(1, 1, 1, tzinfo=timezone.utc), "")
+    def start(cls) -> TaskKey:
+        return cls(datetime(1, 1, 1, tzinfo=UTC), "")
 
 
 async def delete_expired_tasks(conn: asyncpg.Connection, before: datetime, limit: int,

@@ -31,7 +31,7 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Sequence
+from collections.abc import Sequence
 
 import asyncpg
 

@@ -19,7 +19,7 @@ A fragment is a tree of pieces; `render` joins it once.
 from __future__ import annotations
 
 import string
-from typing import Iterable
+from collections.abc import Iterable
 
 _FORMATTER = string.Formatter()
 

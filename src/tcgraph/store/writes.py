@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Awaitable, Callable, Sequence, TypeVar
+from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type,
@@ -347,7 +348,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])"""
 async def insert_rejected(conn: asyncpg.Connection,
                           rows: Sequence[tuple[str, str, str, bytes]]) -> None:
     """Set aside messages (exchange, routing key, problem, body) that were invalid."""
-    await conn.execute(_INSERT_REJECTED, *[list(c) for c in zip(*rows)])
+    await conn.execute(_INSERT_REJECTED, *[list(c) for c in zip(*rows, strict=False)])
 
 
 # One row (mirror_state_pkey); counters add up across batches and restarts.

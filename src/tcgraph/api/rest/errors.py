@@ -7,8 +7,8 @@ body-size limit in front of everything.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import datetime, UTC
+from collections.abc import Mapping
 
 import orjson
 from starlette.requests import Request
@@ -60,7 +60,7 @@ def error_body(method: str, params: dict[str, str], payload: object,
                error: ApiError) -> dict[str, object]:
     """Taskcluster's error body: its message ends with the summary its client shows."""
     status = STATUS_OF_CODE[error.code]
-    now = format_time(datetime.now(timezone.utc))
+    now = format_time(datetime.now(UTC))
     message = (f"{error.message}\n\n---\n\n* method:     {method}\n* errorCode:  {error.code}"
                f"\n* statusCode: {status}\n* time:       {now}")
     return {"code": error.code, "message": message,

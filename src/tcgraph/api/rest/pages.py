@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Generic, Hashable, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 
 from aiodataloader import DataLoader
 
@@ -103,7 +104,7 @@ async def found_page(call: Call, keys: Sequence[str],
     lookahead = 0  # none on the first pass: it loads the page's own keys
     while offset < len(keys) and len(found) <= call.limit:
         chunk = keys[offset:offset + max(call.limit + 1 - len(found), lookahead)]
-        for i, (key, value) in enumerate(zip(chunk, await load(chunk))):
+        for i, (key, value) in enumerate(zip(chunk, await load(chunk), strict=False)):
             if value is not None:
                 found.append((offset + i, Found(key, value)))
         offset += len(chunk)

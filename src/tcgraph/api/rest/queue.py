@@ -73,7 +73,7 @@ async def _with_definitions(call: Call, page: Listing[model.Task]) -> list[dict[
     """`{status, task}` for each task of a page (one statement for all their definitions)."""
     loaders = call.context.loaders
     definitions = await loaders.definition.load_many([t.task_id for t in page.rows])
-    return [shapes.status_and_task_json(t, d) for t, d in zip(page.rows, definitions)
+    return [shapes.status_and_task_json(t, d) for t, d in zip(page.rows, definitions, strict=False)
             if d is not None]
 
 

@@ -93,11 +93,8 @@ def check(cursor: Cursor, bounds: Bounds) -> None:
         raise BadCursor("`after` is a cursor from the future: no change has been logged "
                         "at that position yet", argument="after")
     expired = bounds.expired
-    if isinstance(cursor, Position):
-        gone = cursor < expired
-    else:
-        # Every change the snapshot did not see must still be in the log.
-        gone = expired.xid >= cursor.xmin
+    # After a snapshot, every change the snapshot did not see must still be in the log.
+    gone = cursor < expired if isinstance(cursor, Position) else expired.xid >= cursor.xmin
     if gone:
         raise CursorExpired(
             "`after` is older than the retained change log (change_retention_hours): "

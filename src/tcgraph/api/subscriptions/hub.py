@@ -24,10 +24,10 @@ import logging
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Coroutine, Iterable
+from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
 
 import asyncpg
-import orjson
 
 from tcgraph import metrics
 from tcgraph.store.sqlfrag import SqlFragment
@@ -332,6 +332,6 @@ async def load_tasks(loaders: Loaders, wanted: dict[SqlFragment | None, set[str]
 
     answers = await asyncio.gather(*(one(shape, task_id) for shape, task_id in keys))
     loaded: dict[SqlFragment | None, dict[str, str | Task | None]] = defaultdict(dict)
-    for (shape, task_id), answer in zip(keys, answers):
+    for (shape, task_id), answer in zip(keys, answers, strict=False):
         loaded[shape][task_id] = answer
     return loaded

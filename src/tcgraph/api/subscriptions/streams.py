@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import asyncpg
 
@@ -130,14 +131,14 @@ async def read_snapshot(hub: Hub, key: Key, shape: SqlFragment | None
                         ) -> tuple[Snapshot, list[Delivery]]:
     """Every task the mirror holds for `key`, as one transaction's snapshot saw them."""
     try:
-        async with hub.pool.acquire(timeout=hub.settings.pool_timeout_ms / 1000) as conn:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                snapshot = Snapshot.parse(await task_changes.snapshot(conn))
-                loaders = Loaders(_HeldDatabase(hub.pool, conn), hub.settings.batch_size)
-                if key.group is not None:
-                    found = await _group_tasks(loaders, key.group, shape)
-                else:
-                    found = await _listed_tasks(loaders, key.task_ids, shape)
+        async with hub.pool.acquire(timeout=hub.settings.pool_timeout_ms / 1000) as conn, \
+                conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = Snapshot.parse(await task_changes.snapshot(conn))
+            loaders = Loaders(_HeldDatabase(hub.pool, conn), hub.settings.batch_size)
+            if key.group is not None:
+                found = await _group_tasks(loaders, key.group, shape)
+            else:
+                found = await _listed_tasks(loaders, key.task_ids, shape)
     except asyncpg.QueryCanceledError:
         raise StatementTimeout("the database cancelled the snapshot's read: it ran too long") \
             from None
@@ -172,6 +173,8 @@ async def _listed_tasks(loaders: Loaders, task_ids: Sequence[str], shape: SqlFra
         texts = await asyncio.gather(*(
             loaders.tasks_json.load(JsonListKey(shape, (task_id,), single=True))
             for task_id in task_ids))
-        return [(task_id, text) for task_id, text in zip(task_ids, texts) if text is not None]
+        return [(task_id, text) for task_id, text in zip(task_ids, texts, strict=True)
+                if text is not None]
     rows = await loaders.task.load_many(list(task_ids))
-    return [(task_id, row) for task_id, row in zip(task_ids, rows) if row is not None]
+    return [(task_id, row) for task_id, row in zip(task_ids, rows, strict=True)
+            if row is not None]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 from contextvars import ContextVar
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import orjson
 from starlette.types import Receive, Scope, Send

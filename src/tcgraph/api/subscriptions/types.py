@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, AsyncGenerator, AsyncIterator, Optional
+from typing import Any, Optional
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import orjson
 import strawberry

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Optional, Sequence, TypeVar
+from typing import Any, Generic, Optional, TypeVar
+from collections.abc import Sequence
 
 import strawberry
 
@@ -41,7 +42,7 @@ def connection(nodes: Sequence[Any], cursors: Sequence[str], page: model.Page,
 
     `nodes` are the page's objects, or their JSON built in PostgreSQL.
     """
-    edges = [Edge(cursor=c, node=n) for c, n in zip(cursors, nodes)]
+    edges = [Edge(cursor=c, node=n) for c, n in zip(cursors, nodes, strict=False)]
     return Connection(
         edges=edges,
         page_info=PageInfo(

@@ -90,7 +90,8 @@ class Namespace:
             (self._namespace.path, after_name, limit))
         return connection(
             [Namespace(_namespace=n) for n in page.rows],
-            [pagination.encode(pagination.NAMESPACES, n.path.rpartition(".")[2]) for n in page.rows],
+            [pagination.encode(pagination.NAMESPACES, n.path.rpartition(".")[2])
+             for n in page.rows],
             page, after,
         )
 

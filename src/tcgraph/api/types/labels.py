@@ -18,7 +18,8 @@ from tcgraph.store.queries.tasks import LATEST_JSON
 ContextInfo = Info[Context, Any]
 
 
-@strawberry.type(description="A label's tasks over time, newest first (after debusine's task history).")
+@strawberry.type(
+    description="A label's tasks over time, newest first (after debusine's task history).")
 class LabelHistory:
     label: str = strawberry.field(metadata=sql("{row}.label"))
     _filter: strawberry.Private[model.TaskFilter]
@@ -49,7 +50,8 @@ class LabelHistory:
         context = info.context
         limit = pagination.page_size(first, context.settings)
         after_key = pagination.decode_time_key(pagination.LABEL_HISTORY, after)
-        page = await context.loaders.label_history.load((self.label, self._filter, after_key, limit))
+        page = await context.loaders.label_history.load(
+            (self.label, self._filter, after_key, limit))
         return connection(
             [Task(_task=t) for t in page.rows],
             [pagination.encode(pagination.LABEL_HISTORY, t.created.isoformat(), t.task_id)

@@ -217,7 +217,8 @@ _TAGS_SQL = ("CASE WHEN ({row}.definition -> 'tags') IS NULL OR ({row}.definitio
              "ELSE ({row}.definition -> 'tags') END")
 
 
-@strawberry.type(description="A task: its definition as `queue.task` returns it, and its relations.")
+@strawberry.type(
+    description="A task: its definition as `queue.task` returns it, and its relations.")
 class Task(TaskRowFields):
     _text: strawberry.Private[Optional[str]] = None
     _parsed: strawberry.Private[Optional[dict[str, Any]]] = None

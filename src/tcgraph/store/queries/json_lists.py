@@ -11,7 +11,7 @@ selections still share one statement.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 from tcgraph.store.pool import Database
 from tcgraph.store.sqlfrag import SqlFragment, Template, identifier, join, literal
@@ -51,7 +51,7 @@ async def fetch_lists(
         count = len(key_list.columns[0])
         numbers.extend([number] * count)
         shape_numbers.extend([key_list.shape] * count)
-        for column, given in zip(flat, key_list.columns):
+        for column, given in zip(flat, key_list.columns, strict=False):
             column.extend(given)
     answers = ["[]"] * len(key_lists)
     for row in await db.fetch(statement, numbers, shape_numbers, *flat, *extra):

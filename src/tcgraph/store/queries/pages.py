@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 import asyncpg
 
@@ -26,7 +27,7 @@ def split_pages(
         grouped[r["ord"] - 1].append(convert(r))
     return [
         Page(rows=tuple(found[:limit]), has_next=len(found) > limit)
-        for found, limit in zip(grouped, limits)
+        for found, limit in zip(grouped, limits, strict=False)
     ]
 
 

@@ -9,7 +9,7 @@ behind a position already delivered (see the migration).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import asyncpg
 

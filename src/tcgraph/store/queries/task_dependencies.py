@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tcgraph.model import Page
 from tcgraph.store.pool import Database
