@@ -289,7 +289,8 @@ def markdown(results: dict[str, Any]) -> str:
     for r in results["clients"]:
         lines.append(f"| {r['workload']} | {r['series']} | {r['clients']} | {r['per_second']} | "
                      f"{r.get('server_cpu_ms', '-')} + {r.get('postgres_cpu_ms', '-')} | "
-                     f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {probe(r, '/health/live')} | "
+                     f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
+                     f"{probe(r, '/health/live')} | "
                      f"{probe(r, '/metrics')} | {r['failed']} | {r.get('load', '-')} |")
     c = results["copies"]
     lines += ["", f"{c['copies']} copies of W1 (10,000 labels) to tcgraph: "

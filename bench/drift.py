@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import asyncpg
 
@@ -45,7 +45,7 @@ from tcgraph.store.pool import open_pool
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from services.rabbitmq import running_rabbitmq  # noqa: E402
-from services.replay import (Recording, declare_exchanges, publish, sentinel,  # noqa: E402
+from services.replay import (Message, Recording, declare_exchanges, publish, sentinel,  # noqa: E402
                              upstream_app)
 
 POLL_S = 0.05
@@ -153,7 +153,7 @@ async def _repair(admin_url: str, make_url: Callable[[str], str], broker_url: st
 
 
 async def _drain(admin_url: str, make_url: Callable[[str], str], broker_url: str,
-                 upstream: str, traffic_messages: list, followers: int) -> float:
+                 upstream: str, traffic_messages: list[Message], followers: int) -> float:
     """Messages a second `followers` processes drain a full queue at."""
     url = await _fresh_database(admin_url, make_url, f"tcgraph_bench_drift_{followers}")
     options = _options(broker_url, upstream)
@@ -161,13 +161,16 @@ async def _drain(admin_url: str, make_url: Callable[[str], str], broker_url: str
     marker = sentinel(1)
     await _publish_fast(broker_url, [*traffic_messages, marker])
     logs = Path(tempfile.mkdtemp(prefix="tcgraph-bench-drift-"))
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "tcgraph", "follow", "--database-url", url, "--root-url",
-         upstream, "--pulse-url", broker_url, "--queue-name", options.pulse.queue_name,
-         "--follower-name", f"bench-{i}", "--no-backfill", "--expire-every", "0",
-         "--reconcile-rate", "0", "--verify-every", "0"],
-        stdout=open(logs / f"{i}.log", "wb"), stderr=subprocess.STDOUT)
-        for i in range(followers)]
+    processes = []
+    for i in range(followers):
+        with open(logs / f"{i}.log", "wb") as out:  # the child keeps its own descriptor
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "tcgraph", "follow", "--database-url", url,
+                 "--upstream-root-url", upstream, "--pulse-url", broker_url,
+                 "--queue-name", options.pulse.queue_name, "--follower-name", f"bench-{i}",
+                 "--no-backfill", "--expire-every", "0", "--reconcile-rate", "0",
+                 "--verify-every", "0"],
+                stdout=out, stderr=subprocess.STDOUT))
     conn = await asyncpg.connect(url)
     try:
         async def started() -> bool:
@@ -189,7 +192,7 @@ async def _drain(admin_url: str, make_url: Callable[[str], str], broker_url: str
             p.terminate()
         for p in processes:
             p.wait(30)
-    return (total - first) / elapsed
+    return float(total - first) / elapsed
 
 
 async def run_drift(admin_url: str, make_url: Callable[[str], str], log: Callable[[str], None],

@@ -158,9 +158,10 @@ def markdown(figures: list[dict[str, Any]]) -> str:
         ratio = f"{last / first:.2f}x" if first and last else ""
         lines.append(f"| {workload} | {keys:,} | {series_name} | " + " | ".join(cells)
                      + f" | {ratio} |")
-    lines += ["", "| tasks | built in s (load + indexes + analyse; server CPU s) | bytes per task (tasks, "
-              "dependencies, index entries, namespaces) | database | cache hit ratio | "
-              "load average before / after |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| tasks | built in s (load + indexes + analyse; server CPU s) | "
+              "bytes per task (tasks, dependencies, index entries, namespaces) | database | "
+              "cache hit ratio | load average before / after |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for f in figures:
         b = f["build_s"]
         per = f["bytes_per_task_by_table"]

@@ -10,10 +10,10 @@ subscriber's `taskGroupChanges` starts before the first message.
 
 Reported: the latency from the commit of a task's change to the frame carrying it at
 the client (p50, p99; the commit time is PostgreSQL's own, `track_commit_timestamp`,
-which the series turns on for its run, of the transaction the frame's cursor names), the events per second delivered, the server's
-memory per subscriber (its RSS with every subscriber connected, less its RSS before
-any, over S), and the SQL statements per notification burst (the server's
-/metrics), at S and at a small S for comparison.
+which the series turns on for its run, of the transaction the frame's cursor names),
+the events per second delivered, the server's memory per subscriber (its RSS with
+every subscriber connected, less its RSS before any, over S), and the SQL statements
+per notification burst (the server's /metrics), at S and at a small S for comparison.
 """
 
 from __future__ import annotations
@@ -28,14 +28,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import httpx
 import orjson
 import psutil
 
-from bench.follow import (Traffic, _declare_queue, _fresh_database, _options,
-                          _paced_publisher, _percentile)
+from bench.follow import Traffic, _declare_queue, _fresh_database, _options, _paced_publisher
+from bench.pg import free_port
+from bench.stats import percentile
 from tcgraph.config import Settings
 from tcgraph.ingest.events import EXCHANGE_PREFIX, EXCHANGES
 from tcgraph.api.subscriptions.cursors import decode
@@ -183,7 +185,7 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
                             groups: int, rate: float, seconds: float,
                             per_connection: int, clients: int) -> SubscriptionFigures:
     """One measurement at `subscribers` subscribers (see the module docstring)."""
-    from servers import free_port, serving
+    from servers import serving
 
     rec = Recording.load()
     traffic = Traffic(rec)
@@ -262,7 +264,7 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
             await asyncio.to_thread(process.join)
         frames: list[tuple[float, str]] = []
         for out in outs:
-            frames += [tuple(f) for f in orjson.loads(out.read_bytes())]  # type: ignore[misc]
+            frames += [tuple(f) for f in orjson.loads(out.read_bytes())]
         committed = await _commit_times(pool, {_xid(cursor) for _, cursor in frames})
         await pool.close()
     finally:
@@ -279,8 +281,8 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
     figures = SubscriptionFigures(
         subscribers=subscribers, groups=len(group_ids), connections=connections, rate=rate,
         seconds=seconds, events=len(frames), events_per_s=round(len(frames) / duration, 1),
-        latency_p50_ms=round(_percentile(latencies, 50), 1) if latencies else -1,
-        latency_p99_ms=round(_percentile(latencies, 99), 1) if latencies else -1,
+        latency_p50_ms=round(percentile(latencies, 50), 1) if latencies else -1,
+        latency_p99_ms=round(percentile(latencies, 99), 1) if latencies else -1,
         latency_max_ms=round(max(latencies), 1) if latencies else -1,
         server_kb_per_subscriber=round((rss_after - rss_before) / 1024 / subscribers, 2),
         statements_per_burst=round(bursts_sum / bursts_count, 2) if bursts_count else 0,

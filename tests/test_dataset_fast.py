@@ -29,7 +29,6 @@ from tcgraph.ingest import index_rules
 from tcgraph.model import IndexEntryRow
 from tcgraph.precedence import status_rank
 from tcgraph.store.pool import open_pool
-from tcgraph.precedence import status_rank
 
 TASKS = 3_000
 _MASKS = [

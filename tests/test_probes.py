@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families

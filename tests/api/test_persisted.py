@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -23,7 +25,7 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def persisted(text: str) -> dict:
+def persisted(text: str) -> dict[str, Any]:
     return {"persistedQuery": {"version": 1, "sha256Hash": sha256(text)}}
 
 
@@ -85,7 +87,7 @@ async def test_graphql_response_json_clients_get_a_400(client: httpx.AsyncClient
     ({"persistedQuery": "yes"}, "PERSISTED_QUERY_NOT_SUPPORTED"),
 ])
 async def test_a_hash_that_does_not_fit_is_refused(client: httpx.AsyncClient,
-                                                   extensions: dict, code: str) -> None:
+                                                   extensions: dict[str, Any], code: str) -> None:
     refused = await client.post("/graphql", json={"query": QUERY, "variables": {"id": "x"},
                                                   "extensions": extensions})
     assert refused.status_code == 400

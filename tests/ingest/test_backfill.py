@@ -7,6 +7,8 @@ misbehaving handler that counts its calls; the store is a real PostgreSQL.
 
 from __future__ import annotations
 
+from typing import Any
+
 import subprocess
 import sys
 from collections.abc import Callable
@@ -38,7 +40,7 @@ RETRY = writes.GroupRetry(attempts=3, first_s=0.0, failed_every_s=3600.0)
 class Counted:
     """A misbehaving handler and how many times it was called."""
 
-    def __init__(self, answer: Callable[[int, Request], dict]) -> None:
+    def __init__(self, answer: Callable[[int, Request], dict[str, Any]]) -> None:
         self.calls = 0
         self.answer = answer
 
@@ -52,7 +54,7 @@ def misbehaving(recording: Recording, path: str, handler: Counted) -> Starlette:
     return Starlette(routes=[Route(path, handler.handle), Mount("/", app=upstream_app(recording))])
 
 
-def empty_pages_for_ever(calls: int, request: Request) -> dict:
+def empty_pages_for_ever(calls: int, request: Request) -> dict[str, Any]:
     return {"taskGroupId": BAD_GROUP, "tasks": [], "continuationToken": f"t{calls}"}
 
 
@@ -98,7 +100,7 @@ async def test_a_group_whose_pages_never_end_is_failed_after_bounded_attempts(
      "more than 5 pages"),
 ])
 async def test_paging_that_would_never_end_is_ended(
-        pool: asyncpg.Pool, recording: Recording, answer: Callable[[int, Request], dict],
+        pool: asyncpg.Pool, recording: Recording, answer: Callable[[int, Request], dict[str, Any]],
         problem: str) -> None:
     bad = Counted(answer)
     app = misbehaving(recording, f"/api/queue/v1/task-group/{BAD_GROUP}/list", bad)
@@ -114,7 +116,7 @@ async def test_paging_that_would_never_end_is_ended(
     assert bad.calls <= 5
 
 
-def listed_under_itself(calls: int, request: Request) -> dict:
+def listed_under_itself(calls: int, request: Request) -> dict[str, Any]:
     namespace = request.path_params["namespace"]
     return {"namespaces": [{"namespace": namespace, "name": namespace.rsplit(".", 1)[-1],
                             "expires": "2099-01-01T00:00:00.000Z"}]}

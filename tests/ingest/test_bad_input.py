@@ -57,7 +57,7 @@ async def test_a_nul_in_a_definition_is_refused_where_it_is(
     ({"tags": {"kind": 3}}, "tasks[0].task.tags.kind", "the number 3"),
 ])
 async def test_what_the_api_serves_as_strings_must_be_strings(
-        pool: asyncpg.Pool, tmp_path: Path, changes: dict, where: str, problem: str) -> None:
+        pool: asyncpg.Pool, tmp_path: Path, changes: dict[str, Any], where: str, problem: str) -> None:
     error = await refused(pool, write(tmp_path / "t.json", task_page(**changes)))
     expected = "a list of strings" if where.endswith("routes") else "a string"
     assert (error.where, error.problem) == (where, f"expected {expected}, got {problem}")
@@ -274,7 +274,8 @@ async def test_bad_input_fails_and_writes_nothing(
 async def test_a_failure_after_many_batches_rolls_everything_back(
     pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    lines = [group_page(*[completed(n) for n in range(start, start + 25)]) for start in range(0, 200, 25)]
+    lines = [group_page(*[completed(n) for n in range(start, start + 25)])
+             for start in range(0, 200, 25)]
     lines.append({"tasks": [entry(f"ns.e{n}", tid(n), n) for n in range(50)]})
     lines.append(group_page(completed(500), {"status": status(tid(501), []) | {"state": "bogus"},
                                     "task": definition()}))

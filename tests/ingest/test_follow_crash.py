@@ -124,5 +124,5 @@ async def test_postgresql_stopped_and_started_under_the_follower_loses_nothing(
         await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         assert await mismatches(pool, recording, own_pg.url) == []
         # The outage is a gap, recorded once a batch commits again.
-        await eventually_async(lambda: gap_recorded(pool, gaps.DATABASE_UNAVAILABLE), 
+        await eventually_async(lambda: gap_recorded(pool, gaps.DATABASE_UNAVAILABLE),
                       what="the outage recorded as a gap")

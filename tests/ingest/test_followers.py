@@ -9,7 +9,6 @@ process, TCGRAPH_TEST_STOP_AT), the end the marker's row and an empty queue.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -30,7 +29,6 @@ from services.replay import Message, Recording, declare_exchanges, publish
 from tcgraph.config import Settings
 from tcgraph.ingest import gaps
 from tcgraph.store.pool import open_pool
-from waiting import TIMEOUT_S, eventually_async
 
 BATCH = 20
 

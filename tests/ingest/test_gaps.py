@@ -23,7 +23,6 @@ from services.replay import Recording, declare_exchanges, publish, sentinel
 from tcgraph.ingest import gaps
 from tcgraph.ingest.gaps import task_groups, task_runs
 from tcgraph.ingest.mirror import Delivery
-from waiting import eventually_async
 
 
 def gaps_counted(reason: str) -> float:
@@ -49,13 +48,14 @@ async def test_the_queue_deleted_mid_stream_is_a_gap_the_follower_repairs(
         await eventually_async(lambda: _batches(pool, 3), what="three committed batches")
         # The messages still in the queue (or prefetched, unacknowledged) go with it.
         await delete_queue(broker.url, options.pulse.queue_name)
-        await eventually_async(lambda: gap_recorded(pool, gaps.QUEUE_DECLARED_ANEW), 
+        await eventually_async(lambda: gap_recorded(pool, gaps.QUEUE_DECLARED_ANEW),
                       what="the gap, once the queue is declared anew")
         marker = sentinel(1)
         await publish(broker.url, [*recording.messages[2 * third:], marker])
         await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         after = await database_now(pool)
-        await eventually_async(lambda: reconciled_since(pool, after), what="a pass after the sentinel")
+        await eventually_async(lambda: reconciled_since(pool, after),
+                               what="a pass after the sentinel")
         assert await mismatches(pool, recording, database_url) == []
         rows = await gap_rows(pool)
     assert [r["reason"] for r in rows if r["reason"] != gaps.RUNS_SKIPPED] == [
@@ -85,13 +85,14 @@ async def test_a_follower_stopped_for_the_middle_third_while_its_queue_was_delet
     # Published with no queue bound: lost, as while pulse had deleted the queue.
     await publish(broker.url, recording.messages[third:2 * third])
     async with following(database_url, options) as pool:
-        await eventually_async(lambda: gap_recorded(pool, gaps.QUEUE_DECLARED_ANEW), 
+        await eventually_async(lambda: gap_recorded(pool, gaps.QUEUE_DECLARED_ANEW),
                       what="the gap, once the queue is declared anew")
         marker = sentinel(2)
         await publish(broker.url, [*recording.messages[2 * third:], marker])
         await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         after = await database_now(pool)
-        await eventually_async(lambda: reconciled_since(pool, after), what="a pass after the sentinel")
+        await eventually_async(lambda: reconciled_since(pool, after),
+                               what="a pass after the sentinel")
         assert await mismatches(pool, recording, database_url) == []
         rows = await gap_rows(pool)
         state = await pool.fetchrow("SELECT consuming, messages FROM mirror_followers "

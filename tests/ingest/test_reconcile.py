@@ -24,7 +24,8 @@ from ingest.oracle import mismatches
 from ingest.test_pulse import ALL_EXCHANGES
 from servers import asgi_client, serving
 from services.rabbitmq import RabbitMQ
-from services.replay import Recording, declare_exchanges, publish, sentinel, upstream_app
+from services.replay import (Message, Recording, declare_exchanges, publish, sentinel,
+                             upstream_app)
 from tcgraph.api import recent_reads
 from tcgraph.config import Settings
 from tcgraph.ingest.reconcile import ReconcileOptions, Reconciler
@@ -43,7 +44,8 @@ async def follow_and_reconcile(database_url: str, broker: RabbitMQ, upstream: st
     async with following(database_url, options) as pool:
         await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
         after = await database_now(pool)
-        await eventually_async(lambda: reconciled_since(pool, after), what="a pass after the sentinel")
+        await eventually_async(lambda: reconciled_since(pool, after),
+                               what="a pass after the sentinel")
         return await mismatches(pool, rec, database_url), await repaired(pool)
 
 

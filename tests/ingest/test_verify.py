@@ -21,7 +21,6 @@ from services.replay import Recording, declare_exchanges, publish, sentinel
 from tcgraph.config import Settings
 from tcgraph.ingest.reconcile import ReconcileOptions
 from tcgraph.server import create_app
-from waiting import eventually_async
 
 MIRROR = """{ mirror { verified drift lastVerified differences unrepairedGaps tasksRepaired
                        followers { name consuming } } }"""

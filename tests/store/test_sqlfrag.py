@@ -44,7 +44,7 @@ def test_fragments_compose_and_compare_by_their_sql() -> None:
     assert parts == SqlFragment((raw("'a'"), ", 1, ", raw('"b"')))
     assert len({parts, join([literal("a"), raw("1"), identifier("b")])}) == 1
     deep = literal(0)
-    for n in range(5_000):  # rendered without recursion, however deep
+    for _ in range(5_000):  # rendered without recursion, however deep
         deep = Template("({inner})")(inner=deep)
     assert deep.render() == "(" * 5_000 + "0" + ")" * 5_000
 

@@ -4,7 +4,7 @@ store/expiry.py's delete_old_changes) on a real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import asyncpg
 
@@ -70,7 +70,7 @@ async def test_expiry_deletes_a_prefix_and_records_its_end(pool: asyncpg.Pool) -
     await pool.execute("UPDATE task_changes SET changed = now() - interval '2 days'")
     await store(pool, [FakeTask(task_group_id="g")])
     rows = await pool.fetch("SELECT xid::text, seq FROM task_changes ORDER BY xid, seq")
-    cutoff = datetime.now(timezone.utc) - timedelta(days=1)
+    cutoff = datetime.now(UTC) - timedelta(days=1)
     async with pool.acquire() as conn:
         assert await expiry.delete_old_changes(conn, cutoff, 2) == 2
         assert await expiry.delete_old_changes(conn, cutoff, 100) == 3

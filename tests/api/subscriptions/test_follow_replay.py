@@ -107,7 +107,8 @@ async def test_streams_of_a_replayed_deployment_end_as_queue_status_says(
                     await leaver.subscribe(group, STREAM, g=group, after=start)
                 async with following(database_url, options) as pool:
                     await publish(broker.url, [*recording.messages[:half], first_marker])
-                    await eventually_async(lambda: reached(pool, first_marker), what="the first half")
+                    await eventually_async(lambda: reached(pool, first_marker),
+                                           what="the first half")
                     targets = await last_cursors(database_url)
                     await read_until(leaver, targets, parted)
             assert all(parted.values())

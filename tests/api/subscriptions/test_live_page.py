@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import asyncpg
@@ -28,7 +29,7 @@ from waiting import eventually_async
 STATES = ("unscheduled", "pending", "running", "completed", "failed", "exception")
 
 
-async def expect_counts(page, counts: dict[str, int], timeout_ms: int = 60_000) -> None:
+async def expect_counts(page: Any, counts: dict[str, int], timeout_ms: int = 60_000) -> None:
     """Wait until the page's counts are `counts` (every state; `all` their sum)."""
     from playwright.async_api import expect
 
@@ -70,7 +71,8 @@ async def test_the_page_follows_a_replayed_deployment_to_its_final_counts(
                 await page.wait_for_function("window.tcgraphLive !== undefined")
                 async with following(database_url, options) as pool:
                     await publish(broker.url, [*recording.messages, marker])
-                    await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
+                    await eventually_async(lambda: reached(pool, marker),
+                                           what="the sentinel's batch")
                     final = await group_counts(pool, group)
                     assert sum(final.values()) == groups[group]
                     await expect_counts(page, final)
