@@ -52,7 +52,7 @@ async def labels(database_url: str, count: int) -> list[str]:
 
 
 def load(base: str, body: bytes, clients: int, seconds: float,
-         done: "multiprocessing.Queue[tuple[int, int]]") -> None:
+         done: multiprocessing.Queue[tuple[int, int]]) -> None:
     """The clients, in a process of their own: (answered, failed) into `done`."""
     async def run() -> tuple[int, int]:
         deadline = time.monotonic() + seconds

@@ -228,7 +228,8 @@ SUGGESTING = [
 
 @pytest.mark.parametrize("document, variables", SUGGESTING)
 async def test_without_introspection_errors_suggest_no_names(
-        pool: asyncpg.Pool, settings: Settings, document: str, variables: dict[str, Any] | None) -> None:
+        pool: asyncpg.Pool, settings: Settings, document: str,
+        variables: dict[str, Any] | None) -> None:
     shown = await execute(pool, settings, document, variables)
     assert "Did you mean" in shown.errors[0]["message"]
     hidden = await execute(pool, settings.with_(introspection=False), document, variables)

@@ -26,7 +26,8 @@ MANY_OPERATIONS = "\n".join(
 
 
 async def run(schema: Schema, pool: asyncpg.Pool, settings: Settings, document: str,
-              variables: dict[str, Any] | None = None, operation: str | None = None) -> dict[str, Any]:
+              variables: dict[str, Any] | None = None,
+              operation: str | None = None) -> dict[str, Any]:
     context = Context.create(pool, settings)
     result = await schema.execute(document, variable_values=variables, context_value=context,
                                   operation_name=operation)

@@ -57,7 +57,8 @@ async def test_a_nul_in_a_definition_is_refused_where_it_is(
     ({"tags": {"kind": 3}}, "tasks[0].task.tags.kind", "the number 3"),
 ])
 async def test_what_the_api_serves_as_strings_must_be_strings(
-        pool: asyncpg.Pool, tmp_path: Path, changes: dict[str, Any], where: str, problem: str) -> None:
+        pool: asyncpg.Pool, tmp_path: Path, changes: dict[str, Any], where: str,
+        problem: str) -> None:
     error = await refused(pool, write(tmp_path / "t.json", task_page(**changes)))
     expected = "a list of strings" if where.endswith("routes") else "a string"
     assert (error.where, error.problem) == (where, f"expected {expected}, got {problem}")
