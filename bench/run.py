@@ -15,7 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import concurrency, dataset, explain, floor, peer, report, w5, workloads
+from bench import (
+    concurrency,
+    dataset,
+    explain,
+    floor,
+    peer,
+    report,
+    targets,
+    w5,
+    workloads,
+)
 from bench.measure import Case, PgCounter, TcgraphServer, check_answers, log, measure
 from bench.pg import SERVER_SETTINGS, BenchPostgres, database_name, free_port
 from bench.report import Result
@@ -262,7 +272,7 @@ async def run(args: argparse.Namespace) -> int:
             pg.stop()
 
     meta["duration_s"] = round(time.perf_counter() - started)
-    goals = report.targets(results, plans, max(args.keys), meta.get("concurrency"))
+    goals = targets.targets(results, plans, max(args.keys), meta.get("concurrency"))
     printed = (f"tcgraph benchmark: {info.stored_tasks:,} tasks ({info.labels:,} labels, "
                f"{info.index_entries:,} index entries); median of {args.runs} runs after "
                f"{args.warmup} warm-up; {os.cpu_count()} CPUs\n" + report.table(results))
