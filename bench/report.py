@@ -170,7 +170,7 @@ def plot(path: Path, results: list[Result], title: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), gridspec_kw={"width_ratios": [1, 1, 1.3]})
+    fig, axes = plt.subplots(1, 3, figsize=(17, 7), gridspec_kw={"width_ratios": [1, 1, 1.4]})
     for ax, workload, what in ((axes[0], "W1", "labels -> latest -> status"),
                                (axes[1], "W2", "index paths -> task -> status + runs")):
         for series in SERIES:
@@ -208,8 +208,7 @@ def plot(path: Path, results: list[Result], title: str) -> None:
             FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("median latency, ms (log)")
-        ax.set_title("W3: 5,000-task group, 5 pages | W4: 900 labels + 900 paths | "
-                     "W5: optimize_task_graph, 5,000 tasks", fontsize=9)
+        ax.set_title("W3: 5 pages | W4: 900 + 900 keys | W5: optimize 5,000 tasks", fontsize=10)
         for i, v in enumerate(values):
             ax.text(v, i, f" {v:,.0f}" if v >= 10 else f" {v:.1f}", va="center", fontsize=7)
         ax.grid(True, axis="x", which="both", alpha=0.3)
