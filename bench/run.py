@@ -220,11 +220,10 @@ async def run(args: argparse.Namespace) -> int:
                     log(f"  check: {workload} {c.result.series}: {c.result.check}")
 
         if "W5" in args.only:
-            runs = min(args.runs, W5_RUNS)
-            log(f"W5 {w5.TASKS:,} tasks: taskgraph's optimize_task_graph, 1 warm-up + {runs} "
-                "timed runs per series")
-            results += await w5.measure(tcgraph_server.base, keys.paths, keys.labels, runs, 1,
-                                        counter, log)
+            log(f"W5 {w5.TASKS:,} tasks: taskgraph's optimize_task_graph, 1 warm-up + "
+                f"{args.runs} timed runs per series (per item: {min(args.runs, W5_RUNS)})")
+            results += await w5.measure(tcgraph_server.base, keys.paths, keys.labels, args.runs,
+                                        1, counter, log, per_item_runs=W5_RUNS)
 
         concurrent: dict[str, Any] | None = None
         if args.concurrency_seconds > 0:
