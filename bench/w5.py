@@ -98,12 +98,13 @@ def make_graph(paths: list[str], labels: list[str], seed: int = 5) -> Any:
     return TaskGraph(tasks, Graph(frozenset(tasks), frozenset(edges)))
 
 
-def outcome(optimized: Any, label_to_taskid: dict[str, str], graph_labels: set[str]) -> Any:
-    """What an optimization decided: the labels kept, and each replaced label's task."""
-    kept = sorted(t.label for t in optimized.tasks.values())
+def outcome(graph: Any, optimized: Any, label_to_taskid: dict[str, str]) -> Any:
+    """What an optimization of `graph` decided: the labels kept, and each replaced label's
+    task."""
+    kept = {t.label for t in optimized.tasks.values()}
     replaced = sorted((label, task_id) for label, task_id in label_to_taskid.items()
-                      if label in graph_labels and label not in set(kept))
-    return kept, replaced
+                      if label in graph.tasks and label not in kept)
+    return sorted(kept), replaced
 
 
 # --- the three ways ------------------------------------------------------------
@@ -207,13 +208,14 @@ class _PerItemIndexSearch:
         return self.rules.should_replace_task(task, params, deadline, list(arg))
 
 
-def optimize(graph: Any, strategies: dict[str, Any] | None) -> Any:
+def optimize(graph: Any, strategies: dict[str, Any] | None) -> tuple[Any, dict[str, str]]:
+    """taskgraph's optimizer on `graph`: (the optimized graph, label -> task id)."""
     from taskgraph.optimize.base import optimize_task_graph
 
     optimized, label_to_taskid = optimize_task_graph(
         graph, set(graph.tasks), PARAMS, set(), "decisionTaskId00000000",
         existing_tasks={}, strategy_override=strategies)
-    return outcome(optimized, label_to_taskid, set(graph.tasks))
+    return optimized, label_to_taskid
 
 
 def per_item(base: str, labels: _Labels) -> Callable[[Any], Any]:
@@ -325,12 +327,13 @@ async def measure(base: str, paths: list[str], labels: list[str], runs: int, war
                     before_pg = await counter.total()
                     started = time.perf_counter()
                     try:
-                        answer = ways[series](graph)
+                        optimized, label_to_taskid = ways[series](graph)
                     except Exception as e:  # reported in the table, not fatal
                         r.error = f"{type(e).__name__}: {e}"[:300]
                         log(f"  W5 {series}: FAILED: {r.error}")
                         continue
                     elapsed = (time.perf_counter() - started) * 1000
+                    answer = outcome(graph, optimized, label_to_taskid)
                     after_pg = await counter.total()
                     after = _server_counts(base)
                     if n < warmup:
