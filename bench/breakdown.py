@@ -14,8 +14,12 @@ labels (default 10,000), each stage timed on its own, `--runs` times, median:
   `SQL wall` is the longest of them when they ran at once);
 * JSON: `orjson.dumps` of the result (the rows are JSON PostgreSQL built,
   passed through as fragments);
+* app: the same request through tcgraph's whole ASGI app in process (httpx's
+  ASGI transport: middleware, the GraphQL view decoding the body, execute,
+  encoding); `view` is app minus execute;
 * HTTP: `POST /graphql` on tcgraph's uvicorn (`bench.server`), from the
-  client's first byte to its last, minus the in-process execute;
+  client's first byte to its last, minus the in-process app (uvicorn,
+  loopback, the client);
 * floor/http: the true floor on the same uvicorn, for scale.
 
 Only ever against a server it starts itself on 127.0.0.1.
@@ -69,6 +73,7 @@ async def measure(url: str, base: str, size: int, runs: int) -> dict[str, float]
     from tcgraph.api.context import Context
     from tcgraph.api.schema import build_schema
     from tcgraph.measure import choose_operation, document_demands
+    from tcgraph.server import create_app
     from tcgraph.store.pool import open_pool
 
     keys = await dataset.pick_keys(url, size)
@@ -104,6 +109,18 @@ async def measure(url: str, base: str, size: int, runs: int) -> dict[str, float]
         data = result[0].data
         out["JSON"] = _median_ms(runs, lambda: orjson.dumps({"data": data}))
         body = orjson.dumps({"query": query, "variables": variables})
+        app = create_app(settings, url)
+        app.state.pool = pool  # the ASGI transport runs no lifespan, which would open it
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1") as asgi:
+            async def in_app() -> None:
+                r = await asgi.post("/graphql", content=body,
+                                    headers={"content-type": "application/json"})
+                r.raise_for_status()
+
+            await in_app()
+            out["app"] = await _amedian_ms(runs, in_app)
+        out["view"] = out["app"] - out["execute"]
         with httpx.Client(base_url=base, timeout=300, trust_env=False) as client:
             def post(path: str) -> Callable[[], Any]:
                 return lambda: client.post(path, content=body,
@@ -113,7 +130,7 @@ async def measure(url: str, base: str, size: int, runs: int) -> dict[str, float]
             out["tcgraph/http"] = _median_ms(runs, post("/graphql"))
             post(bench_server.FLOOR_PATH + "/W1")()
             out["floor/http"] = _median_ms(runs, post(bench_server.FLOOR_PATH + "/W1"))
-        out["HTTP"] = out["tcgraph/http"] - out["execute"] - out["JSON"]
+        out["HTTP"] = out["tcgraph/http"] - out["app"]
     finally:
         await pool.close()
     return out

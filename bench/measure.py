@@ -115,7 +115,7 @@ class PgCounter:
     # its pool (`SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`).
     NOT_COUNTED = ("begin", "commit", "rollback", "end", "set", "reset", "show", "savepoint",
                    "release", "start", "discard", "deallocate", "listen", "unlisten", "close",
-                   r"select pg_advisory_unlock_all\(\)")
+                   "select pg_advisory_unlock_all")
     QUERY = """
         SELECT coalesce(sum(s.calls), 0)::bigint
         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid

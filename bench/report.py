@@ -5,12 +5,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
-if TYPE_CHECKING:  # bench.explain imports the whole schema; the report only names its Plan
-    from bench.explain import Plan
+if TYPE_CHECKING:
+    from bench.targets import Target
 
 # Series, in the order they are printed and plotted.
 SERIES = ("floor", "tcgraph", "floor/http", "tcgraph/http", "postgraphile/http",
@@ -61,7 +61,7 @@ class Result:
         """The statement count shown: the series' own count, else pg_stat_statements'."""
         return self.statements if self.statements is not None else self.pg_statements
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict:
         return {
             "workload": self.workload, "keys": self.keys, "series": self.series,
             "median_ms": _round(self.median), "min_ms": _round(self.best),
@@ -127,9 +127,8 @@ def table(results: list[Result]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(rows):
-        cells = zip(row, widths, strict=True)
         lines.append("  ".join(cell.ljust(w) if i in (0, 1, 2, 13) else cell.rjust(w)
-                               for i, (cell, w) in enumerate(cells)).rstrip())
+                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -141,161 +140,11 @@ def _num(value: float | None) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
-# --- targets --------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    name: str
-    met: bool | None  # None: not measured in this run
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"target": self.name, "met": self.met, "detail": self.detail}
-
-    def line(self) -> str:
-        mark = {True: "MET    ", False: "NOT MET", None: "n/a    "}[self.met]
-        return f"{mark} {self.name}: {self.detail}"
-
-
-def targets(results: list[Result], plans: list[Plan] | None, big: int,
-            concurrent: dict[str, Any] | None = None) -> list[Target]:
-    at = index(results)
-    out: list[Target] = []
-
-    def get(w: str, k: int, s: str) -> Result | None:
-        r = at.get((w, k, s))
-        return r if r is not None and r.median is not None else None
-
-    for w, bound in (("W1", 1.3), ("W2", 1.3)):
-        t, f = get(w, big, "tcgraph/http"), get(w, big, "floor/http")
-        name = f"{w} at {big:,} keys over HTTP <= {bound:g}x the floor on the same uvicorn"
-        if t and f and t.median is not None and f.median is not None:
-            x = t.median / f.median
-            out.append(Target(name, x <= bound,
-                              f"{x:.2f}x ({t.median:.0f} ms vs {f.median:.0f} ms)"))
-        else:
-            out.append(Target(name, None, "not measured"))
-
-    name = "W3 at most 2 SQL statements a page"
-    w3 = [(r.statements / r.calls, r) for (w, _, s), r in at.items()
-          if w == "W3" and s in ("tcgraph", "tcgraph/http") and r.statements is not None
-          and r.calls]
-    if w3:
-        per_page, worst = max(w3, key=lambda pair: pair[0])
-        out.append(Target(name, per_page <= 2, f"{worst.statements} statements for {worst.calls} "
-                          f"pages ({per_page:.1f} a page)"))
-    else:
-        out.append(Target(name, None, "not measured"))
-
-    name = "W4 (c) one request, >= 50x faster than (a)"
-    c = next((r for (w, _, s), r in at.items() if w == "W4" and s == "tcgraph/http"
-              and r.median), None)
-    a = next((r for (w, _, s), r in at.items() if w == "W4" and s == "rest-per-item/http"
-              and r.median), None)
-    if c and a and c.median and a.median:
-        x = a.median / c.median
-        out.append(Target(name, c.requests == 1 and x >= 50,
-                          f"(c) {c.requests} request, {c.median:.0f} ms; (a) {a.requests:,} "
-                          f"requests, {a.median:,.0f} ms: {x:.0f}x"))
-    else:
-        out.append(Target(name, None, "not measured"))
-
-    name = "W5 (c) one request, faster than (b)"
-    c, b = get("W5", 5_000, "tcgraph/http"), get("W5", 5_000, "rest-batch/http")
-    if c and b and c.median is not None and b.median is not None:
-        out.append(Target(name, c.requests == 1 and c.median < b.median,
-                          f"(c) {c.requests} request, {c.median:,.0f} ms; (b) {b.requests} "
-                          f"requests, {b.median:,.0f} ms: {c.median / b.median:.2f}x"))
-    else:
-        out.append(Target(name, None, "not measured"))
-
-    for peer_series, version in PEERS.items():
-        name = f"faster than PostGraphile {version} on W1-W4 at every size"
-        pairs = [(r, r.median, peer.median) for r in results
-                 if r.series == "tcgraph/http" and r.median and r.workload != "W5"
-                 and (peer := at.get((r.workload, r.keys, peer_series))) is not None
-                 and peer.median]
-        if not pairs:
-            out.append(Target(name, None, f"PostGraphile {version} not measured"))
-            continue
-        slower = [f"{t.workload}@{keys_label(t.workload, t.keys)} {mine / theirs:.2f}x"
-                  for t, mine, theirs in pairs if mine >= theirs]
-        faster = [f"{t.workload}@{keys_label(t.workload, t.keys)} {mine / theirs:.2f}x"
-                  for t, mine, theirs in pairs if mine < theirs]
-        detail = (f"slower on {', '.join(slower)}" if slower else "faster on all") + \
-            (f"; faster on {', '.join(faster)}" if faster and slower else
-             f" ({', '.join(faster)})" if faster else "")
-        out.append(Target(name, not slower, detail))
-
-    name = f"peak RSS < 300 MB answering a {big:,}-key document (tcgraph over HTTP)"
-    big_docs = [r for r in results if r.series == "tcgraph/http" and r.keys == big
-                and r.peak_rss_mb is not None and r.workload in ("W1", "W2")]
-    if big_docs:
-        peak = max(r.peak_rss_mb for r in big_docs if r.peak_rss_mb is not None)
-        out.append(Target(name, peak < 300,
-                          ", ".join(f"{r.workload} {r.peak_rss_mb:.0f} MB" for r in big_docs)))
-    else:
-        out.append(Target(name, None, "not measured"))
-
-    out += _concurrency_targets(concurrent)
-
-    name = "every loader statement an index lookup (EXPLAIN)"
-    if plans:
-        mine = [p for p in plans if p.used_by != "floor"]
-        bad = [f"{p.name} scans {', '.join(p.seq_scans)} sequentially" for p in mine
-               if not p.index_only]
-        out.append(Target(name, not bad, "; ".join(bad) if bad else
-                          f"{len(mine)} statements, custom and generic plans: index scans only"))
-    else:
-        out.append(Target(name, None, "not explained"))
-    return out
-
-
-def _concurrency_targets(concurrent: dict[str, Any] | None) -> list[Target]:
-    """The concurrency series' targets (bench/concurrency.py)."""
-    names = ("1, 8 and 30 clients on W1-W4: tcgraph's requests/s >= both PostGraphiles'",
-             "8 and 30 clients: /health/live and /metrics p99 < 100 ms while tcgraph serves them",
-             "30 concurrent copies (W1, 10,000 labels) <= 1.3x the same 30 sent in sequence")
-    if not concurrent:
-        return [Target(name, None, "not measured") for name in names]
-    rows = concurrent["clients"]
-    by = {(r["workload"], r["series"], r["clients"]): r for r in rows}
-    mine = [r for r in rows if r["series"] == "tcgraph/http"]
-    behind = []
-    compared = 0
-    for t in mine:
-        for peer_series, version in PEERS.items():
-            p = by.get((t["workload"], peer_series, t["clients"]))
-            if p is None:
-                continue
-            compared += 1
-            if t["per_second"] < p["per_second"]:
-                behind.append(f"{t['workload']}@{t['clients']} {t['per_second']} vs "
-                              f"{version} {p['per_second']}")
-    out = [Target(names[0], not behind if compared else None,
-                  ("behind on " + "; ".join(behind)) if behind else
-                  f"ahead or level in all {compared} comparisons" if compared else
-                  "PostGraphile not measured")]
-    saturated = [r for r in mine if r["clients"] >= 8 and r.get("probes")]
-    if saturated:
-        worst = {path: max(r["probes"][path]["p99_ms"] or 0.0 for r in saturated)
-                 for path in ("/health/live", "/metrics")}
-        out.append(Target(names[1], all(v < 100 for v in worst.values()),
-                          ", ".join(f"{path} worst p99 {v:.0f} ms" for path, v in worst.items())))
-    else:
-        out.append(Target(names[1], None, "not measured"))
-    c = concurrent["copies"]
-    out.append(Target(names[2], c["ratio"] <= 1.3 and not c["failed"],
-                      f"{c['ratio']}x ({c['concurrent_s']} s vs {c['sequential_s']} s)"))
-    return out
-
-
 # --- files ------------------------------------------------------------------------
 
 
-def write_json(path: Path, meta: dict[str, Any], results: list[Result], goals: list[Target],
-               plans: list[Plan] | None) -> None:
+def write_json(path: Path, meta: dict, results: list[Result], goals: list[Target],
+               plans: list | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "meta": meta,
@@ -321,7 +170,7 @@ def plot(path: Path, results: list[Result], title: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), gridspec_kw={"width_ratios": [1, 1, 1.3]})
+    fig, axes = plt.subplots(1, 3, figsize=(17, 7), gridspec_kw={"width_ratios": [1, 1, 1.4]})
     for ax, workload, what in ((axes[0], "W1", "labels -> latest -> status"),
                                (axes[1], "W2", "index paths -> task -> status + runs")):
         for series in SERIES:
@@ -329,7 +178,7 @@ def plot(path: Path, results: list[Result], title: str) -> None:
                             if r.workload == workload and r.series == series and r.median)
             if len(points) < 1:
                 continue
-            xs, ys = zip(*points, strict=True)
+            xs, ys = zip(*points)
             dashed = "--" if not series.endswith("/http") else "-"
             ax.plot(xs, ys, dashed, marker="o", label=series, color=COLORS.get(series))
         ax.set_xscale("log")
@@ -349,7 +198,7 @@ def plot(path: Path, results: list[Result], title: str) -> None:
             for w in ("W3", "W4", "W5") for s in SERIES for r in results
             if r.workload == w and r.series == s and r.median]
     if bars:
-        labels, values, colors = zip(*bars, strict=True)
+        labels, values, colors = zip(*bars)
         ax.barh(range(len(bars)), values, color=colors)
         ax.set_yticks(range(len(bars)))
         ax.set_yticklabels(labels, fontsize=8)
@@ -359,8 +208,7 @@ def plot(path: Path, results: list[Result], title: str) -> None:
             FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("median latency, ms (log)")
-        ax.set_title("W3: 5,000-task group, 5 pages | W4: 900 labels + 900 paths | "
-                     "W5: optimize_task_graph, 5,000 tasks", fontsize=9)
+        ax.set_title("W3: 5 pages | W4: 900 + 900 keys | W5: optimize 5,000 tasks", fontsize=10)
         for i, v in enumerate(values):
             ax.text(v, i, f" {v:,.0f}" if v >= 10 else f" {v:.1f}", va="center", fontsize=7)
         ax.grid(True, axis="x", which="both", alpha=0.3)
@@ -383,7 +231,7 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text[:i + len(start)] + "\n" + body.strip("\n") + "\n" + text[j:]
 
 
-def results_markdown(meta: dict[str, Any], printed: str, goals: list[Target]) -> str:
+def results_markdown(meta: dict, printed: str, goals: list[Target]) -> str:
     data = meta.get("dataset", {})
     machine = meta.get("machine", {})
     load = ", ".join(f"{x:.1f}" for x in machine.get("load_avg_at_end", ()))
@@ -419,13 +267,13 @@ def results_markdown(meta: dict[str, Any], printed: str, goals: list[Target]) ->
     return "\n".join(lines)
 
 
-def _versions(peers: dict[str, Any] | None) -> str:
+def _versions(peers: dict | None) -> str:
     if not peers:
         return "not run"
     return ", ".join(f"{PEERS.get(series, series)} {version}" for series, version in peers.items())
 
 
-def update_docs(path: Path, meta: dict[str, Any], printed: str, goals: list[Target],
+def update_docs(path: Path, meta: dict, printed: str, goals: list[Target],
                 plans_md: str | None) -> bool:
     """Rewrite the generated sections of docs/performance.md; False if it has none."""
     if not path.exists():

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import concurrency, dataset, dataset_fast, explain, floor, peer, report, w5, workloads
+from bench import (concurrency, dataset, dataset_fast, explain, floor, peer, report, targets, w5,
+                   workloads)
 from bench.measure import Case, PgCounter, TcgraphServer, check_answers, log, measure
 from bench.pg import SERVER_SETTINGS, BenchPostgres, database_name, free_port
 from bench.report import Result
@@ -219,11 +220,10 @@ async def run(args: argparse.Namespace) -> int:
                     log(f"  check: {workload} {c.result.series}: {c.result.check}")
 
         if "W5" in args.only:
-            runs = min(args.runs, W5_RUNS)
-            log(f"W5 {w5.TASKS:,} tasks: taskgraph's optimize_task_graph, 1 warm-up + {runs} "
-                "timed runs per series")
-            results += await w5.measure(tcgraph_server.base, keys.paths, keys.labels, runs, 1,
-                                        counter, log)
+            log(f"W5 {w5.TASKS:,} tasks: taskgraph's optimize_task_graph, 1 warm-up + "
+                f"{args.runs} timed runs per series (per item: {min(args.runs, W5_RUNS)})")
+            results += await w5.measure(tcgraph_server.base, keys.paths, keys.labels, args.runs,
+                                        1, counter, log, per_item_runs=W5_RUNS)
 
         concurrent: dict[str, Any] | None = None
         if args.concurrency_seconds > 0:
@@ -271,7 +271,7 @@ async def run(args: argparse.Namespace) -> int:
             pg.stop()
 
     meta["duration_s"] = round(time.perf_counter() - started)
-    goals = report.targets(results, plans, max(args.keys), meta.get("concurrency"))
+    goals = targets.targets(results, plans, max(args.keys), meta.get("concurrency"))
     printed = (f"tcgraph benchmark: {info.stored_tasks:,} tasks ({info.labels:,} labels, "
                f"{info.index_entries:,} index entries); median of {args.runs} runs after "
                f"{args.warmup} warm-up; {os.cpu_count()} CPUs\n" + report.table(results))

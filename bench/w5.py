@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import random
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,12 +98,13 @@ def make_graph(paths: list[str], labels: list[str], seed: int = 5) -> Any:
     return TaskGraph(tasks, Graph(frozenset(tasks), frozenset(edges)))
 
 
-def outcome(optimized: Any, label_to_taskid: dict[str, str], graph_labels: set[str]) -> Any:
-    """What an optimization decided: the labels kept, and each replaced label's task."""
-    kept = sorted(t.label for t in optimized.tasks.values())
+def outcome(graph: Any, optimized: Any, label_to_taskid: dict[str, str]) -> Any:
+    """What an optimization of `graph` decided: the labels kept, and each replaced label's
+    task."""
+    kept = {t.label for t in optimized.tasks.values()}
     replaced = sorted((label, task_id) for label, task_id in label_to_taskid.items()
-                      if label in graph_labels and label not in set(kept))
-    return kept, replaced
+                      if label in graph.tasks and label not in kept)
+    return sorted(kept), replaced
 
 
 # --- the three ways ------------------------------------------------------------
@@ -206,13 +208,14 @@ class _PerItemIndexSearch:
         return self.rules.should_replace_task(task, params, deadline, list(arg))
 
 
-def optimize(graph: Any, strategies: dict[str, Any] | None) -> Any:
+def optimize(graph: Any, strategies: dict[str, Any] | None) -> tuple[Any, dict[str, str]]:
+    """taskgraph's optimizer on `graph`: (the optimized graph, label -> task id)."""
     from taskgraph.optimize.base import optimize_task_graph
 
     optimized, label_to_taskid = optimize_task_graph(
         graph, set(graph.tasks), PARAMS, set(), "decisionTaskId00000000",
         existing_tasks={}, strategy_override=strategies)
-    return outcome(optimized, label_to_taskid, set(graph.tasks))
+    return optimized, label_to_taskid
 
 
 def per_item(base: str, labels: _Labels) -> Callable[[Any], Any]:
@@ -261,7 +264,8 @@ def in_memory(lookups: Any) -> Callable[[Any], Any]:
     return run
 
 
-def one_document(base: str) -> Callable[[Any], Any]:
+def one_document(base: str, prefetch_ms: list[float]) -> Callable[[Any], Any]:
+    """(c); each run's prefetch (the verification, its one request) timed into `prefetch_ms`."""
     from taskgraph.util.verify import verifications
 
     import tcgraph.taskgraph
@@ -271,7 +275,9 @@ def one_document(base: str) -> Callable[[Any], Any]:
     def run(graph: Any) -> Any:
         # What taskgraph's generator does between building the target graph
         # and optimizing it.
+        started = time.perf_counter()
         verifications("target_task_graph", graph, None, PARAMS)
+        prefetch_ms.append((time.perf_counter() - started) * 1000)
         return optimize(graph, dict(integration.strategies))
     return run
 
@@ -292,36 +298,42 @@ def _server_counts(base: str) -> tuple[float, float]:
 
 
 async def measure(base: str, paths: list[str], labels: list[str], runs: int, warmup: int,
-                  counter: PgCounter, log: Callable[[str], None]) -> list[Result]:
-    """W5's three series: `warmup` + `runs` optimizations each, rotating their order."""
+                  counter: PgCounter, log: Callable[[str], None],
+                  per_item_runs: int = 3) -> list[Result]:
+    """W5's series: `warmup` + `runs` optimizations each (the per-item way, thousands of
+    requests a run, at most `per_item_runs`), rotating their order."""
     from tcgraph.taskgraph import Integration
 
     labels_client = _Labels(base)
     results = {s: Result("W5", TASKS, s) for s in SERIES}
     answers: dict[str, Any] = {}
     prefetched = Integration(base)
+    prefetch_ms: list[float] = []
     try:
         prefetched.prefetch(make_graph(paths, labels))
         with taskgraph_pointed_at(base):
             ways = {"floor": in_memory(prefetched.lookups),
-                    "tcgraph/http": one_document(base),
+                    "tcgraph/http": one_document(base, prefetch_ms),
                     "rest-batch/http": batched(base, labels_client),
                     "rest-per-item/http": per_item(base, labels_client)}
             for n in range(warmup + runs):
                 order = list(SERIES[n % len(SERIES):] + SERIES[:n % len(SERIES)])
                 for series in order:
+                    if series == "rest-per-item/http" and n >= warmup + per_item_runs:
+                        continue
                     graph = make_graph(paths, labels)
                     r = results[series]
                     before = _server_counts(base)
                     before_pg = await counter.total()
                     started = time.perf_counter()
                     try:
-                        answer = ways[series](graph)
+                        optimized, label_to_taskid = ways[series](graph)
                     except Exception as e:  # reported in the table, not fatal
                         r.error = f"{type(e).__name__}: {e}"[:300]
                         log(f"  W5 {series}: FAILED: {r.error}")
                         continue
                     elapsed = (time.perf_counter() - started) * 1000
+                    answer = outcome(graph, optimized, label_to_taskid)
                     after_pg = await counter.total()
                     after = _server_counts(base)
                     if n < warmup:
@@ -350,6 +362,9 @@ async def measure(base: str, paths: list[str], labels: list[str], runs: int, war
                        f"{len(replaced)} replaced vs {len(reference[1])}")
     if reference is not None:
         log(f"  W5: {len(reference[1])} of {TASKS:,} tasks replaced, {len(reference[0]):,} kept")
+    if prefetch_ms:
+        log(f"  W5 (c): the prefetch (verification + its one request) took "
+            f"{statistics.median(prefetch_ms):.0f} ms (median of {len(prefetch_ms)})")
     for r in results.values():
         if r.median is not None:
             log(f"  W5 {r.series:<20} median {r.median:9.1f} ms  HTTP {r.requests}  "
