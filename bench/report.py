@@ -5,11 +5,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # bench.explain imports the whole schema; the report only names its Plan
+    from bench.explain import Plan
     from bench.targets import Target
 
 # Series, in the order they are printed and plotted.
@@ -61,7 +62,7 @@ class Result:
         """The statement count shown: the series' own count, else pg_stat_statements'."""
         return self.statements if self.statements is not None else self.pg_statements
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "workload": self.workload, "keys": self.keys, "series": self.series,
             "median_ms": _round(self.median), "min_ms": _round(self.best),
@@ -128,7 +129,7 @@ def table(results: list[Result]) -> str:
     lines = []
     for n, row in enumerate(rows):
         lines.append("  ".join(cell.ljust(w) if i in (0, 1, 2, 13) else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+                               for i, (cell, w) in enumerate(zip(row, widths, strict=False))).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -143,8 +144,8 @@ def _num(value: float | None) -> str:
 # --- files ------------------------------------------------------------------------
 
 
-def write_json(path: Path, meta: dict, results: list[Result], goals: list[Target],
-               plans: list | None) -> None:
+def write_json(path: Path, meta: dict[str, Any], results: list[Result], goals: list[Target],
+               plans: list[Plan] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "meta": meta,
@@ -178,7 +179,7 @@ def plot(path: Path, results: list[Result], title: str) -> None:
                             if r.workload == workload and r.series == series and r.median)
             if len(points) < 1:
                 continue
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=False)
             dashed = "--" if not series.endswith("/http") else "-"
             ax.plot(xs, ys, dashed, marker="o", label=series, color=COLORS.get(series))
         ax.set_xscale("log")
@@ -198,7 +199,7 @@ def plot(path: Path, results: list[Result], title: str) -> None:
             for w in ("W3", "W4", "W5") for s in SERIES for r in results
             if r.workload == w and r.series == s and r.median]
     if bars:
-        labels, values, colors = zip(*bars)
+        labels, values, colors = zip(*bars, strict=False)
         ax.barh(range(len(bars)), values, color=colors)
         ax.set_yticks(range(len(bars)))
         ax.set_yticklabels(labels, fontsize=8)
@@ -231,7 +232,7 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text[:i + len(start)] + "\n" + body.strip("\n") + "\n" + text[j:]
 
 
-def results_markdown(meta: dict, printed: str, goals: list[Target]) -> str:
+def results_markdown(meta: dict[str, Any], printed: str, goals: list[Target]) -> str:
     data = meta.get("dataset", {})
     machine = meta.get("machine", {})
     load = ", ".join(f"{x:.1f}" for x in machine.get("load_avg_at_end", ()))
@@ -267,13 +268,13 @@ def results_markdown(meta: dict, printed: str, goals: list[Target]) -> str:
     return "\n".join(lines)
 
 
-def _versions(peers: dict | None) -> str:
+def _versions(peers: dict[str, Any] | None) -> str:
     if not peers:
         return "not run"
     return ", ".join(f"{PEERS.get(series, series)} {version}" for series, version in peers.items())
 
 
-def update_docs(path: Path, meta: dict, printed: str, goals: list[Target],
+def update_docs(path: Path, meta: dict[str, Any], printed: str, goals: list[Target],
                 plans_md: str | None) -> bool:
     """Rewrite the generated sections of docs/performance.md; False if it has none."""
     if not path.exists():

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from bench.report import PEERS, Result, index, keys_label
+
+if TYPE_CHECKING:  # bench.explain imports the whole schema; the targets only name its Plan
+    from bench.explain import Plan
+
+
+def _ms(result: Result) -> float:
+    # Only results with a median are compared (the callers filter on it).
+    assert result.median is not None
+    return result.median
+
+
+def _per_page(result: Result) -> float:
+    assert result.statements is not None and result.calls
+    return result.statements / result.calls
 
 
 @dataclass
@@ -13,7 +28,7 @@ class Target:
     met: bool | None  # None: not measured in this run
     detail: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"target": self.name, "met": self.met, "detail": self.detail}
 
     def line(self) -> str:
@@ -21,8 +36,8 @@ class Target:
         return f"{mark} {self.name}: {self.detail}"
 
 
-def targets(results: list[Result], plans: list | None, big: int,
-            concurrent: dict | None = None) -> list[Target]:
+def targets(results: list[Result], plans: list[Plan] | None, big: int,
+            concurrent: dict[str, Any] | None = None) -> list[Target]:
     at = index(results)
     out: list[Target] = []
 
@@ -34,9 +49,9 @@ def targets(results: list[Result], plans: list | None, big: int,
         t, f = get(w, big, "tcgraph/http"), get(w, big, "floor/http")
         name = f"{w} at {big:,} keys over HTTP <= {bound:g}x the floor on the same uvicorn"
         if t and f:
-            x = t.median / f.median
+            x = _ms(t) / _ms(f)
             out.append(Target(name, x <= bound,
-                              f"{x:.2f}x ({t.median:.0f} ms vs {f.median:.0f} ms)"))
+                              f"{x:.2f}x ({_ms(t):.0f} ms vs {_ms(f):.0f} ms)"))
         else:
             out.append(Target(name, None, "not measured"))
 
@@ -44,8 +59,8 @@ def targets(results: list[Result], plans: list | None, big: int,
     w3 = [r for (w, _, s), r in at.items() if w == "W3" and s in ("tcgraph", "tcgraph/http")
           and r.statements is not None and r.calls]
     if w3:
-        worst = max(w3, key=lambda r: r.statements / r.calls)
-        per_page = worst.statements / worst.calls
+        worst = max(w3, key=_per_page)
+        per_page = _per_page(worst)
         out.append(Target(name, per_page <= 2, f"{worst.statements} statements for {worst.calls} "
                           f"pages ({per_page:.1f} a page)"))
     else:
@@ -57,19 +72,19 @@ def targets(results: list[Result], plans: list | None, big: int,
     a = next((r for (w, _, s), r in at.items() if w == "W4" and s == "rest-per-item/http"
               and r.median), None)
     if c and a:
-        x = a.median / c.median
+        x = _ms(a) / _ms(c)
         out.append(Target(name, c.requests == 1 and x >= 50,
-                          f"(c) {c.requests} request, {c.median:.0f} ms; (a) {a.requests:,} "
-                          f"requests, {a.median:,.0f} ms: {x:.0f}x"))
+                          f"(c) {c.requests} request, {_ms(c):.0f} ms; (a) {a.requests:,} "
+                          f"requests, {_ms(a):,.0f} ms: {x:.0f}x"))
     else:
         out.append(Target(name, None, "not measured"))
 
     name = "W5 (c) one request, faster than (b)"
     c, b = get("W5", 5_000, "tcgraph/http"), get("W5", 5_000, "rest-batch/http")
     if c and b:
-        out.append(Target(name, c.requests == 1 and c.median < b.median,
-                          f"(c) {c.requests} request, {c.median:,.0f} ms; (b) {b.requests} "
-                          f"requests, {b.median:,.0f} ms: {c.median / b.median:.2f}x"))
+        out.append(Target(name, c.requests == 1 and _ms(c) < _ms(b),
+                          f"(c) {c.requests} request, {_ms(c):,.0f} ms; (b) {b.requests} "
+                          f"requests, {_ms(b):,.0f} ms: {_ms(c) / _ms(b):.2f}x"))
     else:
         out.append(Target(name, None, "not measured"))
 
@@ -82,10 +97,10 @@ def targets(results: list[Result], plans: list | None, big: int,
         if not pairs:
             out.append(Target(name, None, f"PostGraphile {version} not measured"))
             continue
-        slower = [f"{t.workload}@{keys_label(t.workload, t.keys)} {t.median / p.median:.2f}x"
-                  for t, p in pairs if t.median >= p.median]
-        faster = [f"{t.workload}@{keys_label(t.workload, t.keys)} {t.median / p.median:.2f}x"
-                  for t, p in pairs if t.median < p.median]
+        slower = [f"{t.workload}@{keys_label(t.workload, t.keys)} {_ms(t) / _ms(p):.2f}x"
+                  for t, p in pairs if _ms(t) >= _ms(p)]
+        faster = [f"{t.workload}@{keys_label(t.workload, t.keys)} {_ms(t) / _ms(p):.2f}x"
+                  for t, p in pairs if _ms(t) < _ms(p)]
         detail = (f"slower on {', '.join(slower)}" if slower else "faster on all") + \
             (f"; faster on {', '.join(faster)}" if faster and slower else
              f" ({', '.join(faster)})" if faster else "")
@@ -95,8 +110,8 @@ def targets(results: list[Result], plans: list | None, big: int,
     big_docs = [r for r in results if r.series == "tcgraph/http" and r.keys == big
                 and r.peak_rss_mb is not None and r.workload in ("W1", "W2")]
     if big_docs:
-        worst = max(big_docs, key=lambda r: r.peak_rss_mb)
-        out.append(Target(name, worst.peak_rss_mb < 300,
+        worst_mb = max(r.peak_rss_mb or 0.0 for r in big_docs)
+        out.append(Target(name, worst_mb < 300,
                           ", ".join(f"{r.workload} {r.peak_rss_mb:.0f} MB" for r in big_docs)))
     else:
         out.append(Target(name, None, "not measured"))
@@ -115,7 +130,7 @@ def targets(results: list[Result], plans: list | None, big: int,
     return out
 
 
-def _concurrency_targets(concurrent: dict | None) -> list[Target]:
+def _concurrency_targets(concurrent: dict[str, Any] | None) -> list[Target]:
     """The concurrency series' targets (bench/concurrency.py)."""
     names = ("1, 8 and 30 clients on W1-W4: tcgraph's requests/s >= both PostGraphiles'",
              "8 and 30 clients: /health/live and /metrics p99 < 100 ms while tcgraph serves them",
