@@ -128,8 +128,9 @@ def table(results: list[Result]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(rows):
+        cells = zip(row, widths, strict=True)
         lines.append("  ".join(cell.ljust(w) if i in (0, 1, 2, 13) else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(row, widths, strict=False))).rstrip())
+                               for i, (cell, w) in enumerate(cells)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
