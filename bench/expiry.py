@@ -60,7 +60,7 @@ LOCK_SAMPLE_S = 0.02
 
 # Lock waits now: who waits, since when, for what statement.
 _WAITS = """
-SELECT l.pid, extract(epoch FROM now() - l.waitstart) * 1000 AS waited_ms, a.query
+SELECT l.pid, (extract(epoch FROM now() - l.waitstart) * 1000)::float8 AS waited_ms, a.query
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE NOT l.granted AND l.waitstart IS NOT NULL AND a.datname = current_database()"""
 
@@ -199,9 +199,11 @@ def main() -> int:
         pg.stop()
     figures = {"command": "python -m bench.expiry " + " ".join(sys.argv[1:]),
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    text = orjson.dumps(figures, option=orjson.OPT_INDENT_2,
+                        default=str)
+    print(text.decode())
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2) + b"\n")
-    print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+    args.json.write_bytes(text + b"\n")
     during = figures["lag_during_expiry"]
     met = during.get("p99_ms", 1e9) < 1000 and figures["longest_lock_wait"]["waited_ms"] < 100
     print("targets: follower p99 lag < 1 s during expiry, no lock wait > 100 ms: "
