@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import asyncpg
 import orjson
 
-from bench import dataset_fast
+from bench import dataset_scale
 from bench.follow import (
     Traffic,
     _declare_queue,
@@ -85,9 +85,9 @@ async def _watch_locks(url: str, stop: asyncio.Event) -> dict[str, Any]:
 
 async def run(pg: BenchPostgres, tasks: int, doomed: int, rate: float,
               batch_size: int, seconds: float) -> dict[str, Any]:
-    database = dataset_fast.database_name(tasks)
+    database = dataset_scale.database_name(tasks)
     url = pg.url(database)
-    await dataset_fast.ensure(pg.url("postgres"), url, database, tasks, log)
+    await dataset_scale.ensure(pg.url("postgres"), url, database, tasks, log)
     conn = await asyncpg.connect(url)
     try:
         stored = await conn.fetchval("SELECT count(*) FROM tasks")
