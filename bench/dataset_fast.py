@@ -52,7 +52,7 @@ OTHER_EXPIRES_DAYS = 365
 GROUP = "@GROUP@"
 PARENT = "@PARENT@"
 OWNER = "@OWNER@"
-REVISION = "@REVISION" + "#" * 31  # 40 characters, like a revision
+REVISION = dataset_sql.REVISION
 _MARK_TIME = datetime(2000, 1, 1)
 
 
