@@ -17,6 +17,10 @@ from typing import Any
 
 from tcgraph.timefmt import sql_format_time
 
+# The revision in the templates (definitions and index paths) that the SQL replaces
+# per push: 40 characters, like a revision, whose first 12 stand for the short form.
+REVISION = "@REVISION" + "#" * 31
+
 STAGING = """
 CREATE TEMP TABLE bench_spec (
     position int PRIMARY KEY, label text NOT NULL, kind text NOT NULL, parent int, depth int,
@@ -58,8 +62,8 @@ def _rows(shape: Any, demo: Any, where: str) -> str:
     seed = shape.seed
     core = "(SELECT count(*) FROM bench_spec WHERE kind <> 'test')::int"
     tests = f"greatest({shape.labels} - {core}, 1)"
-    test_days = shape.test_expires.total_seconds()
-    other_days = shape.other_expires.total_seconds()
+    test_life_s = shape.test_expires.total_seconds()
+    other_life_s = shape.other_expires.total_seconds()
     key = f"'{seed}:' || p.push || ':' || s.position"
     return f"""
 SELECT p.push, s.position, s.kind, s.label, s.parent, p.project, p.group_id, p.rank,
@@ -71,8 +75,8 @@ SELECT p.push, s.position, s.kind, s.label, s.parent, p.project, p.group_id, p.r
                'base64'), '+/', '-_'), '=') END AS task_id,
        c.task_id AS parent_id, c.ok AS parent_ok,
        t.created, t.created + interval '{demo.DEADLINE.total_seconds()} seconds' AS deadline,
-       t.created + CASE WHEN s.kind = 'test' THEN interval '{test_days} seconds'
-                        ELSE interval '{other_days} seconds' END AS expires,
+       t.created + CASE WHEN s.kind = 'test' THEN interval '{test_life_s} seconds'
+                        ELSE interval '{other_life_s} seconds' END AS expires,
        t.ready, p.running,
        CASE WHEN t.ready IS NULL THEN CASE WHEN p.running THEN 'waiting' ELSE 'blocked' END
             WHEN p.running THEN {_outcome(demo._NEWEST_OUTCOMES, _u('o', seed))}
@@ -181,8 +185,8 @@ def load(shape: Any, demo: Any) -> str:
                      else f"'{shape.index_expires.isoformat()}'::timestamptz")
     paths = ("CASE WHEN x.project = 'mozilla-central' THEN x.paths_central "
              "ELSE x.paths_autoland END")
-    path = (f"replace(replace(replace(q.path, '@REVISION{'#' * 31}', x.revision), "
-            f"'@REVISION###', left(x.revision, 12)), x.digest0, "
+    path = (f"replace(replace(replace(q.path, '{REVISION}', x.revision), "
+            f"'{REVISION[:12]}', left(x.revision, 12)), x.digest0, "
             f"CASE WHEN x.period > 0 THEN {digest} ELSE x.digest0 END)")
     return f"""
 {core_steps}

@@ -26,15 +26,15 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from collections.abc import Sequence
 
 import asyncpg
 import orjson
 
-from bench import dataset_fast
+from bench import dataset_scale
 from bench.follow import Traffic, _declare_queue, _options, _paced_publisher
 from bench.measure import log
 from bench.pg import BenchPostgres
@@ -56,7 +56,7 @@ LOCK_SAMPLE_S = 0.02
 
 # Lock waits now: who waits, since when, for what statement.
 _WAITS = """
-SELECT l.pid, extract(epoch FROM now() - l.waitstart) * 1000 AS waited_ms, a.query
+SELECT l.pid, (extract(epoch FROM now() - l.waitstart) * 1000)::float8 AS waited_ms, a.query
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE NOT l.granted AND l.waitstart IS NOT NULL AND a.datname = current_database()"""
 
@@ -81,9 +81,9 @@ async def _watch_locks(url: str, stop: asyncio.Event) -> dict[str, Any]:
 
 async def run(pg: BenchPostgres, tasks: int, doomed: int, rate: float,
               batch_size: int, seconds: float) -> dict[str, Any]:
-    database = dataset_fast.database_name(tasks)
+    database = dataset_scale.database_name(tasks)
     url = pg.url(database)
-    await dataset_fast.ensure(pg.url("postgres"), url, database, tasks, log)
+    await dataset_scale.ensure(pg.url("postgres"), url, database, tasks, log)
     conn = await asyncpg.connect(url)
     try:
         stored = await conn.fetchval("SELECT count(*) FROM tasks")
@@ -195,9 +195,11 @@ def main() -> int:
         pg.stop()
     figures = {"command": "python -m bench.expiry " + " ".join(sys.argv[1:]),
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    text = orjson.dumps(figures, option=orjson.OPT_INDENT_2,
+                        default=str)
+    print(text.decode())
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2) + b"\n")
-    print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+    args.json.write_bytes(text + b"\n")
     during = figures["lag_during_expiry"]
     met = during.get("p99_ms", 1e9) < 1000 and figures["longest_lock_wait"]["waited_ms"] < 100
     print("targets: follower p99 lag < 1 s during expiry, no lock wait > 100 ms: "

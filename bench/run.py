@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import (concurrency, dataset, dataset_fast, explain, floor, peer, report, targets, w5,
-                   workloads)
+from bench import (concurrency, dataset, dataset_scale, explain, floor, peer, report, targets,
+                   w5, workloads)
 from bench.measure import Case, PgCounter, TcgraphServer, check_answers, log, measure
 from bench.pg import SERVER_SETTINGS, BenchPostgres, database_name, free_port
 from bench.report import Result
@@ -106,7 +106,7 @@ async def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     pg = BenchPostgres(args.data_dir)
-    database = (dataset_fast.database_name if args.fast_dataset else database_name)(args.tasks)
+    database = (dataset_scale.database_name if args.fast_dataset else database_name)(args.tasks)
     url = pg.url(database)
     log(f"postgres: starting the bench cluster in {pg.pgdata} on 127.0.0.1:{pg.port}")
     pg.start()
@@ -120,7 +120,7 @@ async def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     meta: dict[str, Any] = {}
     try:
-        info = await (dataset_fast.ensure if args.fast_dataset else dataset.ensure)(
+        info = await (dataset_scale.ensure if args.fast_dataset else dataset.ensure)(
             pg.url("postgres"), url, database, args.tasks, log)
         keys = await dataset.pick_keys(url, max([*args.keys, W4_KEYS, w5.paths_needed()]))
         for size in args.keys:

@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench import dataset_fast
+from bench import dataset_scale
 from bench.measure import log
 from bench.pg import BenchPostgres
 
@@ -43,8 +43,8 @@ TABLES = ("tasks", "task_dependencies", "index_entries", "index_namespaces")
 
 async def _prepare(pg: BenchPostgres, tasks: int) -> None:
     """Build (or reuse) the size's database, then zero the statement counters."""
-    database = dataset_fast.database_name(tasks)
-    await dataset_fast.ensure(pg.url("postgres"), pg.url(database), database, tasks, log)
+    database = dataset_scale.database_name(tasks)
+    await dataset_scale.ensure(pg.url("postgres"), pg.url(database), database, tasks, log)
     conn = await asyncpg.connect(pg.url("postgres"))  # where ensure made the extension
     try:
         await conn.execute("SELECT pg_stat_statements_reset()")
@@ -54,7 +54,7 @@ async def _prepare(pg: BenchPostgres, tasks: int) -> None:
 
 async def _measure(pg: BenchPostgres, tasks: int, runs: int) -> dict[str, Any]:
     """Sizes per task, the workloads' cache hit ratio, and the build's times."""
-    database = dataset_fast.database_name(tasks)
+    database = dataset_scale.database_name(tasks)
     conn = await asyncpg.connect(pg.url(database))
     try:
         stored = await conn.fetchval("SELECT value::bigint FROM bench.meta "

@@ -85,9 +85,14 @@ async def _catalog(conn: asyncpg.Connection, tables: list[str]) -> dict[str, obj
         "checked": {r["conname"] for r in await conn.fetch(
             "SELECT conname FROM pg_constraint WHERE conrelid::regclass::text = ANY($1) "
             "AND contype IN ('c', 'f') AND convalidated", tables)},
+        # Existing columns made NOT NULL (a scan); a column added NOT NULL with a
+        # constant default is a catalog change, and not counted.
         "not_null": {(r["attrelid"], r["attname"]) for r in await conn.fetch(
             "SELECT attrelid, attname FROM pg_attribute WHERE attrelid::regclass::text = ANY($1) "
             "AND attnotnull AND attnum > 0", tables)},
+        "columns": {(r["attrelid"], r["attname"]) for r in await conn.fetch(
+            "SELECT attrelid, attname FROM pg_attribute WHERE attrelid::regclass::text = ANY($1) "
+            "AND attnum > 0 AND NOT attisdropped", tables)},
     }
 
 
@@ -163,10 +168,11 @@ async def apply_watched(url: str, applying: list[Migration]) -> Report:
         if new_indexes and migration.transactional:
             report.violations.append(f"built {sorted(new_indexes)} on a populated table "
                                      "inside a transaction (SHARE lock for the whole build)")
-        for key in ("checked", "not_null"):
-            if after[key] - before[key]:  # type: ignore[operator]
-                report.violations.append(f"validated {key} over a populated table: "
-                                         f"{after[key] - before[key]}")  # type: ignore[operator]
+        checked = after["checked"] - before["checked"]  # type: ignore[operator]
+        not_null = (after["not_null"] - before["not_null"]) & before["columns"]  # type: ignore[operator]
+        for what, found in (("a constraint", checked), ("NOT NULL", not_null)):
+            if found:
+                report.violations.append(f"validated {what} over a populated table: {found}")
     return report
 
 
@@ -215,20 +221,24 @@ async def test_an_index_built_in_a_transaction_or_without_concurrently_is_caught
                          "-- tcgraph: no-transaction\nCREATE INDEX tasks_by_p ON tasks (priority)")
     report = await apply_watched(empty_url, [*shipped, unmarked])
     assert any("no-transaction statement blocked" in v for v in report.violations), report
+    scan = Migration("9005_label_not_null", "ALTER TABLE tasks ALTER COLUMN label SET NOT NULL")
+    report = await apply_watched(empty_url, [*shipped, scan])
+    assert any("validated NOT NULL" in v for v in report.violations), report
 
 
 async def test_a_catalog_change_waits_behind_a_long_reader_without_queueing_others(
         empty_url: str) -> None:
     shipped = [m for m in migrations() if m.version not in EXEMPT]
     await _walk(empty_url, shipped)
-    column = Migration("9003_add_column", "ALTER TABLE tasks ADD COLUMN note text")
+    column = Migration("9003_add_column",
+                       "ALTER TABLE tasks ADD COLUMN note text NOT NULL DEFAULT ''")
     report = await apply_watched(empty_url, [*shipped, column])
     # It queued behind reader1 and the second reader waited behind it, until the
     # migration's lock_timeout made it step aside; it then applied once reader1 ended.
     assert report.violations == []
     assert report.blocked_by_migration
     async with connected(empty_url) as conn:
-        assert await conn.fetchval("SELECT count(note) FROM tasks") == 0
+        assert await conn.fetchval("SELECT count(*) FROM tasks WHERE note = ''") == ROWS
 
 
 async def test_an_invalid_index_left_by_an_interrupted_build_is_rebuilt(

@@ -1,5 +1,6 @@
-"""store/pool.py: the pool's connections, the per-request counters, faults as typed errors,
-its figures read from asyncpg when asked, and no web stack loaded with it."""
+"""store/pool.py: the pool's connections (each execution planned for its parameters), the
+per-request counters, faults as typed errors, its figures read from asyncpg when asked,
+and no web stack loaded with it."""
 
 from __future__ import annotations
 
@@ -182,5 +183,19 @@ async def test_every_pooled_connection_carries_the_statement_timeout(database_ur
         async with pool.acquire() as one, pool.acquire() as two:
             assert await one.fetchval("SHOW statement_timeout") == "1234ms"
             assert await two.fetchval("SHOW statement_timeout") == "1234ms"
+    finally:
+        await pool.close()
+
+
+async def test_custom_plans_survive_the_reset_of_each_release(database_url: str) -> None:
+    # Every execution is planned for its own parameters: a generic plan of `latest` reads
+    # a label's whole history (docs/scaling.md).
+    pool = await open_pool(database_url, Settings(pool_min_size=1, pool_max_size=1))
+    try:
+        for _ in range(3):
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+                # What a release's RESET ALL undoes, the pool's reset sets again.
+                await conn.execute("SET plan_cache_mode = auto")
     finally:
         await pool.close()

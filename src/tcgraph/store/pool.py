@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import asyncpg
 import orjson
@@ -19,7 +19,24 @@ from tcgraph.errors import BadInput, DatabaseUnavailable, StatementTimeout
 log = logging.getLogger(__name__)
 
 
+# Every execution gets a plan for its own parameters. asyncpg prepares each
+# statement, and after five executions PostgreSQL may switch to a generic plan,
+# which cannot drop a filter left unset ($4 IS NULL OR ...): for `latest` it read
+# every task of each label and sorted them instead of probing tasks_label_created
+# for the newest (python -m bench --scale, 2 million tasks: 20 s instead of 0.3 s
+# for 5,000 labels; docs/scaling.md). Planning again costs about 0.2 ms a
+# statement, and tcgraph runs a few per request. Set when a connection opens and
+# again after each release's RESET ALL.
+_CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan;"
+
+
+class _Connection(asyncpg.Connection):  # type: ignore[misc]
+    def get_reset_query(self) -> str:
+        return str(super().get_reset_query()) + _CUSTOM_PLANS
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.execute(_CUSTOM_PLANS)
     # jsonb columns that the API looks inside (runs) are decoded with orjson;
     # documents passed through whole are selected as ::text and never decoded.
     await conn.set_type_codec(
@@ -43,6 +60,7 @@ async def open_pool(url: str, settings: Settings, *, tolerate_outage: bool = Fal
             min_size=min_size,
             max_size=settings.pool_max_size,
             init=_init_connection,
+            connection_class=_Connection,
             # 0 behind a transaction-pooling pgbouncer before 1.21, which
             # cannot keep a named prepared statement on one server connection.
             statement_cache_size=settings.statement_cache_size,
@@ -133,7 +151,7 @@ class Database:
             _waiting[id(self.pool)] += 1
             try:
                 conn = await self.pool.acquire(timeout=self.acquire_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise DatabaseUnavailable(
                     f"no database connection became free within {self.acquire_timeout:g} s"
                 ) from None
