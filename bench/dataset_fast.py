@@ -130,11 +130,11 @@ def _fraction(seed: int, n: int) -> float:
 # --- what Python hands the SQL -------------------------------------------------
 
 
-def _digest_period(spec: demo._Label, paths: Callable[[int], list[str]]) -> int:
+def _digest_period(spec: demo._Label) -> int:
     """After how many pushes a label's index paths change (0: they never do by age)."""
-    first = paths(0)
+    first = demo._index_paths(spec, "autoland", REVISION, 0)
     for age in range(1, 50):
-        if paths(age) != first:
+        if demo._index_paths(spec, "autoland", REVISION, age) != first:
             return age
     return 0
 
@@ -158,8 +158,7 @@ def spec_rows(shape: Shape) -> list[tuple[object, ...]]:
             element = demo._element(planned, GROUP, project, REVISION, OWNER)
             templates.append(_json(element["task"]))
             path_templates.append(routes)
-        period = _digest_period(spec, lambda age, spec=spec: demo._index_paths(
-            spec, "autoland", REVISION, age))
+        period = _digest_period(spec)
         digest0 = next((p.rsplit(".", 1)[1] for p in path_templates[0]
                         if period and ".cache." in p), "")
         templates = [_format_string(t, digest0) for t in templates]
