@@ -39,6 +39,8 @@ def note(pool: asyncpg.Pool, kind: str, keys: Iterable[str]) -> None:
     for key in keys:
         if len(_pending) >= MAX_PENDING:
             break
+        if "\x00" in key:  # PostgreSQL's text cannot hold it, and no task has such a key
+            continue
         _pending[(kind, key)] = None
     loop = asyncio.get_running_loop()
     flusher = _flushers.get(loop)
