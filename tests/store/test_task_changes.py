@@ -69,7 +69,8 @@ async def test_expiry_deletes_a_prefix_and_records_its_end(pool: asyncpg.Pool) -
     await store(pool, [FakeTask(task_group_id="g") for _ in range(5)])
     await pool.execute("UPDATE task_changes SET changed = now() - interval '2 days'")
     await store(pool, [FakeTask(task_group_id="g")])
-    rows = await pool.fetch("SELECT xid::text, seq FROM task_changes ORDER BY xid, seq")
+    # c.xid: the xid8 column (an unqualified `xid` would order by the text output column).
+    rows = await pool.fetch("SELECT c.xid::text, c.seq FROM task_changes c ORDER BY c.xid, c.seq")
     cutoff = datetime.now(UTC) - timedelta(days=1)
     async with pool.acquire() as conn:
         assert await expiry.delete_old_changes(conn, cutoff, 2) == 2

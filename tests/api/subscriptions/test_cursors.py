@@ -46,7 +46,8 @@ def test_future_and_expired_cursors_are_refused() -> None:
     bounds = Bounds(expired=Position(100, 5), next_xid=200)
     check(Position(100, 5), bounds)
     check(Snapshot(101, 150, frozenset()), bounds)
-    for future in (Position(200, 1), Snapshot(150, 201, frozenset())):
+    check(Position(200, 0), bounds)  # every change below the next transaction
+    for future in (Position(200, 1), Position(201, 0), Snapshot(150, 201, frozenset())):
         with pytest.raises(BadCursor):
             check(future, bounds)
     for old in (Position(100, 4), Position(50, 9), Snapshot(100, 150, frozenset())):

@@ -46,9 +46,11 @@ async def last_cursors(database_url: str) -> dict[str, str]:
     """Each group's newest logged change, as the cursor of its TaskChange."""
     conn = await asyncpg.connect(database_url)
     try:
+        # Ordered by the column c.xid (xid8), not by the output column `xid`, its text,
+        # which an unqualified name would mean: as text, '999' sorts after '1000'.
         rows = await conn.fetch("""
-            SELECT DISTINCT ON (task_group_id) task_group_id, xid::text AS xid, seq
-            FROM task_changes ORDER BY task_group_id, xid DESC, seq DESC""")
+            SELECT DISTINCT ON (c.task_group_id) c.task_group_id, c.xid::text AS xid, c.seq
+            FROM task_changes c ORDER BY c.task_group_id, c.xid DESC, c.seq DESC""")
     finally:
         await conn.close()
     return {r["task_group_id"]: encode(Position(int(r["xid"]), r["seq"])) for r in rows}

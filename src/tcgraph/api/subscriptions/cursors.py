@@ -88,7 +88,12 @@ def decode(text: str) -> Cursor:
 def check(cursor: Cursor, bounds: Bounds) -> None:
     """Refuse a cursor from the future (BadCursor) or from before the retained log
     (CursorExpired: the client must start over without `after`)."""
-    newest_xid = cursor.xid if isinstance(cursor, Position) else cursor.xmax - 1
+    # A position (x, 0) covers only transactions below x (no change has seq 0):
+    # a horizon position equal to the next transaction id is not from the future.
+    if isinstance(cursor, Position):
+        newest_xid = cursor.xid if cursor.seq else cursor.xid - 1
+    else:
+        newest_xid = cursor.xmax - 1
     if newest_xid >= bounds.next_xid:
         raise BadCursor("`after` is a cursor from the future: no change has been logged "
                         "at that position yet", argument="after")
