@@ -18,11 +18,12 @@ from collections.abc import Iterable
 import asyncpg
 
 from tcgraph.store import mirror_writes
+from tcgraph.store.mirror_writes import INDEX_PATH, LABEL
+
+__all__ = ["INDEX_PATH", "LABEL", "note"]
 
 log = logging.getLogger(__name__)
 
-LABEL = "label"
-INDEX_PATH = "index-path"
 # Keys held between two flushes, at most.
 MAX_PENDING = 10_000
 FLUSH_S = 2.0

@@ -46,10 +46,10 @@ import asyncpg
 from taskcluster.exceptions import TaskclusterConnectionError, TaskclusterRestFailure
 
 from tcgraph import metrics
-from tcgraph.api import recent_reads
 from tcgraph.ingest import shapes
 from tcgraph.ingest.mirror import GroupStatus, write_tasks
-from tcgraph.ingest.upstream import BATCH_IDS, PAGE_LIMIT, Upstream
+from tcgraph.ingest.upstream import (BATCH_IDS, PAGE_LIMIT, Pages, Upstream, entry_rows,
+                                     status_rows)
 from tcgraph.model import StatusRow, TaskRow
 from tcgraph.store import mirror_writes, writes
 from tcgraph.store.queries import mirror as queries
@@ -178,9 +178,9 @@ class Reconciler:
         # What decision tasks asked about lately comes first: the entries at the index
         # paths they read, and the unresolved tasks of the labels they read.
         await self._index_paths(done, await mirror_health.recent_reads(
-            self.pool, recent_reads.INDEX_PATH, since, RECENT_READS))
+            self.pool, mirror_writes.INDEX_PATH, since, RECENT_READS))
         self.priority.update(await queries.unresolved_with_labels(self.pool, await (
-            mirror_health.recent_reads(self.pool, recent_reads.LABEL, since, RECENT_READS))))
+            mirror_health.recent_reads(self.pool, mirror_writes.LABEL, since, RECENT_READS))))
         priority, self.priority = sorted(self.priority), set()
         for start in range(0, len(priority), BATCH_IDS):
             await self._statuses(done, priority[start:start + BATCH_IDS])
@@ -238,8 +238,9 @@ class Reconciler:
         stored = await queries.stored_statuses(self.pool, task_ids)
         ids = sorted(set(task_ids))
         answered: dict[str, StatusRow] = {}
-        query: dict[str, object] = {"limit": PAGE_LIMIT}
-        while ids:
+        pages = Pages("queue.statuses", self.upstream.max_pages)
+        query: dict[str, object] | None = {"limit": PAGE_LIMIT} if ids else None
+        while query is not None:
             async def call(query: dict[str, object] = query) -> dict[str, object]:
                 answer: dict[str, object] = await self.upstream.queue.statuses(
                     payload={"taskIds": ids}, query=query)
@@ -249,20 +250,9 @@ class Reconciler:
                 answer = await self._call(done, call)
             except CallFailed:
                 return
-            items = answer.get("statuses")
-            for i, item in enumerate(items if isinstance(items, list) else []):
-                try:
-                    if not isinstance(item, dict):
-                        raise shapes.Invalid(f"expected an object, got {shapes.describe(item)}")
-                    task_id = shapes.slugid(item, "taskId")
-                    answered[task_id] = shapes.status_row(item.get("status"), task_id)
-                except shapes.Invalid as e:
-                    log.warning("queue.statuses statuses[%d]: %s: %s", i,
-                                shapes.where("", e.path), e.problem)
-            token = answer.get("continuationToken")
-            if not token:
-                break
-            query = {"limit": PAGE_LIMIT, "continuationToken": token}
+            page = status_rows(answer, ids)
+            answered.update(page)
+            query = pages.next_query(answer, len(page))
         done.unknown += sum(1 for t in stored if t not in answered
                             and stored[t].expires > done.started)
         newer = [GroupStatus(group=stored[t].task_group_id, status=s, expires=stored[t].expires)
@@ -287,8 +277,9 @@ class Reconciler:
         for start in range(0, len(paths), BATCH_IDS):
             chunk = list(dict.fromkeys(paths[start:start + BATCH_IDS]))
             theirs: dict[str, str] = {}  # path -> task id
-            query: dict[str, object] = {"limit": PAGE_LIMIT}
-            while True:
+            pages = Pages("findTasksAtIndex", self.upstream.max_pages)
+            query: dict[str, object] | None = {"limit": PAGE_LIMIT}
+            while query is not None:
                 async def call(query: dict[str, object] = query,
                                chunk: list[str] = chunk) -> dict[str, object]:
                     answer: dict[str, object] = await self.upstream.index.findTasksAtIndex(
@@ -299,19 +290,9 @@ class Reconciler:
                     answer = await self._call(done, call)
                 except CallFailed:
                     return
-                items = answer.get("tasks")
-                for i, entry in enumerate(items if isinstance(items, list) else []):
-                    try:
-                        row = shapes.entry_row(entry)
-                    except shapes.Invalid as e:
-                        log.warning("findTasksAtIndex tasks[%d]: %s: %s", i,
-                                    shapes.where("", e.path), e.problem)
-                        continue
-                    theirs[f"{row.namespace}.{row.name}"] = row.task_id
-                token = answer.get("continuationToken")
-                if not token:
-                    break
-                query = {"limit": PAGE_LIMIT, "continuationToken": token}
+                page = entry_rows(answer)
+                theirs.update((path, row.task_id) for path, row in page.items())
+                query = pages.next_query(answer, len(page))
             # An entry the mirror already has is current unless its task changed,
             # which the unresolved tasks' statuses find.
             ours = await queries.stored_entries(self.pool, list(theirs))

@@ -44,7 +44,7 @@ class UpstreamMisbehaved(Exception):
     """An answer of the upstream that would never end a walk (named with the call)."""
 
 
-class _Pages:
+class Pages:
     """The continuation of one paged walk, refused when it would never end."""
 
     def __init__(self, what: str, max_pages: int = MAX_PAGES) -> None:
@@ -122,7 +122,7 @@ class Upstream:
         found: dict[str, TaskRow] = {}
         asked = set(task_ids)
         # Each page answers at least one id, but for a few the upstream filtered out.
-        pages = _Pages("queue.tasks", max_pages=len(task_ids) + MAX_EMPTY_PAGES)
+        pages = Pages("queue.tasks", max_pages=len(task_ids) + MAX_EMPTY_PAGES)
         query: dict[str, object] | None = {"limit": PAGE_LIMIT}
         while query is not None:
             answer = await self.queue.tasks(payload={"taskIds": task_ids}, query=query)
@@ -156,7 +156,7 @@ class Upstream:
     async def task_group(self, task_group_id: str
                          ) -> AsyncIterator[list[tuple[TaskRow, StatusRow]]]:
         """The pages of `listTaskGroup`, each as (definition, status) rows."""
-        pages = _Pages(f"listTaskGroup {task_group_id}", self.max_pages)
+        pages = Pages(f"listTaskGroup {task_group_id}", self.max_pages)
         query: dict[str, object] | None = {"limit": PAGE_LIMIT}
         while query is not None:
             try:
@@ -225,13 +225,47 @@ class Upstream:
 
     async def _pages(self, method: object, name: str, namespace: str, key: str
                      ) -> AsyncIterator[list[object]]:
-        pages = _Pages(f"{name} {namespace!r}", self.max_pages)
+        pages = Pages(f"{name} {namespace!r}", self.max_pages)
         query: dict[str, object] | None = {"limit": PAGE_LIMIT}
         while query is not None:
             answer = await method(params={"namespace": namespace}, query=query)  # type: ignore[operator]
             listed = _listed(answer, key)
             yield listed
             query = pages.next_query(answer, len(listed))
+
+
+def status_rows(answer: object, asked: Collection[str]) -> dict[str, StatusRow]:
+    """The statuses of one `queue.statuses` page, by task id: only those of tasks asked
+    for (another would overwrite a task nobody asked about), invalid ones logged and left
+    out."""
+    found: dict[str, StatusRow] = {}
+    for i, item in enumerate(_listed(answer, "statuses")):
+        try:
+            if not isinstance(item, dict):
+                raise shapes.Invalid(f"expected an object, got {shapes.describe(item)}")
+            task_id = shapes.slugid(item, "taskId")
+            if task_id not in asked:
+                raise shapes.Invalid(f"{task_id} was not asked for", ("taskId",))
+            found[task_id] = shapes.status_row(item.get("status"), task_id)
+        except shapes.Invalid as e:
+            log.warning("queue.statuses statuses[%d]: %s: %s (skipped)", i,
+                        shapes.where("", e.path), e.problem)
+    return found
+
+
+def entry_rows(answer: object) -> dict[str, IndexEntryRow]:
+    """The entries of one `findTasksAtIndex` page, by index path; invalid ones logged and
+    left out."""
+    found: dict[str, IndexEntryRow] = {}
+    for i, entry in enumerate(_listed(answer, "tasks")):
+        try:
+            row = shapes.entry_row(entry)
+        except shapes.Invalid as e:
+            log.warning("findTasksAtIndex tasks[%d]: %s: %s (skipped)", i,
+                        shapes.where("", e.path), e.problem)
+            continue
+        found[f"{row.namespace}.{row.name}"] = row
+    return found
 
 
 def _listed(answer: object, key: str) -> list[object]:

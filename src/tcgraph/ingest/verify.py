@@ -28,8 +28,8 @@ import orjson
 
 from tcgraph import metrics
 from tcgraph.config import Settings
-from tcgraph.ingest import shapes
-from tcgraph.ingest.upstream import BATCH_IDS, PAGE_LIMIT, Upstream
+from tcgraph.ingest.upstream import (BATCH_IDS, PAGE_LIMIT, Pages, Upstream, entry_rows,
+                                     status_rows)
 from tcgraph.model import IndexEntryRow, State, StatusRow
 from tcgraph.store import mirror_writes
 from tcgraph.store.pool import open_pool
@@ -134,22 +134,13 @@ def _comparable_runs(runs: list[dict[str, object]]) -> list[dict[str, object]]:
 async def _statuses(pool: asyncpg.Pool, upstream: Upstream,
                     task_ids: Sequence[str]) -> list[Difference]:
     theirs: dict[str, StatusRow] = {}
-    query: dict[str, object] = {"limit": PAGE_LIMIT}
-    while True:
+    pages = Pages("queue.statuses", upstream.max_pages)
+    query: dict[str, object] | None = {"limit": PAGE_LIMIT}
+    while query is not None:
         answer = await upstream.queue.statuses(payload={"taskIds": list(task_ids)}, query=query)
-        for i, item in enumerate(answer.get("statuses") or []):
-            try:
-                if not isinstance(item, dict):
-                    raise shapes.Invalid(f"expected an object, got {shapes.describe(item)}")
-                task_id = shapes.slugid(item, "taskId")
-                theirs[task_id] = shapes.status_row(item.get("status"), task_id)
-            except shapes.Invalid as e:
-                log.warning("queue.statuses statuses[%d]: %s: %s", i, shapes.where("", e.path),
-                            e.problem)
-        token = answer.get("continuationToken")
-        if not token:
-            break
-        query = {"limit": PAGE_LIMIT, "continuationToken": token}
+        page = status_rows(answer, task_ids)
+        theirs.update(page)
+        query = pages.next_query(answer, len(page))
     ours = await queries.stored_statuses(pool, task_ids)
     found: list[Difference] = []
     for task_id, status in theirs.items():
@@ -169,21 +160,13 @@ async def _entries(pool: asyncpg.Pool, upstream: Upstream,
                    paths: Sequence[str]) -> list[Difference]:
     wanted = list(dict.fromkeys(paths))  # the same path twice is a 500 upstream
     theirs: dict[str, IndexEntryRow] = {}
-    query: dict[str, object] = {"limit": PAGE_LIMIT}
-    while True:
+    pages = Pages("findTasksAtIndex", upstream.max_pages)
+    query: dict[str, object] | None = {"limit": PAGE_LIMIT}
+    while query is not None:
         answer = await upstream.index.findTasksAtIndex(payload={"indexes": wanted}, query=query)
-        for i, entry in enumerate(answer.get("tasks") or []):
-            try:
-                row = shapes.entry_row(entry)
-            except shapes.Invalid as e:
-                log.warning("findTasksAtIndex tasks[%d]: %s: %s", i, shapes.where("", e.path),
-                            e.problem)
-                continue
-            theirs[f"{row.namespace}.{row.name}"] = row
-        token = answer.get("continuationToken")
-        if not token:
-            break
-        query = {"limit": PAGE_LIMIT, "continuationToken": token}
+        page = entry_rows(answer)
+        theirs.update(page)
+        query = pages.next_query(answer, len(page))
     ours = await queries.stored_entries(pool, wanted)
     found: list[Difference] = []
     for path in wanted:

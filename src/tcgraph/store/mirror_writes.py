@@ -71,6 +71,11 @@ SELECT k, v, now() FROM unnest($1::text[], $2::text[]) AS u(k, v)
 ON CONFLICT (kind, key) DO UPDATE SET read_at = now()"""
 
 
+# The kinds of key noted in mirror_recent_reads.
+LABEL = "label"
+INDEX_PATH = "index-path"
+
+
 async def note_reads(db: asyncpg.Pool | asyncpg.Connection, kinds: Sequence[str],
                      keys: Sequence[str], keep_s: float) -> None:
     """Record that (kind, key) pairs were read now (unique pairs, in key order); forget
