@@ -120,6 +120,10 @@ class Settings:
     # Changes queued for one subscription whose client does not read them; past
     # this the client is closed (code 4413) instead of buffered without limit.
     max_queued_changes: int = 10_000
+    # permessage-deflate on WebSocket frames, when the client offers it. Off:
+    # a subscription's frames are small, and compressing each costs CPU per
+    # frame and a compressor's state per connection.
+    ws_compression: bool = False
     # A subscription whose change feed stays unreachable this long is closed
     # (code 4503) rather than left waiting silently.
     feed_outage_ms: int = 30_000

@@ -299,4 +299,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     # A partial of a module-level class, so that `--workers N` can send it to
     # the worker processes.
     return {"http": functools.partial(BoundedProtocol, limits=limits),
-            "timeout_keep_alive": KEEP_ALIVE_S}
+            "timeout_keep_alive": KEEP_ALIVE_S,
+            # A WebSocket message is a document, as a request body is.
+            "ws_max_size": settings.max_body_bytes,
+            "ws_per_message_deflate": settings.ws_compression}

@@ -22,9 +22,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict, deque
-from dataclasses import dataclass, field
-from typing import Any
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Coroutine, Iterable
 
 import asyncpg
@@ -32,6 +31,8 @@ import asyncpg
 from tcgraph import metrics
 from tcgraph.store.sqlfrag import SqlFragment
 from tcgraph.api.subscriptions.cursors import Snapshot, encode
+from tcgraph.api.subscriptions.frames import Delivery
+from tcgraph.api.subscriptions.snapshots import Snapshots
 from tcgraph.config import Settings
 from tcgraph.errors import ServiceUnavailable
 from tcgraph.loaders import JsonListKey, Loaders
@@ -39,6 +40,9 @@ from tcgraph.model import Task
 from tcgraph.store.pool import CONNECTION_ERRORS, Database, SqlStats
 from tcgraph.store.queries import task_changes
 from tcgraph.store.queries.task_changes import Change, Position
+
+if TYPE_CHECKING:
+    from tcgraph.api.subscriptions.frames import DirectSink
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +56,19 @@ CLOSE_SLOW = 4413  # more changes queued than max_queued_changes: the client doe
 CLOSE_FEED_LOST = 4503  # the change feed was unreachable for feed_outage_ms
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One change as a subscriber receives it: its cursor, and the task as it is now.
-
-    `task` is the subscriber's compiled selection of the task (JSON text), a
-    task row for the resolvers when the selection cannot be compiled, or None
-    if the task is no longer stored. `loaders` are fresh ones for whatever the
-    resolvers still need. One Delivery is shared by every subscriber with the
-    same selection of `task`; `rendered` keeps its whole TaskChange, rendered
-    once per selection (api/subscriptions/types.py), for all of them.
-    """
-
-    position: Position | None  # None for the opening snapshot
-    cursor: str
-    task_id: str
-    task: str | Task | None
-    loaders: Loaders
-    rendered: dict[object, str] = field(default_factory=dict)
-
-
 Closer = Callable[[int, str], Coroutine[Any, Any, None]]
 
 
 class Subscriber:
-    """One subscription's place in the hub: its key, what it has seen, its queue."""
+    """One subscription's place in the hub: its key, what it has seen, where its changes go.
+
+    Changes queue in `queue` (for the stream that executes them, or while a
+    direct subscription's snapshot is read); a direct subscription's then go
+    straight to its `sink`, counted in `pending` until written.
+    """
+
+    __slots__ = ("group", "task_ids", "shape", "seen", "limit", "close", "queue", "wake",
+                 "dropped", "sink", "pending")
 
     def __init__(self, *, group: str | None, task_ids: Iterable[str], shape: SqlFragment | None,
                  seen: Position | Snapshot | None, limit: int, close: Closer) -> None:
@@ -88,9 +80,11 @@ class Subscriber:
         self.seen = seen
         self.limit = limit
         self.close = close
-        self.queue: deque[Delivery] = deque()
-        self.wake = asyncio.Event()
+        self.queue: list[Delivery] = []
+        self.wake: asyncio.Event | None = None  # made by a stream that waits on it
         self.dropped = False
+        self.sink: DirectSink | None = None
+        self.pending = 0  # frames in the sink's outbox not written yet
 
     def wants(self, position: Position) -> bool:
         """Whether a change at `position` is new to this subscriber."""
@@ -104,8 +98,18 @@ class Subscriber:
     def start_after(self, seen: Position | Snapshot) -> None:
         """Set what the client has; drop what was queued meanwhile that it already has."""
         self.seen = seen
-        kept = [d for d in self.queue if d.position is None or self.wants(d.position)]
-        self.queue = deque(kept)
+        self.queue = [d for d in self.queue if d.position is None or self.wants(d.position)]
+
+    def take(self) -> list[Delivery]:
+        """What is queued, in order; the queue is left empty."""
+        queued, self.queue = self.queue, []
+        return queued
+
+    def go_direct(self, sink: DirectSink) -> None:
+        """From now on, changes go to `sink`; what is queued goes there first."""
+        for delivery in self.take():
+            sink.put(self, delivery)
+        self.sink = sink
 
 
 class Hub:
@@ -126,6 +130,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self.bursts = 0
+        self.snapshots = Snapshots(pool, settings)
 
     def start(self) -> None:
         """Run the listener and the burst loop until `stop`."""
@@ -192,7 +197,8 @@ class Hub:
             return
         subscriber.dropped = True
         subscriber.queue.clear()
-        subscriber.wake.set()
+        if subscriber.wake is not None:
+            subscriber.wake.set()
         self.unregister(subscriber)
         metrics.client_dropped(label)
         log.warning("closing a subscription's client (%s): %s", code, reason)
@@ -305,13 +311,21 @@ class Hub:
         """Queue `deliveries` for `subscriber`, or drop it if its queue is over its limit."""
         if subscriber.dropped:
             return
-        subscriber.queue.extend(deliveries)
-        if len(subscriber.queue) > subscriber.limit:
+        sink = subscriber.sink
+        if sink is not None:
+            for delivery in deliveries:
+                sink.put(subscriber, delivery)
+            waiting = subscriber.pending
+        else:
+            subscriber.queue.extend(deliveries)
+            waiting = len(subscriber.queue) + subscriber.pending
+        if waiting > subscriber.limit:
             self.drop(subscriber, CLOSE_SLOW,
                       f"more than {subscriber.limit} changes queued: the client does not "
                       f"read them (max_queued_changes)", "slow")
             return
-        subscriber.wake.set()
+        if subscriber.wake is not None:
+            subscriber.wake.set()
 
 
 async def load_tasks(loaders: Loaders, wanted: dict[SqlFragment | None, set[str]]

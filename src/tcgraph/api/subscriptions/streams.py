@@ -2,66 +2,41 @@
 
 Without `after`, the subscriber is registered with the hub first (changes
 queue from then on), then the key's tasks are read in one REPEATABLE READ
-transaction whose snapshot becomes the stream's starting point: queued and
+transaction (api/subscriptions/snapshots.py, shared with the subscriptions
+starting at the same moment) whose snapshot becomes the stream's starting point: queued and
 later changes are delivered only if that snapshot did not see them, so
 nothing is missed between the snapshot and the live changes, and nothing is
 sent twice. With `after`, the changes logged between the cursor and the
 hub's position at registration are read from the log, a page at a time, and
 then the queued ones follow, each after the cursor.
+
+`open_stream` returns the deliveries as a generator, for a selection that is
+executed per event; `open_direct` hands them to a sink and leaves the rest to
+the hub (api/subscriptions/frames.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
 
-import asyncpg
-
-from tcgraph.store.sqlfrag import SqlFragment
 from tcgraph.api.subscriptions import cursors
-from tcgraph.api.subscriptions.cursors import Snapshot, decode, encode
-from tcgraph.api.subscriptions.hub import Closer, Delivery, Hub, Subscriber, load_tasks
-from tcgraph.errors import DatabaseUnavailable, StatementTimeout
-from tcgraph.loaders import JsonListKey, JsonPageKey, Loaders
-from tcgraph.model import JsonNode, Task
-from tcgraph.store.pool import CONNECTION_ERRORS, Database, SqlStats
+from tcgraph.api.subscriptions.cursors import decode, encode
+from tcgraph.api.subscriptions.frames import Delivery, DirectSink
+from tcgraph.api.subscriptions.hub import Closer, Hub, Subscriber, load_tasks
+from tcgraph.api.subscriptions.snapshots import Key
+from tcgraph.errors import DatabaseUnavailable
+from tcgraph.loaders import Loaders
 from tcgraph.store.queries import task_changes
 from tcgraph.store.queries.task_changes import Position
+from tcgraph.store.sqlfrag import SqlFragment
 
-PAGE = 1_000  # tasks per snapshot statement, changes per catch-up statement
-# What reading the snapshot may fail with when the database cannot answer.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
-
-
-@dataclass(frozen=True, slots=True)
-class Key:
-    """What a subscription follows: a task group, or a list of tasks."""
-
-    group: str | None
-    task_ids: tuple[str, ...] = ()
+PAGE = 1_000  # changes per catch-up statement; frames handed to a sink between waits
 
 
-class _HeldDatabase(Database):
-    """The loaders' Database on one connection, inside the snapshot's transaction."""
-
-    def __init__(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
-        super().__init__(pool, SqlStats())
-        self.conn = conn
-
-    async def fetch(self, sql: str, *args: Any) -> Sequence[asyncpg.Record]:
-        rows: Sequence[asyncpg.Record] = await self.conn.fetch(sql, *args)
-        self.stats.statements += 1
-        self.stats.rows += len(rows)
-        return rows
-
-
-async def open_stream(hub: Hub, key: Key, shape: SqlFragment | None, after: str | None,
-                      close: Closer) -> AsyncGenerator[Delivery, None]:
-    """Check `after`, register with the hub, read the snapshot if there is no `after`;
-    then the stream of deliveries. Errors here (a bad or expired cursor, an outage)
-    reach the client as the subscription's error, before any event."""
+async def _register(hub: Hub, key: Key, shape: SqlFragment | None, after: str | None,
+                    close: Closer) -> tuple[Subscriber, cursors.Cursor | None, Position]:
+    """Check `after`, register a subscriber for `key`: it, its cursor, the hub's position."""
     cursor = decode(after) if after is not None else None
     if cursor is not None:
         cursors.check(cursor, await task_changes.bounds(hub.database()))
@@ -72,10 +47,19 @@ async def open_stream(hub: Hub, key: Key, shape: SqlFragment | None, after: str 
     except TimeoutError:
         raise DatabaseUnavailable("the change feed is unavailable; subscribe again later") \
             from None
+    return subscriber, cursor, registered
+
+
+async def open_stream(hub: Hub, key: Key, shape: SqlFragment | None, after: str | None,
+                      close: Closer) -> AsyncGenerator[Delivery, None]:
+    """Check `after`, register with the hub, read the snapshot if there is no `after`;
+    then the stream of deliveries. Errors here (a bad or expired cursor, an outage)
+    reach the client as the subscription's error, before any event."""
+    subscriber, cursor, registered = await _register(hub, key, shape, after, close)
     try:
         opening: list[Delivery] | None = None
         if cursor is None:
-            snapshot, opening = await read_snapshot(hub, key, shape)
+            snapshot, opening = await hub.snapshots.read(key, shape)
             subscriber.start_after(snapshot)
     except BaseException:
         hub.unregister(subscriber)
@@ -83,9 +67,41 @@ async def open_stream(hub: Hub, key: Key, shape: SqlFragment | None, after: str 
     return _stream(hub, subscriber, key, cursor, registered, opening)
 
 
+async def open_direct(hub: Hub, key: Key, shape: SqlFragment, after: str | None,
+                      close: Closer, sink: DirectSink) -> Subscriber:
+    """As `open_stream`, for a subscription whose frames the hub writes to `sink`: the
+    snapshot or catch-up is handed to the sink a page at a time (each page once the
+    client has read the one before), then the subscriber goes direct."""
+    subscriber, cursor, registered = await _register(hub, key, shape, after, close)
+    try:
+        if cursor is None:
+            snapshot, opening = await hub.snapshots.read(key, shape)
+            subscriber.start_after(snapshot)
+            deliveries: AsyncIterator[Delivery] = _listed(opening)
+        else:
+            deliveries = _catch_up(hub, subscriber, key, cursor, registered)
+        handed = 0
+        async for delivery in deliveries:
+            sink.put(subscriber, delivery)
+            handed += 1
+            if handed % PAGE == 0:
+                await sink.outbox.idle()
+        subscriber.go_direct(sink)
+    except BaseException:
+        hub.unregister(subscriber)
+        raise
+    return subscriber
+
+
+async def _listed(deliveries: list[Delivery]) -> AsyncIterator[Delivery]:
+    for delivery in deliveries:
+        yield delivery
+
+
 async def _stream(hub: Hub, subscriber: Subscriber, key: Key, cursor: cursors.Cursor | None,
                   registered: Position, opening: list[Delivery] | None
                   ) -> AsyncGenerator[Delivery, None]:
+    wake = subscriber.wake = asyncio.Event()
     try:
         if opening is not None:
             for delivery in opening:
@@ -94,11 +110,17 @@ async def _stream(hub: Hub, subscriber: Subscriber, key: Key, cursor: cursors.Cu
             async for delivery in _catch_up(hub, subscriber, key, cursor, registered):
                 yield delivery
         while not subscriber.dropped:
-            while subscriber.queue and not subscriber.dropped:
-                yield subscriber.queue.popleft()
-            subscriber.wake.clear()
-            if not subscriber.dropped:
-                await subscriber.wake.wait()
+            # Taken but not yet handed out still counts against the queue's limit.
+            batch = subscriber.take()
+            subscriber.pending += len(batch)
+            for delivery in batch:
+                if subscriber.dropped:
+                    break
+                subscriber.pending -= 1
+                yield delivery
+            wake.clear()
+            if not subscriber.dropped and not subscriber.queue:
+                await wake.wait()
         # Dropped: the client is being closed with a code; nothing more is sent
         # (the connection's end cancels this wait).
         await asyncio.Event().wait()
@@ -125,56 +147,3 @@ async def _catch_up(hub: Hub, subscriber: Subscriber, key: Key, cursor: cursors.
         if len(changes) < PAGE:
             break
         after = changes[-1].position
-
-
-async def read_snapshot(hub: Hub, key: Key, shape: SqlFragment | None
-                        ) -> tuple[Snapshot, list[Delivery]]:
-    """Every task the mirror holds for `key`, as one transaction's snapshot saw them."""
-    try:
-        async with hub.pool.acquire(timeout=hub.settings.pool_timeout_ms / 1000) as conn, \
-                conn.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = Snapshot.parse(await task_changes.snapshot(conn))
-            loaders = Loaders(_HeldDatabase(hub.pool, conn), hub.settings.batch_size)
-            if key.group is not None:
-                found = await _group_tasks(loaders, key.group, shape)
-            else:
-                found = await _listed_tasks(loaders, key.task_ids, shape)
-    except asyncpg.QueryCanceledError:
-        raise StatementTimeout("the database cancelled the snapshot's read: it ran too long") \
-            from None
-    except _UNAVAILABLE:
-        raise DatabaseUnavailable("the database is unavailable") from None
-    cursor = encode(snapshot)
-    fresh = Loaders(hub.database(), hub.settings.batch_size)
-    return snapshot, [Delivery(None, cursor, task_id, task, fresh) for task_id, task in found]
-
-
-async def _group_tasks(loaders: Loaders, group: str, shape: SqlFragment | None
-                       ) -> list[tuple[str, str | Task]]:
-    found: list[tuple[str, str | Task]] = []
-    after: str | None = None
-    while True:
-        if shape is not None:
-            page = await loaders.task_group_json_page.load(JsonPageKey(shape, group, after, PAGE))
-            nodes: tuple[JsonNode, ...] = page.rows
-            found.extend((n.key, n.json) for n in nodes)
-        else:
-            page = await loaders.task_group_page.load((group, None, after, PAGE))
-            rows: tuple[Task, ...] = page.rows
-            found.extend((t.task_id, t) for t in rows)
-        if not page.has_next or not found:
-            return found
-        after = found[-1][0]
-
-
-async def _listed_tasks(loaders: Loaders, task_ids: Sequence[str], shape: SqlFragment | None
-                        ) -> list[tuple[str, str | Task]]:
-    if shape is not None:
-        texts = await asyncio.gather(*(
-            loaders.tasks_json.load(JsonListKey(shape, (task_id,), single=True))
-            for task_id in task_ids))
-        return [(task_id, text) for task_id, text in zip(task_ids, texts, strict=True)
-                if text is not None]
-    rows = await loaders.task.load_many(list(task_ids))
-    return [(task_id, row) for task_id, row in zip(task_ids, rows, strict=True)
-            if row is not None]

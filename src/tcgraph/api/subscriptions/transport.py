@@ -8,6 +8,9 @@
   selections), never one shared by the connection's other operations.
 - A client that does not read is closed by the hub (api/subscriptions/hub.py)
   with code 4413 once `max_queued_changes` changes wait for it.
+- A direct subscription (api/subscriptions/frames.py) ends its operation's task
+  once the hub writes its frames (`Detached`); the operation stays registered
+  until the client completes it or the connection ends, which releases it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from contextvars import ContextVar
 from typing import Any
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -30,17 +33,31 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Subscr
 
 from tcgraph import metrics
 from tcgraph.api.context import Context
+from tcgraph.api.subscriptions.frames import Outbox
 from tcgraph.config import Settings
 from tcgraph.errors import LimitExceeded
 
 CLOSE_TOO_MANY = 4503  # graphql-transport-ws leaves 4xxx codes to the server
-# The id of the operation whose task is running (each operation runs in a task of its own).
-_operation_id: ContextVar[str | None] = ContextVar("tcgraph_operation_id", default=None)
+# The operation whose task is running, and its handler (each operation runs in a task
+# of its own).
+_operation: ContextVar[tuple[str, TransportHandler] | None] = ContextVar(
+    "tcgraph_operation", default=None)
 
 
-def operation_id() -> str | None:
-    """The graphql-transport-ws id of the operation being run, if any."""
-    return _operation_id.get()
+def current_operation() -> tuple[str, TransportHandler] | None:
+    """The graphql-transport-ws id of the operation being run, and its connection's
+    handler; None outside a graphql-transport-ws operation."""
+    return _operation.get()
+
+
+class Detached(BaseException):  # noqa: N818 (not an error: the operation's way out)
+    """Raised by a direct subscription's stream once the hub writes its frames: ends the
+    operation's task without a `complete` message.
+
+    A BaseException, so that no `except Exception` on the way (Strawberry's,
+    graphql-core's) turns it into an error result; TransportHandler.run_operation
+    catches it.
+    """
 
 
 class _PerOperation:
@@ -68,6 +85,10 @@ class TextFrames(ASGIWebSocketAdapter):
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
 
+    async def send_text(self, data: str) -> None:
+        """Send `data` as one text frame (Starlette's exceptions as they are)."""
+        await self.ws.send_text(data)
+
 
 class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
     """Strawberry's graphql-transport-ws handler, with a coded subscription limit."""
@@ -75,10 +96,29 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.schema = _PerOperation(self.schema)  # type: ignore[assignment]
+        self.outbox = Outbox(self.websocket)  # type: ignore[arg-type]
+        # Detached operations: what ends each one's registration with the hub.
+        self._releases: dict[str, Callable[[], None]] = {}
+
+    def detach(self, op_id: str, release: Callable[[], None]) -> None:
+        """Operation `op_id` is served by the hub from now on; `release` ends that when
+        the client completes it or the connection ends."""
+        self._releases[op_id] = release
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
-        _operation_id.set(operation.id)
-        await super().run_operation(operation)
+        _operation.set((operation.id, self))
+        with contextlib.suppress(Detached):
+            await super().run_operation(operation)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        release = self._releases.pop(operation_id, None)
+        if release is not None:
+            release()
+        await super().cleanup_operation(operation_id)
+
+    async def shutdown(self) -> None:
+        self.outbox.close()
+        await super().shutdown()
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         maximum = self.max_subscriptions_per_connection

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Optional
 from collections.abc import AsyncGenerator, AsyncIterator
 
-import orjson
 import strawberry
 from orjson import Fragment
-from starlette.websockets import WebSocketDisconnect
 from strawberry.types import Info
 
 from tcgraph import metrics
 from tcgraph.store.sqlfrag import SqlFragment
 from tcgraph.api.context import Context
 from tcgraph.api.sqljson import plan_field, response_keys
-from tcgraph.api.subscriptions.hub import Delivery, Hub
-from tcgraph.api.subscriptions.streams import Key, open_stream
-from tcgraph.api.subscriptions.transport import operation_id
+from tcgraph.api.subscriptions import frames
+from tcgraph.api.subscriptions.frames import Delivery
+from tcgraph.api.subscriptions.hub import Hub
+from tcgraph.api.subscriptions.snapshots import Key
+from tcgraph.api.subscriptions.streams import open_direct, open_stream
+from tcgraph.api.subscriptions.transport import Detached, current_operation
 from tcgraph.api.types.tasks import Task, storable
 from tcgraph.errors import LimitExceeded
 
@@ -42,38 +44,8 @@ class TaskChange:
         return Task(_task=found)
 
 
-# A selection of TaskChange made only of these fields (with `task` compiled) is
-# rendered as JSON text once per change and selection, for every subscriber that
-# shares both, and spliced into each subscriber's response as it is: no field is
-# resolved per subscriber.
-_RENDERED = ("cursor", "taskId", "task", "__typename")
-Template = tuple[tuple[str, str], ...]  # (response key as JSON, field name)
-
-
-def _template(info: Info[Context, Any], shape: SqlFragment | None) -> Template | None:
-    keys = response_keys(info)
-    if any(name not in _RENDERED or (name == "task" and shape is None)
-           for _, name, _ in keys):
-        return None
-    return tuple((orjson.dumps(key).decode(), name) for key, name, _ in keys)
-
-
-def _render(template: Template, delivery: Delivery) -> str:
-    rendered = delivery.rendered.get(template)
-    if rendered is None:
-        parts = []
-        for key, name in template:
-            if name == "cursor":
-                value = orjson.dumps(delivery.cursor).decode()
-            elif name == "taskId":
-                value = orjson.dumps(delivery.task_id).decode()
-            elif name == "task":
-                value = delivery.task if isinstance(delivery.task, str) else "null"
-            else:
-                value = '"TaskChange"'
-            parts.append(f"{key}:{value}")
-        rendered = delivery.rendered[template] = "{" + ",".join(parts) + "}"
-    return rendered
+def _template(info: Info[Context, Any], shape: SqlFragment | None) -> frames.Template | None:
+    return frames.template(response_keys(info), compiled=shape is not None)
 
 
 def _hub(info: Info[Context, Any]) -> Hub:
@@ -94,32 +66,34 @@ async def _changes(info: Info[Context, Any], key: Key,
     # that shares it with one statement per burst.
     shape = plan_field(info, "task", "Task", "t")
     template = _template(info, shape)
-    frame = None
-    op_id = operation_id()
-    if template is not None and op_id is not None:
-        # A rendered change goes out as the whole `next` message, written here:
-        # nothing is executed per subscriber and event.
-        frame = ('{"id":' + orjson.dumps(op_id).decode() + ',"type":"next","payload":{"data":{'
-                 + orjson.dumps(info.path.key).decode() + ":", "}}}")
+    operation = current_operation()
+    if template is not None and shape is not None and operation is not None:
+        # Rendered changes go out as whole `next` messages, written by the hub:
+        # nothing is executed per subscriber and event, and the operation keeps
+        # no execution state once its snapshot or catch-up is handed over.
+        op_id, handler = operation
+        sink = frames.DirectSink.for_operation(handler.outbox, template, op_id,
+                                               str(info.path.key))
+        subscriber = await open_direct(_hub(info), key, shape, after, close, sink)
+        handler.detach(op_id, functools.partial(_hub(info).unregister, subscriber))
+        return _detached()
     deliveries = await open_stream(_hub(info), key, shape, after, close)
-    return _task_changes(context, deliveries, template, frame)
+    return _task_changes(context, deliveries, template)
+
+
+async def _detached() -> AsyncIterator[TaskChange | Fragment]:
+    raise Detached
+    yield  # an async generator: the exception comes from its first step  # noqa: RET503
 
 
 async def _task_changes(context: Context, deliveries: AsyncGenerator[Delivery, None],
-                        template: Template | None, frame: tuple[str, str] | None
+                        template: frames.Template | None
                         ) -> AsyncIterator[TaskChange | Fragment]:
-    websocket = context.request
     try:
         async for delivery in deliveries:
             metrics.subscription_events()
-            if template is not None and frame is not None:
-                try:
-                    await websocket.send_text(frame[0] + _render(template, delivery) + frame[1])
-                except (WebSocketDisconnect, RuntimeError):
-                    return  # the connection is ending; its handler ends the operation
-                continue
             if template is not None:
-                yield Fragment(_render(template, delivery))
+                yield Fragment(frames.render(template, delivery))
                 continue
             # The resolvers of a selection that is not compiled read through
             # loaders as fresh as the change.

@@ -1,0 +1,81 @@
+"""Direct subscriptions (api/subscriptions/frames.py): written by the hub as whole `next`
+messages, keeping no execution state; and the WebSocket options the server runs with."""
+
+from __future__ import annotations
+
+import gc
+
+import asyncpg
+import pytest
+from strawberry.types import ExecutionContext
+
+from api.subscriptions.test_streams import changes
+from api.subscriptions.test_transport import metric, until_metric
+from api.subscriptions.wsclient import GROUP_CHANGES, connected
+from factories import FakeTask, store
+from servers import serving
+from tcgraph.config import Settings
+from tcgraph.http_server import uvicorn_options
+from tcgraph.server import create_app
+
+SUBSCRIPTIONS = 20
+
+
+def live_executions() -> int:
+    """Strawberry execution contexts alive in this process (the server runs in a thread of it)."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, ExecutionContext))
+
+
+@pytest.mark.parametrize("sql_json, direct", [(True, True), (False, False)])
+async def test_a_rendered_subscription_keeps_no_execution_state(
+        database_url: str, settings: Settings, pool: asyncpg.Pool, sql_json: bool,
+        direct: bool) -> None:
+    task = FakeTask(task_group_id="g", state="pending")
+    await store(pool, [task])
+    app = create_app(settings.with_(sql_json=sql_json), database_url)
+    with serving(app) as url:
+        before = live_executions()
+        async with connected(url) as client:
+            for n in range(SUBSCRIPTIONS):
+                await client.subscribe(str(n), GROUP_CHANGES, g="g")
+                await changes(client, str(n), 1)
+            subscribers = app.state.hub.subscribers()
+            assert len(subscribers) == SUBSCRIPTIONS
+            assert all((s.sink is not None) is direct for s in subscribers)
+            held = live_executions() - before
+            # Without compiled selections each operation is executed per event and
+            # keeps its execution state.
+            assert held == 0 if direct else held >= SUBSCRIPTIONS
+            # A direct subscription still receives changes, and completing it ends them.
+            events = metric(url, "tcgraph_subscription_events_total")
+            await client.complete("0")
+            await until_metric(url, "tcgraph_subscriptions", SUBSCRIPTIONS - 1, below=True)
+            await store(pool, [FakeTask(task_id=task.task_id, task_group_id="g",
+                                        state="running")])
+            received = {m["id"] for m in [await client.receive()
+                                         for _ in range(SUBSCRIPTIONS - 1)]}
+            assert received == {str(n) for n in range(1, SUBSCRIPTIONS)}
+            await until_metric(url, "tcgraph_subscription_events_total",
+                               events + SUBSCRIPTIONS - 1)
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_compression_only_when_enabled(database_url: str, settings: Settings,
+                                            enabled: bool) -> None:
+    configured = settings.with_(ws_compression=enabled)
+    with serving(create_app(configured, database_url), **uvicorn_options(configured)) as url:
+        # The client offers permessage-deflate (websockets does by default).
+        async with connected(url) as client:
+            names = [e.name for e in client.ws.protocol.extensions]
+            assert names == (["permessage-deflate"] if enabled else [])
+
+
+async def test_a_message_over_max_body_bytes_closes_the_connection(
+        database_url: str, settings: Settings) -> None:
+    configured = settings.with_(max_body_bytes=4_096)
+    with serving(create_app(configured, database_url), **uvicorn_options(configured)) as url:
+        async with connected(url) as client:
+            await client.subscribe("big", GROUP_CHANGES + " " * 5_000, g="g")
+            code, _ = await client.close_code()
+        assert code == 1009  # message too big
