@@ -121,6 +121,28 @@ async def _by_group(
     return answers
 
 
+_Batch = Callable[[list[Any]], Awaitable[list[Any]]]
+
+
+class _OnFirstUse:
+    """A Loaders attribute whose DataLoader is made when first read: a request (or a
+    WebSocket connection, which may never use its own) builds only the loaders it uses."""
+
+    def __init__(self, batch: Callable[[Loaders], _Batch]) -> None:
+        self.batch = batch
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, loaders: Loaders, owner: type | None = None) -> Loader:
+        made = Loader(batch_load_fn=_keeping_outages(self.batch(loaders)),
+                      max_batch_size=loaders.batch_size)
+        # A non-data descriptor: the instance's own attribute answers from now on.
+        loaders.__dict__[self.name] = made
+        return made
+
+
 class Loaders:
     """The DataLoaders of one request, all sharing its `Database` (and counters)."""
 
@@ -128,33 +150,30 @@ class Loaders:
         self.db = db
         self.batch_size = batch_size
 
-        def loader(fn: Callable[[list[Any]], Awaitable[list[Any]]]) -> Loader:
-            return Loader(batch_load_fn=_keeping_outages(fn), max_batch_size=batch_size)
-
-        self.task = loader(self._tasks)
-        self.definition = loader(self._definitions)
-        self.index_entry = loader(self._index_entries)
-        self.latest = loader(self._latest("latest"))
-        self.last_success = loader(self._latest("success"))
-        self.last_failure = loader(self._latest("failure"))
-        self.label_history = loader(self._label_history)
-        self.task_group_exists = loader(self._task_groups_exist)
-        self.task_group_page = loader(self._task_group_pages)
-        self.dependents_page = loader(self._dependent_pages)
-        self.namespace = loader(self._namespaces)
-        self.child_namespaces_page = loader(self._child_namespace_pages)
-        self.namespace_tasks_page = loader(self._namespace_entry_pages)
-        # Taskcluster's REST lists, in its (en-US) order.
-        self.task_group = loader(self._task_groups)
-        self.task_group_page_en_us = loader(self._task_group_pages_en_us)
-        self.dependents_page_en_us = loader(self._dependent_pages_en_us)
-        self.child_namespaces_page_en_us = loader(self._child_namespace_pages_en_us)
-        self.namespace_tasks_page_en_us = loader(self._namespace_entry_pages_en_us)
-        self.tasks_json = loader(self._tasks_json)
-        self.entries_json = loader(self._entries_json)
-        self.labels_json = loader(self._labels_json)
-        self.task_group_json_page = loader(self._task_group_json_pages)
-        self.dependents_json_page = loader(self._dependent_json_pages)
+    task = _OnFirstUse(lambda ls: ls._tasks)
+    definition = _OnFirstUse(lambda ls: ls._definitions)
+    index_entry = _OnFirstUse(lambda ls: ls._index_entries)
+    latest = _OnFirstUse(lambda ls: ls._latest("latest"))
+    last_success = _OnFirstUse(lambda ls: ls._latest("success"))
+    last_failure = _OnFirstUse(lambda ls: ls._latest("failure"))
+    label_history = _OnFirstUse(lambda ls: ls._label_history)
+    task_group_exists = _OnFirstUse(lambda ls: ls._task_groups_exist)
+    task_group_page = _OnFirstUse(lambda ls: ls._task_group_pages)
+    dependents_page = _OnFirstUse(lambda ls: ls._dependent_pages)
+    namespace = _OnFirstUse(lambda ls: ls._namespaces)
+    child_namespaces_page = _OnFirstUse(lambda ls: ls._child_namespace_pages)
+    namespace_tasks_page = _OnFirstUse(lambda ls: ls._namespace_entry_pages)
+    # Taskcluster's REST lists, in its (en-US) order.
+    task_group = _OnFirstUse(lambda ls: ls._task_groups)
+    task_group_page_en_us = _OnFirstUse(lambda ls: ls._task_group_pages_en_us)
+    dependents_page_en_us = _OnFirstUse(lambda ls: ls._dependent_pages_en_us)
+    child_namespaces_page_en_us = _OnFirstUse(lambda ls: ls._child_namespace_pages_en_us)
+    namespace_tasks_page_en_us = _OnFirstUse(lambda ls: ls._namespace_entry_pages_en_us)
+    tasks_json = _OnFirstUse(lambda ls: ls._tasks_json)
+    entries_json = _OnFirstUse(lambda ls: ls._entries_json)
+    labels_json = _OnFirstUse(lambda ls: ls._labels_json)
+    task_group_json_page = _OnFirstUse(lambda ls: ls._task_group_json_pages)
+    dependents_json_page = _OnFirstUse(lambda ls: ls._dependent_json_pages)
 
     def _prime(self, found: Sequence[Task | None]) -> None:
         for task in found:

@@ -14,6 +14,7 @@ from api.subscriptions.test_transport import metric, until_metric
 from api.subscriptions.wsclient import GROUP_CHANGES, connected
 from factories import FakeTask, store
 from servers import serving
+from tcgraph.api.subscriptions.hub import Canonical
 from tcgraph.config import Settings
 from tcgraph.http_server import uvicorn_options
 from tcgraph.server import create_app
@@ -43,6 +44,8 @@ async def test_a_rendered_subscription_keeps_no_execution_state(
             subscribers = app.state.hub.subscribers()
             assert len(subscribers) == SUBSCRIPTIONS
             assert all((s.sink is not None) is direct for s in subscribers)
+            # One instance of the compiled selection for all of them.
+            assert len({id(s.shape) for s in subscribers}) == 1
             held = live_executions() - before
             # Without compiled selections each operation is executed per event and
             # keeps its execution state.
@@ -79,3 +82,13 @@ async def test_a_message_over_max_body_bytes_closes_the_connection(
             await client.subscribe("big", GROUP_CHANGES + " " * 5_000, g="g")
             code, _ = await client.close_code()
         assert code == 1009  # message too big
+
+
+def test_canonical_values_are_shared_and_bounded() -> None:
+    canonical: Canonical[tuple[str, ...]] = Canonical(limit=2)
+    first = canonical(("a", "b"))
+    assert canonical(tuple("ab")) is first
+    canonical(("c",))
+    canonical(("d",))  # the third distinct value: the oldest is forgotten
+    again = tuple("ab")
+    assert canonical(again) is again

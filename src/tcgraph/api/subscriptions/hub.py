@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from collections.abc import Callable, Coroutine, Iterable
 
 import asyncpg
@@ -54,6 +54,29 @@ _RECONNECT_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 # WebSocket close codes (graphql-transport-ws leaves 4xxx to the server).
 CLOSE_SLOW = 4413  # more changes queued than max_queued_changes: the client does not read
 CLOSE_FEED_LOST = 4503  # the change feed was unreachable for feed_outage_ms
+
+
+T = TypeVar("T")
+_CANONICAL = 1_000  # distinct selections kept canonical
+
+
+class Canonical(Generic[T]):
+    """One instance of each equal value: a selection (compiled SQL, a frame's template)
+    held once for the thousands of subscriptions that make it, not once each. Bounded:
+    past `limit` values the oldest is forgotten (its holders keep their own)."""
+
+    def __init__(self, limit: int = _CANONICAL) -> None:
+        self.limit = limit
+        self._known: dict[T, T] = {}
+
+    def __call__(self, value: T) -> T:
+        """The instance equal to `value` that was seen first."""
+        found = self._known.get(value)
+        if found is None:
+            if len(self._known) >= self.limit:
+                del self._known[next(iter(self._known))]
+            found = self._known[value] = value
+        return found
 
 
 Closer = Callable[[int, str], Coroutine[Any, Any, None]]
@@ -131,6 +154,7 @@ class Hub:
         self._closers: set[asyncio.Task[None]] = set()
         self.bursts = 0
         self.snapshots = Snapshots(pool, settings)
+        self.canonical: Canonical[Any] = Canonical()
 
     def start(self) -> None:
         """Run the listener and the burst loop until `stop`."""

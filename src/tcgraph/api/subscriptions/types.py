@@ -64,8 +64,9 @@ async def _changes(info: Info[Context, Any], key: Key,
 
     # The `task` selection compiled once: the hub loads it for every subscriber
     # that shares it with one statement per burst.
-    shape = plan_field(info, "task", "Task", "t")
-    template = _template(info, shape)
+    hub = _hub(info)
+    shape = hub.canonical(plan_field(info, "task", "Task", "t"))
+    template = hub.canonical(_template(info, shape))
     operation = current_operation()
     if template is not None and shape is not None and operation is not None:
         # Rendered changes go out as whole `next` messages, written by the hub:
@@ -74,10 +75,10 @@ async def _changes(info: Info[Context, Any], key: Key,
         op_id, handler = operation
         sink = frames.DirectSink.for_operation(handler.outbox, template, op_id,
                                                str(info.path.key))
-        subscriber = await open_direct(_hub(info), key, shape, after, close, sink)
-        handler.detach(op_id, functools.partial(_hub(info).unregister, subscriber))
+        subscriber = await open_direct(hub, key, shape, after, close, sink)
+        handler.detach(op_id, functools.partial(hub.unregister, subscriber))
         return _detached()
-    deliveries = await open_stream(_hub(info), key, shape, after, close)
+    deliveries = await open_stream(hub, key, shape, after, close)
     return _task_changes(context, deliveries, template)
 
 
