@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -173,3 +174,13 @@ async def test_serves_from_a_read_only_role(
         async with connected(server_url) as admin:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.execute(f"DROP ROLE {role}")
+
+
+async def test_objects_made_at_startup_are_left_out_of_later_collections(
+        database_url: str, settings: Settings) -> None:
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with serving(create_app(settings, database_url)) as url:
+        assert httpx.get(f"{url}/health/live").status_code == 200
+        # The schema, the pool and the modules: far more than a few objects.
+        assert gc.get_freeze_count() > 10_000
