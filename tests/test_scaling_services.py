@@ -14,6 +14,9 @@ import asyncpg
 import httpx
 import pytest
 
+from api.subscriptions.test_streams import changes
+from api.subscriptions.wsclient import GROUP_CHANGES
+from api.subscriptions.wsclient import connected as ws_connected
 from factories import FAR, FakeTask, store
 from services.postgres import PgBouncer, Standby, connected, wait_replayed
 from servers import serve_refused, serving
@@ -163,3 +166,26 @@ def test_writing_commands_on_the_standby_are_refused_clearly(replicated: str, tm
         assert "refuses writes (cannot execute" in result.stderr
         assert "a hot standby or a read-only role" in result.stderr
         assert "Traceback" not in result.stderr and "http://" not in result.stderr
+
+
+async def test_subscriptions_through_pgbouncer_with_a_direct_listener(
+        pool: asyncpg.Pool, database_url: str, pgbouncer: PgBouncer) -> None:
+    pending = FakeTask(task_group_id="group-live", state="pending")
+    await store(pool, [pending])
+    bounced_url = pgbouncer.url(database_name(database_url))
+    # Reads (snapshots, the log, the tasks) through transaction pooling; LISTEN direct.
+    settings = Settings(database_url=bounced_url, listen_database_url=database_url,
+                        statement_cache_size=0)
+    app = create_app(settings, bounced_url)
+    with serving(app) as url:
+        assert app.state.hub.listen_url == database_url
+        async with ws_connected(url) as client:
+            await client.subscribe("live", GROUP_CHANGES, g="group-live")
+            (opening,) = await changes(client, "live", 1)
+            assert opening["task"]["status"]["state"] == "PENDING"
+            await store(pool, [FakeTask(task_id=pending.task_id, task_group_id="group-live",
+                                        state="running")])
+            (change,) = await changes(client, "live", 1)
+            assert change["taskId"] == pending.task_id
+            assert change["task"]["status"]["state"] == "RUNNING"
+            assert change["cursor"] != opening["cursor"]

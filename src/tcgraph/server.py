@@ -80,17 +80,25 @@ async def http_error(request: Request, exc: Exception) -> Response:
                     media_type="application/json")
 
 
-def _freeze_startup_objects() -> None:
-    """Leave what exists once the app has started out of every later garbage collection.
+# The youngest generation is collected after this many net allocations (CPython: 700).
+GC_YOUNG_THRESHOLD = 10_000
 
-    The modules, the schema and the pool live as long as the process. A full
-    collection walks every object it tracks, pausing the event loop meanwhile:
-    walking these each time paused every request and subscription for over
-    100 ms every few seconds under steady subscription traffic (bench
-    subscriptions). Frozen, collections walk only what came after.
+
+def _tune_collector() -> None:
+    """Keep the garbage collector's pauses short for a long-running server.
+
+    The modules, the schema and the pool live as long as the process; they are
+    frozen out of every later collection (a full collection walks every object
+    it tracks, pausing the event loop meanwhile). And the youngest generation
+    is collected less often: at thousands of WebSocket frames a second, objects
+    in flight (deliveries, frames) were caught young, promoted, and brought a
+    full collection every few seconds. Under bench subscriptions' 5,000
+    subscribers the two together took the p99 from about 300 ms to under 100 ms.
     """
     gc.collect()
     gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
 def create_app(settings: Settings, database_url: str, *, follow: FollowOptions | None = None,
@@ -120,7 +128,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
 
             follower = asyncio.create_task(run(write_database_url or database_url, settings,
                                                follow))
-        _freeze_startup_objects()
+        _tune_collector()
         try:
             yield
         finally:
@@ -163,6 +171,7 @@ def create_app(settings: Settings, database_url: str, *, follow: FollowOptions |
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
                     exception_handlers={HTTPException: http_error})
     app.state.settings = settings
+    app.state.websockets = graphql.websockets
     return app
 
 

@@ -15,9 +15,11 @@ from api.subscriptions.wsclient import GROUP_CHANGES, connected
 from factories import FakeTask, store
 from servers import serving
 from tcgraph.api.subscriptions.hub import Canonical
+from tcgraph.api.subscriptions.transport import COLLECT_EVERY
 from tcgraph.config import Settings
 from tcgraph.http_server import uvicorn_options
 from tcgraph.server import create_app
+from waiting import eventually_async
 
 SUBSCRIPTIONS = 20
 
@@ -61,6 +63,39 @@ async def test_a_rendered_subscription_keeps_no_execution_state(
             assert received == {str(n) for n in range(1, SUBSCRIPTIONS)}
             await until_metric(url, "tcgraph_subscription_events_total",
                                events + SUBSCRIPTIONS - 1)
+
+
+async def test_detached_operations_are_collected_every_so_many(
+        database_url: str, settings: Settings, pool: asyncpg.Pool) -> None:
+    await store(pool, [FakeTask(task_group_id="g")])
+    app = create_app(settings, database_url)
+    full: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(app.state.websockets.detached)
+
+    with serving(app) as url:
+        # Only the server's own collections run meanwhile.
+        gc.disable()
+        gc.callbacks.append(note)
+        try:
+            for connection in range(COLLECT_EVERY // 100):
+                async with connected(url) as client:
+                    for n in range(100):
+                        await client.subscribe(str(n), GROUP_CHANGES, g="g")
+                    for _ in range(100):
+                        assert (await client.receive())["type"] == "next"
+
+                    async def all_detached(count: int = (connection + 1) * 100) -> bool:
+                        return bool(app.state.websockets.detached == count)
+
+                    await eventually_async(all_detached, what="the operations to detach")
+                assert full == ([COLLECT_EVERY] if connection == COLLECT_EVERY // 100 - 1
+                                else [])
+        finally:
+            gc.callbacks.remove(note)
+            gc.enable()
 
 
 @pytest.mark.parametrize("enabled", [False, True])

@@ -105,7 +105,7 @@ class Subscriber:
         self.close = close
         self.queue: list[Delivery] = []
         self.wake: asyncio.Event | None = None  # made by a stream that waits on it
-        self.dropped = False
+        self.dropped = False  # closed or released: nothing more goes out for it
         self.sink: DirectSink | None = None
         self.pending = 0  # frames in the sink's outbox not written yet
 
@@ -207,6 +207,12 @@ class Hub:
                     del self.by_task[task_id]
         if removed:
             metrics.subscriptions(-1)
+
+    def release(self, subscriber: Subscriber) -> None:
+        """End `subscriber` (its client completed it, or its connection ended): nothing
+        more goes out for it, not even what is already queued."""
+        subscriber.dropped = True
+        self.unregister(subscriber)
 
     def subscribers(self) -> set[Subscriber]:
         """Every registered subscriber."""

@@ -16,8 +16,9 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 from collections.abc import Callable, Mapping
 
 import orjson
@@ -38,6 +39,8 @@ from tcgraph.config import Settings
 from tcgraph.errors import LimitExceeded
 
 CLOSE_TOO_MANY = 4503  # graphql-transport-ws leaves 4xxx codes to the server
+# Direct operations detached between two full garbage collections (see `Connections`).
+COLLECT_EVERY = 1_000
 # The operation whose task is running, and its handler (each operation runs in a task
 # of its own).
 _operation: ContextVar[tuple[str, TransportHandler] | None] = ContextVar(
@@ -107,8 +110,11 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
         _operation.set((operation.id, self))
-        with contextlib.suppress(Detached):
+        try:
             await super().run_operation(operation)
+        except Detached:
+            view: _CountsConnections = self.view  # type: ignore[assignment]
+            view.websockets.operation_detached()
 
     async def cleanup_operation(self, operation_id: str) -> None:
         release = self._releases.pop(operation_id, None)
@@ -135,12 +141,33 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
         await super().handle_subscribe(message)
 
 
+class _CountsConnections(Protocol):
+    """The view that serves the connections (api/graphql.py's GraphQLApp)."""
+
+    websockets: Connections
+
+
 class Connections:
-    """Counts this process's WebSocket connections and refuses those over the cap."""
+    """Counts this process's WebSocket connections and refuses those over the cap.
+
+    Also collects the garbage direct operations leave: each one's execution
+    state (graphql-core's executor, the variables, the context) refers to
+    itself, so only a full collection frees it, and with thousands of
+    subscriptions made at once (every browser reconnecting after a deploy)
+    the next full one can be far off and long. One full collection every
+    `COLLECT_EVERY` detached operations keeps that memory and that pause small.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.maximum = settings.max_websockets
         self.open = 0
+        self.detached = 0
+
+    def operation_detached(self) -> None:
+        """A direct operation's task ended (its execution state is garbage now)."""
+        self.detached += 1
+        if self.detached % COLLECT_EVERY == 0:
+            gc.collect()
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, app: Any) -> None:
         """Serve one WebSocket connection with `app`, or close it at once over the cap."""

@@ -76,7 +76,10 @@ async def _changes(info: Info[Context, Any], key: Key,
         sink = frames.DirectSink.for_operation(handler.outbox, template, op_id,
                                                str(info.path.key))
         subscriber = await open_direct(hub, key, shape, after, close, sink)
-        handler.detach(op_id, functools.partial(hub.unregister, subscriber))
+        handler.detach(op_id, functools.partial(hub.release, subscriber))
+        # The operation's execution state is left to the garbage collector (its
+        # objects refer to each other); what it compiled need not wait with it.
+        context.plans.clear()
         return _detached()
     deliveries = await open_stream(hub, key, shape, after, close)
     return _task_changes(context, deliveries, template)
