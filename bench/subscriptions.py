@@ -6,7 +6,10 @@ ids), its copies interleaved so that every group changes from the start; G is th
 number of groups in the copies. `tcgraph serve` runs as a process of its own (its
 memory is measured), the follower in this process (its batch hook timestamps each
 commit), the publisher and the subscribers in processes of their own. Each
-subscriber's `taskGroupChanges` starts before the first message.
+subscriber's `taskGroupChanges` starts before the first message, and is live once its
+snapshot has arrived (each group holds one marker task no message touches): the
+server's memory is read when every subscription is live, not while some are still
+being set up.
 
 Reported: the latency from the commit of a task's change to the frame carrying it at
 the client (p50, p99; the commit time is PostgreSQL's own, `track_commit_timestamp`,
@@ -51,6 +54,7 @@ from tcgraph.store.queries.task_changes import Position
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from api.subscriptions.wsclient import connected  # noqa: E402
+from factories import FakeTask, store  # noqa: E402
 from services.rabbitmq import running_rabbitmq  # noqa: E402
 from services.replay import Recording, declare_exchanges, upstream_app  # noqa: E402
 
@@ -105,6 +109,16 @@ def _client_process(url: str, groups: list[str], per_connection: int, ready: Any
             async with connected(url, ping_interval=None) as client:
                 for n, group in enumerate(chunk):
                     await client.subscribe(str(n), DOCUMENT, g=group)
+                # Each group holds one marker task: a subscription is live once its
+                # snapshot (that task) has arrived.
+                live = 0
+                while live < len(chunk):
+                    message = await client.receive()
+                    if message.get("type") == "next":
+                        live += 1
+                    else:
+                        refused.append(orjson.dumps(message).decode())
+                        live += message.get("type") in ("error", "complete")
                 opened.append(1)
                 while not stop.is_set():
                     try:
@@ -215,6 +229,11 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
     connections = -(-subscribers // per_connection)
     served = Recording(messages=[], definitions=traffic.definitions)
     url = await _fresh_database(admin_url, make_url, "tcgraph_bench_subscriptions")
+    marker_pool = await open_pool(url, Settings(pool_min_size=1, pool_max_size=1))
+    try:
+        await store(marker_pool, [FakeTask(task_group_id=g, label="marker") for g in group_ids])
+    finally:
+        await marker_pool.close()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = _serve(url, port, connections)
@@ -226,6 +245,7 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
         # connections) is not counted per subscriber.
         async with connected(base, ping_interval=None) as warm_up:
             await warm_up.subscribe("warm-up", DOCUMENT, g=group_ids[0])
+            assert (await warm_up.receive())["type"] == "next"
             await warm_up.complete("warm-up")
             await warm_up.send({"type": "ping"})
             while (await warm_up.receive()).get("type") != "pong":
