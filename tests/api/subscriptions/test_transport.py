@@ -14,6 +14,8 @@ from api.subscriptions.test_streams import changes, error_of
 from api.subscriptions.wsclient import GROUP_CHANGES, TASK_CHANGES, connected
 from factories import FakeTask, store
 from servers import serving
+from waiting import eventually_async
+from tcgraph.api.subscriptions.transport import SETUPS_AT_ONCE
 from tcgraph.config import Settings
 from tcgraph.server import create_app
 
@@ -142,3 +144,35 @@ async def test_a_document_over_max_cost_is_refused(database_url: str, settings: 
             extensions = message["payload"]["errors"][0]["extensions"]
             assert extensions["code"] == "LIMIT_EXCEEDED" and extensions["limit"] == "max_cost"
             assert await client.receive() == {"id": "c", "type": "complete"}
+
+
+async def test_operations_are_set_up_a_bounded_number_at_once(
+        database_url: str, settings: Settings, pool: asyncpg.Pool) -> None:
+    await store(pool, [FakeTask(task_group_id="g")])
+    app = create_app(settings, database_url)
+    count = SETUPS_AT_ONCE + 36
+    with serving(app) as url:
+        hub = app.state.hub
+        async with connected(url) as first, connected(url) as second:
+            async with pool.acquire() as locker, locker.transaction():
+                # Every snapshot read waits: the operations holding a place keep it.
+                await locker.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+                for n in range(count):
+                    await (first if n % 2 else second).subscribe(str(n), GROUP_CHANGES, g="g")
+                for client in (first, second):
+                    # Answered after the subscribe messages before it were handled.
+                    await client.send({"type": "ping"})
+                    assert await client.receive() == {"type": "pong"}
+
+                async def all_places_taken() -> bool:
+                    return bool(app.state.websockets.setups.locked())
+
+                await eventually_async(all_places_taken, what="every place to be taken")
+                assert len(hub.subscribers()) == SETUPS_AT_ONCE
+            # Once the reads can go on, every operation gets its place in turn.
+            received = 0
+            for client, share in ((first, count // 2), (second, count - count // 2)):
+                for _ in range(share):
+                    assert (await client.receive())["type"] == "next"
+                    received += 1
+        assert received == count

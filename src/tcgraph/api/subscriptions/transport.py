@@ -15,9 +15,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol
 from collections.abc import Callable, Mapping
 
@@ -41,15 +43,54 @@ from tcgraph.errors import LimitExceeded
 CLOSE_TOO_MANY = 4503  # graphql-transport-ws leaves 4xxx codes to the server
 # Direct operations detached between two full garbage collections (see `Connections`).
 COLLECT_EVERY = 1_000
-# The operation whose task is running, and its handler (each operation runs in a task
-# of its own).
-_operation: ContextVar[tuple[str, TransportHandler] | None] = ContextVar(
-    "tcgraph_operation", default=None)
+# Operations being set up at once in one process (see `SetupSlot`).
+SETUPS_AT_ONCE = 64
 
 
-def current_operation() -> tuple[str, TransportHandler] | None:
-    """The graphql-transport-ws id of the operation being run, and its connection's
-    handler; None outside a graphql-transport-ws operation."""
+class SetupSlot:
+    """One of the process's `SETUPS_AT_ONCE` places for an operation being set up.
+
+    An operation's setup (parsing aside: its execution state, its snapshot)
+    costs tens of KB while it lasts. When thousands of clients subscribe at
+    once (every browser reconnecting after a deploy), all of that at once would
+    be the process's peak memory, kept afterwards by the allocator; queued
+    behind these places, the subscriptions start a few dozen at a time (their
+    snapshots are still read together, api/subscriptions/snapshots.py). A
+    subscription gives its place back once its stream has started; any other
+    operation when it ends.
+    """
+
+    def __init__(self, places: asyncio.Semaphore) -> None:
+        self._places = places
+        self._held = False
+
+    async def take(self) -> None:
+        """Wait for a place."""
+        await self._places.acquire()
+        self._held = True
+
+    def give_back(self) -> None:
+        """Give the place back (once; later calls do nothing)."""
+        if self._held:
+            self._held = False
+            self._places.release()
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """The operation whose task is running: its id, its connection's handler, its place."""
+
+    op_id: str
+    handler: TransportHandler
+    setup: SetupSlot
+
+
+# Each operation runs in a task of its own.
+_operation: ContextVar[Running | None] = ContextVar("tcgraph_operation", default=None)
+
+
+def current_operation() -> Running | None:
+    """The graphql-transport-ws operation being run; None outside one."""
     return _operation.get()
 
 
@@ -109,12 +150,16 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Any, Any]):
         self._releases[op_id] = release
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
-        _operation.set((operation.id, self))
+        view: _CountsConnections = self.view  # type: ignore[assignment]
+        setup = SetupSlot(view.websockets.setups)
+        await setup.take()
+        _operation.set(Running(operation.id, self, setup))
         try:
             await super().run_operation(operation)
         except Detached:
-            view: _CountsConnections = self.view  # type: ignore[assignment]
             view.websockets.operation_detached()
+        finally:
+            setup.give_back()
 
     async def cleanup_operation(self, operation_id: str) -> None:
         release = self._releases.pop(operation_id, None)
@@ -162,6 +207,7 @@ class Connections:
         self.maximum = settings.max_websockets
         self.open = 0
         self.detached = 0
+        self.setups = asyncio.Semaphore(SETUPS_AT_ONCE)  # see SetupSlot
 
     def operation_detached(self) -> None:
         """A direct operation's task ended (its execution state is garbage now)."""

@@ -68,21 +68,25 @@ async def _changes(info: Info[Context, Any], key: Key,
     shape = hub.canonical(plan_field(info, "task", "Task", "t"))
     template = hub.canonical(_template(info, shape))
     operation = current_operation()
-    if template is not None and shape is not None and operation is not None:
-        # Rendered changes go out as whole `next` messages, written by the hub:
-        # nothing is executed per subscriber and event, and the operation keeps
-        # no execution state once its snapshot or catch-up is handed over.
-        op_id, handler = operation
-        sink = frames.DirectSink.for_operation(handler.outbox, template, op_id,
-                                               str(info.path.key))
-        subscriber = await open_direct(hub, key, shape, after, close, sink)
-        handler.detach(op_id, functools.partial(hub.release, subscriber))
-        # The operation's execution state is left to the garbage collector (its
-        # objects refer to each other); what it compiled need not wait with it.
-        context.plans.clear()
-        return _detached()
-    deliveries = await open_stream(hub, key, shape, after, close)
-    return _task_changes(context, deliveries, template)
+    try:
+        if template is not None and shape is not None and operation is not None:
+            # Rendered changes go out as whole `next` messages, written by the hub:
+            # nothing is executed per subscriber and event, and the operation keeps
+            # no execution state once its snapshot or catch-up is handed over.
+            sink = frames.DirectSink.for_operation(operation.handler.outbox, template,
+                                                   operation.op_id, str(info.path.key))
+            subscriber = await open_direct(hub, key, shape, after, close, sink)
+            operation.handler.detach(operation.op_id, functools.partial(hub.release,
+                                                                        subscriber))
+            # The operation's execution state is left to the garbage collector (its
+            # objects refer to each other); what it compiled need not wait with it.
+            context.plans.clear()
+            return _detached()
+        deliveries = await open_stream(hub, key, shape, after, close)
+        return _task_changes(context, deliveries, template)
+    finally:
+        if operation is not None:
+            operation.setup.give_back()
 
 
 async def _detached() -> AsyncIterator[TaskChange | Fragment]:
