@@ -24,7 +24,6 @@ at S and at a small S for comparison.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import multiprocessing
 import os
@@ -44,6 +43,7 @@ import psutil
 from bench.follow import Traffic, _declare_queue, _fresh_database, _options, _paced_publisher
 from bench.pg import free_port
 from bench.stats import percentile
+from bench.subscribers import DOCUMENT, client_process
 from tcgraph.config import Settings
 from tcgraph.ingest.events import EXCHANGE_PREFIX, EXCHANGES
 from tcgraph.api.subscriptions.cursors import decode
@@ -58,9 +58,6 @@ from factories import FakeTask, store  # noqa: E402
 from services.rabbitmq import running_rabbitmq  # noqa: E402
 from services.replay import Recording, declare_exchanges, upstream_app  # noqa: E402
 
-DOCUMENT = """subscription($g: ID!) {
-  taskGroupChanges(taskGroupId: $g) { cursor taskId task { label status { state runs { state } } } }
-}"""
 BURST = "tcgraph_subscription_burst_sql_statements"
 EVENTS = "tcgraph_subscription_events_total"
 
@@ -92,66 +89,6 @@ class SubscriptionFigures:
                 f"{self.refused} subscriptions refused or ended; "
                 f"{self.statements_per_burst:.2f} statements per burst ({self.bursts} bursts); "
                 f"load average {self.load_average:.1f}")
-
-
-def _client_process(url: str, groups: list[str], per_connection: int, ready: Any,
-                    go: Any, out: str) -> None:
-    """Subscribe (one subscription per group in `groups`, `per_connection` per connection),
-    say so on `ready`, then record (receive time, cursor) for every frame until `go`
-    says stop; write them to `out`."""
-
-    async def run() -> None:
-        received: list[tuple[float, str]] = []
-        refused: list[str] = []
-        stop = asyncio.Event()
-
-        async def connection(chunk: list[str]) -> None:
-            async with connected(url, ping_interval=None) as client:
-                for n, group in enumerate(chunk):
-                    await client.subscribe(str(n), DOCUMENT, g=group)
-                # Each group holds one marker task: a subscription is live once its
-                # snapshot (that task) has arrived.
-                live = 0
-                while live < len(chunk):
-                    message = await client.receive()
-                    if message.get("type") == "next":
-                        live += 1
-                    else:
-                        refused.append(orjson.dumps(message).decode())
-                        live += message.get("type") in ("error", "complete")
-                opened.append(1)
-                while not stop.is_set():
-                    try:
-                        raw = await asyncio.wait_for(client.ws.recv(), 1.0)
-                    except TimeoutError:
-                        continue
-                    now = time.time()
-                    message = orjson.loads(raw)
-                    if message.get("type") == "next":
-                        received.append((now, message["payload"]["data"]
-                                         ["taskGroupChanges"]["cursor"]))
-                    elif message.get("type") in ("error", "complete"):
-                        refused.append(str(raw))
-
-        opened: list[int] = []
-        chunks = [groups[i:i + per_connection] for i in range(0, len(groups), per_connection)]
-        tasks = [asyncio.create_task(connection(c)) for c in chunks]
-        while len(opened) < len(chunks):
-            await asyncio.sleep(0.05)
-            for t in tasks:
-                if t.done() and t.exception():
-                    raise t.exception()  # type: ignore[misc]
-        # The client is the instrument: its own collector pausing must not be
-        # counted as the server's latency. What exists now lives until the end.
-        gc.collect()
-        gc.freeze()
-        ready.send(len(chunks))
-        await asyncio.to_thread(go.recv)
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        Path(out).write_bytes(orjson.dumps({"received": received, "refused": refused}))
-
-    asyncio.run(run())
 
 
 def _metric(url: str, name: str) -> float:
@@ -257,7 +194,7 @@ async def run_subscriptions(admin_url: str, make_url: Any, log: Any, *, subscrib
         for i in range(clients):
             ready_r, ready_s = context.Pipe(duplex=False)
             go_r, go_s = context.Pipe(duplex=False)
-            process = context.Process(target=_client_process, args=(
+            process = context.Process(target=client_process, args=(
                 base, watched[i * share:(i + 1) * share], per_connection, ready_s, go_r,
                 str(outs[i])))
             process.start()
