@@ -127,3 +127,29 @@ def test_canonical_values_are_shared_and_bounded() -> None:
     canonical(("d",))  # the third distinct value: the oldest is forgotten
     again = tuple("ab")
     assert canonical(again) is again
+
+
+async def test_a_connection_lost_mid_stream_releases_its_subscriptions(
+        database_url: str, settings: Settings, pool: asyncpg.Pool) -> None:
+    tasks = [FakeTask(task_group_id="g", state="pending") for _ in range(50)]
+    await store(pool, tasks)
+    app = create_app(settings, database_url)
+    with serving(app) as url:
+        # The metrics are the process's: count from where they stand.
+        before = metric(url, "tcgraph_subscriptions")
+        async with connected(url) as watcher:
+            await watcher.subscribe("w", GROUP_CHANGES, g="g")
+            await changes(watcher, "w", len(tasks))
+            async with connected(url) as lost:
+                for n in range(10):
+                    await lost.subscribe(str(n), GROUP_CHANGES, g="g")
+                await lost.receive()  # its frames are flowing
+                # Gone without a close frame, with frames still queued for it.
+                lost.ws.transport.abort()
+                await store(pool, [FakeTask(task_id=t.task_id, task_group_id="g",
+                                            state="running") for t in tasks])
+                await until_metric(url, "tcgraph_subscriptions", before + 1, below=True)
+            assert len(app.state.hub.subscribers()) == 1
+            # The hub and the other connection go on.
+            received = await changes(watcher, "w", len(tasks))
+            assert {c["task"]["status"]["state"] for c in received} == {"RUNNING"}
