@@ -25,7 +25,7 @@ import pytest
 
 from factories import FakeTask, store
 from needs import need
-from services.postgres import PgBouncer, Standby, connected
+from services.postgres import PgBouncer, Standby, connected, postmaster
 from tcgraph.config import Settings
 from tcgraph.store.embedded import EmbeddedPostgres
 from tcgraph.store.migrate import migrate
@@ -166,6 +166,17 @@ async def pool(database_url: str, settings: Settings) -> AsyncIterator[asyncpg.P
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data directory for an embedded cluster; whatever the test did, one left running
+    there is stopped afterwards."""
+    yield tmp_path / "embedded"
+    left = postmaster(tmp_path / "embedded")
+    if left is not None:
+        left.terminate()
+        left.wait(30)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ was given stays valid across the restart: tcgraph itself is never restarted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -80,10 +81,10 @@ class OwnPostgres:
         self.embedded.stop()
 
 
-@pytest.fixture(scope="module")
-def own_pg() -> Iterator[OwnPostgres]:
-    """A separate PostgreSQL, migrated, holding three tasks."""
-    with tempfile.TemporaryDirectory(prefix="tcgraph-adversity-") as tmp:
+@contextlib.contextmanager
+def own_postgres(tasks: list[FakeTask], prefix: str) -> Iterator[OwnPostgres]:
+    """A PostgreSQL of the caller's own, migrated, holding `tasks`, for the block."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         pg = OwnPostgres(Path(tmp))
         try:
             async def fill() -> None:
@@ -94,7 +95,7 @@ def own_pg() -> Iterator[OwnPostgres]:
                     await conn.close()
                 pool = await open_pool(pg.url, Settings())
                 try:
-                    await store(pool, [FakeTask(task_id=t) for t in TASK_IDS])
+                    await store(pool, tasks)
                 finally:
                     await pool.close()
 
@@ -102,6 +103,13 @@ def own_pg() -> Iterator[OwnPostgres]:
             yield pg
         finally:
             pg.close()
+
+
+@pytest.fixture(scope="module")
+def own_pg() -> Iterator[OwnPostgres]:
+    """A separate PostgreSQL, migrated, holding three tasks."""
+    with own_postgres([FakeTask(task_id=t) for t in TASK_IDS], "tcgraph-adversity-") as pg:
+        yield pg
 
 
 @pytest.fixture

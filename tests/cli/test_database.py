@@ -14,16 +14,15 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
-import psutil
 import pytest
 
 from ingest.dumps import definition, run, status, tid
 from servers import serving
+from services.postgres import postmaster
 from services.replay import Recording, upstream_app
 
 TIMEOUT_S = 120
@@ -32,24 +31,6 @@ TIMEOUT_S = 120
 @pytest.fixture(scope="module")
 def recording() -> Recording:
     return Recording.load()
-
-
-def postmaster(data_dir: Path) -> psutil.Process | None:
-    """The running postmaster of the cluster in `data_dir`, if any."""
-    try:
-        pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
-        return psutil.Process(pid)
-    except (OSError, ValueError, IndexError, psutil.NoSuchProcess):
-        return None
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "embedded"
-    left = postmaster(tmp_path / "embedded")
-    if left is not None:  # a failed test must not leave a cluster behind
-        left.terminate()
-        left.wait(30)
 
 
 def frozen_at(point: str, data_dir: Path, *args: str) -> subprocess.Popen[str]:

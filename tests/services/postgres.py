@@ -20,9 +20,19 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
+import psutil
 
 from ports import PortTaken, on_free_ports, says_port_taken
 from waiting import eventually_async
+
+
+def postmaster(data_dir: Path) -> psutil.Process | None:
+    """The running postmaster of the embedded cluster in `data_dir`, if any."""
+    try:
+        pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+        return psutil.Process(pid)
+    except (OSError, ValueError, IndexError, psutil.NoSuchProcess):
+        return None
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 START_TIMEOUT_S = 60.0

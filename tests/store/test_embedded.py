@@ -6,12 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
-import pytest
 
+from services.postgres import postmaster
 from tcgraph.store.embedded import EmbeddedPostgres
 
 # A tcgraph process using the cluster: it starts it, says so, and waits for stdin to close.
@@ -23,24 +21,6 @@ print(pg.start(), flush=True)
 sys.stdin.read()
 pg.stop()
 """
-
-
-def postmaster(data_dir: Path) -> psutil.Process | None:
-    """The running postmaster of the cluster in `data_dir`, if any."""
-    try:
-        pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
-        return psutil.Process(pid)
-    except (OSError, ValueError, IndexError, psutil.NoSuchProcess):
-        return None
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "embedded"
-    running = postmaster(tmp_path / "embedded")
-    if running is not None:  # whatever the test did, stop what it started
-        running.terminate()
-        running.wait(30)
 
 
 def start_user(data_dir: Path) -> subprocess.Popen[str]:

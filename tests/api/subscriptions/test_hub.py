@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,9 +18,8 @@ from factories import FakeTask, store
 from servers import serving
 from tcgraph.config import Settings
 from tcgraph.server import create_app
-from tcgraph.store.migrate import migrate
 from tcgraph.store.pool import open_pool
-from test_adversity import OwnPostgres
+from test_adversity import OwnPostgres, own_postgres
 
 # A second selection of `task`: subscribers with different selections share a burst's statements.
 STATES = """
@@ -83,26 +80,9 @@ async def test_a_burst_costs_the_same_statements_for_one_or_many_subscribers(
 @pytest.fixture
 def own_pg() -> Iterator[OwnPostgres]:
     """A PostgreSQL of this test's own (migrated, holding group g), to stop and start."""
-    with tempfile.TemporaryDirectory(prefix="tcgraph-subs-") as tmp:
-        pg = OwnPostgres(Path(tmp))
-        try:
-            async def fill() -> None:
-                conn = await asyncpg.connect(pg.url)
-                try:
-                    await migrate(conn)
-                finally:
-                    await conn.close()
-                pool = await open_pool(pg.url, Settings())
-                try:
-                    await store(pool, [FakeTask(task_id=t, task_group_id="g", state="pending")
-                                       for t in TASKS])
-                finally:
-                    await pool.close()
-
-            asyncio.run(fill())
-            yield pg
-        finally:
-            pg.close()
+    with own_postgres([FakeTask(task_id=t, task_group_id="g", state="pending")
+                       for t in TASKS], "tcgraph-subs-") as pg:
+        yield pg
 
 
 TASKS = ["AAAAAAAAQACAAAAAAAAAAA", "AAAAAAAAQACAAAAAAAAAAQ"]
