@@ -10,8 +10,9 @@ from datetime import datetime
 import aio_pika
 import asyncpg
 
-from ingest.conftest import follow_options
-from services.replay import Message
+from ingest.conftest import follow_options, reached
+from services.replay import Message, publish, sentinel
+from waiting import eventually_async
 from tcgraph.ingest.follow import FollowOptions
 from tcgraph.ingest.reconcile import ReconcileOptions
 
@@ -45,6 +46,17 @@ async def reconciled_since(conn: asyncpg.Pool | asyncpg.Connection, since: datet
     return bool(await conn.fetchval(
         "SELECT (SELECT last_pass_started > $1 FROM mirror_reconcile) "
         "AND NOT EXISTS (SELECT 1 FROM mirror_gaps WHERE repaired_at IS NULL)", since))
+
+
+async def publish_and_settle(pool: asyncpg.Pool, broker_url: str, messages: list[Message],
+                             n: int) -> None:
+    """Publish `messages` and sentinel `n` after them; return once the sentinel's batch is
+    written and a reconciliation pass that started after it is complete."""
+    marker = sentinel(n)
+    await publish(broker_url, [*messages, marker])
+    await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
+    after = await database_now(pool)
+    await eventually_async(lambda: reconciled_since(pool, after), what="a pass after the sentinel")
 
 
 async def gap_recorded(conn: asyncpg.Pool | asyncpg.Connection, reason: str) -> bool:

@@ -14,8 +14,7 @@ from prometheus_client import REGISTRY
 
 from waiting import eventually_async
 from ingest.conftest import batches_written, following, prepare_queue, reached
-from ingest.drift import (database_now, delete_queue, drifting_options, gap_recorded,
-                          reconciled_since)
+from ingest.drift import delete_queue, drifting_options, gap_recorded, publish_and_settle
 from ingest.oracle import mismatches
 from ingest.test_pulse import ALL_EXCHANGES
 from services.rabbitmq import RabbitMQ
@@ -50,12 +49,7 @@ async def test_the_queue_deleted_mid_stream_is_a_gap_the_follower_repairs(
         await delete_queue(broker.url, options.pulse.queue_name)
         await eventually_async(lambda: gap_recorded(pool, gaps.QUEUE_DECLARED_ANEW),
                       what="the gap, once the queue is declared anew")
-        marker = sentinel(1)
-        await publish(broker.url, [*recording.messages[2 * third:], marker])
-        await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
-        after = await database_now(pool)
-        await eventually_async(lambda: reconciled_since(pool, after),
-                               what="a pass after the sentinel")
+        await publish_and_settle(pool, broker.url, recording.messages[2 * third:], 1)
         assert await mismatches(pool, recording, database_url) == []
         rows = await gap_rows(pool)
     assert [r["reason"] for r in rows if r["reason"] != gaps.RUNS_SKIPPED] == [
@@ -87,12 +81,7 @@ async def test_a_follower_stopped_for_the_middle_third_while_its_queue_was_delet
     async with following(database_url, options) as pool:
         await eventually_async(lambda: gap_recorded(pool, gaps.QUEUE_DECLARED_ANEW),
                       what="the gap, once the queue is declared anew")
-        marker = sentinel(2)
-        await publish(broker.url, [*recording.messages[2 * third:], marker])
-        await eventually_async(lambda: reached(pool, marker), what="the sentinel's batch")
-        after = await database_now(pool)
-        await eventually_async(lambda: reconciled_since(pool, after),
-                               what="a pass after the sentinel")
+        await publish_and_settle(pool, broker.url, recording.messages[2 * third:], 2)
         assert await mismatches(pool, recording, database_url) == []
         rows = await gap_rows(pool)
         state = await pool.fetchrow("SELECT consuming, messages FROM mirror_followers "
