@@ -54,15 +54,22 @@ class DatasetInfo:
         return asdict(self)
 
 
-async def ensure(admin_url: str, url: str, database: str, tasks: int,
-                 log: Callable[[str], None]) -> DatasetInfo:
-    """Reuse the bench database if it holds `tasks` demo tasks, else (re)build it."""
+async def database_exists(admin_url: str, database: str) -> bool:
+    """Whether the cluster holds `database` (and pg_stat_statements is installed, for the
+    figures the bench reads from it)."""
     conn = await asyncpg.connect(admin_url)
     try:
         exists = await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", database)
         await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     finally:
         await conn.close()
+    return bool(exists)
+
+
+async def ensure(admin_url: str, url: str, database: str, tasks: int,
+                 log: Callable[[str], None]) -> DatasetInfo:
+    """Reuse the bench database if it holds `tasks` demo tasks, else (re)build it."""
+    exists = await database_exists(admin_url, database)
     if exists:
         reason = await _stale(url, tasks)
         if reason is None:

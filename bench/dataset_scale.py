@@ -29,12 +29,7 @@ async def ensure(admin_url: str, url: str, database: str, tasks: int,
                  log: Callable[[str], None]) -> dataset.DatasetInfo:
     """Reuse the scale database of `tasks` tasks if it is complete, else build it
     (`Shape.firefox` up to now); W3's group is the newest push."""
-    conn = await asyncpg.connect(admin_url)
-    try:
-        exists = await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", database)
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    finally:
-        await conn.close()
+    exists = await dataset.database_exists(admin_url, database)
     if exists and (reason := await _stale(url, tasks)) is None:
         info = await _described(url, tasks, built_s=None)
         log(f"dataset: reusing {database} ({info.stored_tasks:,} tasks)")

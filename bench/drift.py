@@ -201,8 +201,7 @@ async def run_drift(admin_url: str, make_url: Callable[[str], str], log: Callabl
 
     rec = Recording.load()
     traffic = Traffic(rec)
-    copies = -(-messages // len(rec.messages))
-    drained = [m for _ in range(copies) for m in traffic.copy()]
+    drained = traffic.copies(messages)
     served = Recording(messages=[], definitions=traffic.definitions)
     with running_rabbitmq() as broker:
         await declare_exchanges(broker.url, [EXCHANGE_PREFIX + e for e in EXCHANGES])

@@ -98,8 +98,7 @@ async def run(pg: BenchPostgres, tasks: int, doomed: int, rate: float,
     rec = Recording.load()
     traffic = Traffic(rec)
     # The publisher's schedule should outlast the expiry (it is stopped when done).
-    paced = [m for _ in range(-(-int(rate * seconds) // len(rec.messages)))
-             for m in traffic.copy()][:int(rate * seconds)]
+    paced = traffic.copies(int(rate * seconds))[:int(rate * seconds)]
     served = Recording(messages=[], definitions=traffic.definitions)
     settings = Settings(pool_min_size=1, pool_max_size=4)
     from servers import serving  # tests/servers.py: uvicorn in a thread

@@ -87,6 +87,10 @@ class Traffic:
             self.definitions[fresh.setdefault(task_id, _slug())] = orjson.loads(rename(text))
         return messages
 
+    def copies(self, count: int) -> list[Message]:
+        """As many whole copies as it takes to make at least `count` messages."""
+        return [m for _ in range(-(-count // len(self.rec.messages))) for m in self.copy()]
+
 
 @dataclass(frozen=True)
 class FollowFigures:
@@ -190,12 +194,10 @@ async def run_follow(admin_url: str, make_url: Callable[[str], str], log: Callab
 
     rec = Recording.load()
     traffic = Traffic(rec)
-    copies = -(-messages // len(rec.messages))
-    log(f"follow: building {copies} copies of the recording ({copies * len(rec.messages):,} "
-        "messages)")
-    drained = [m for _ in range(copies) for m in traffic.copy()]
-    paced = [m for _ in range(-(-int(rate * rate_seconds) // len(rec.messages)))
-             for m in traffic.copy()][:int(rate * rate_seconds)]
+    drained = traffic.copies(messages)
+    log(f"follow: built {len(drained) // len(rec.messages)} copies of the recording "
+        f"({len(drained):,} messages)")
+    paced = traffic.copies(int(rate * rate_seconds))[:int(rate * rate_seconds)]
     served = Recording(messages=[], definitions=traffic.definitions)
     settings = Settings(pool_min_size=1, pool_max_size=4)
     with running_rabbitmq() as broker, serving(upstream_app(served)) as upstream:
