@@ -9,6 +9,7 @@ import orjson
 import pytest
 from graphql import parse
 
+from bench.documents import resolve_inline
 from factories import FakeTask, store
 from tcgraph.api.context import Context
 from tcgraph.api.documents import (
@@ -73,17 +74,7 @@ async def test_many_operations_are_refused_once_then_from_the_cache(
 
 def test_a_decision_task_s_10000_keys_written_inline_fit_the_token_limit() -> None:
     """The largest legitimate document: tcgraph.client's, its 10,000 keys as literals."""
-    paths = [f"gecko.cache.level-3.toolchain.{n:064x}" for n in range(5_000)]
-    labels = [f"test-linux64/opt-mochitest-{n}" for n in range(4_000)]
-    ids = ["NiOphb3AQf65nOJVfFZs7g"] * 1_000
-    document = (
-        f"query Resolve($filter: TaskFilter) {{ "
-        f"indexedTasks(indexPaths: {orjson.dumps(paths).decode()}) "
-        f"{{ taskId task {{ status {{ ...Status }} }} }} "
-        f"labels(labels: {orjson.dumps(labels).decode()}, filter: $filter) "
-        f"{{ latest {{ status {{ ...Status }} }} }} "
-        f"statuses(taskIds: {orjson.dumps(ids).decode()}) {{ ...Status }} }} "
-        "fragment Status on TaskStatus { taskId state expires }")
+    document = resolve_inline()
     tokens = lexed_tokens(document, 10**6)
     assert tokens == 10_000 + 69  # the figure config.py and the README give
     assert tokens <= Settings().max_tokens
