@@ -107,7 +107,7 @@ class Subscriber:
         self.wake: asyncio.Event | None = None  # made by a stream that waits on it
         self.dropped = False  # closed or released: nothing more goes out for it
         self.sink: DirectSink | None = None
-        self.pending = 0  # frames in the sink's outbox not written yet
+        self.pending = 0  # taken from the queue, not yet sent: outbox frames, or a stream's batch
 
     def wants(self, position: Position) -> bool:
         """Whether a change at `position` is new to this subscriber."""
